@@ -1,0 +1,80 @@
+"""The one contract between controllers and server: MQTT topics and payloads.
+
+Standard library only, so that the Raspberry Pi side stays small.
+"""
+
+from protocol.errors import ProtocolError, SignatureError, StaleSnapshotError
+from protocol.events import (
+    Ack,
+    ControllerState,
+    ControllerStatus,
+    DenyReason,
+    EndReason,
+    Event,
+    EventEnvelope,
+    EventKind,
+    Level,
+    validate_event_data,
+)
+from protocol.snapshot import (
+    MachineSettings,
+    Mode,
+    PermissionEntry,
+    PermissionSnapshot,
+    badge_digest,
+    encode_config,
+    normalize_uid,
+    verify_config,
+)
+from protocol.topics import (
+    TopicAddress,
+    TopicKind,
+    ack_topic,
+    auth_request_topic,
+    auth_response_topic,
+    check_segment,
+    command_topic,
+    config_topic,
+    events_topic,
+    parse_topic,
+    shared_filter,
+    status_topic,
+    subscription_filter,
+)
+
+__all__ = [
+    "Ack",
+    "ControllerState",
+    "ControllerStatus",
+    "DenyReason",
+    "EndReason",
+    "Event",
+    "EventEnvelope",
+    "EventKind",
+    "Level",
+    "MachineSettings",
+    "Mode",
+    "PermissionEntry",
+    "PermissionSnapshot",
+    "ProtocolError",
+    "SignatureError",
+    "StaleSnapshotError",
+    "TopicAddress",
+    "TopicKind",
+    "ack_topic",
+    "auth_request_topic",
+    "auth_response_topic",
+    "badge_digest",
+    "check_segment",
+    "command_topic",
+    "config_topic",
+    "encode_config",
+    "events_topic",
+    "normalize_uid",
+    "parse_topic",
+    "shared_filter",
+    "status_topic",
+    "subscription_filter",
+    "validate_event_data",
+    "verify_config",
+]

@@ -1,0 +1,275 @@
+"""Controller → server events, server → controller acks, and controller status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from typing import Any
+
+from protocol import _fields as f
+from protocol.errors import ProtocolError
+
+SCHEMA_VERSION = 1
+
+
+class EventKind(StrEnum):
+    BADGE_DENIED = "badge_denied"
+    SESSION_STARTED = "session_started"
+    SESSION_HEARTBEAT = "session_heartbeat"
+    BUSY_STARTED = "busy_started"
+    BUSY_ENDED = "busy_ended"
+    SESSION_ENDED = "session_ended"
+    OOPS_REPORTED = "oops_reported"
+    FAULT = "fault"
+
+
+class Level(StrEnum):
+    """What a member may do on a machine, in increasing order of trust."""
+
+    SUPERVISED = "supervised"
+    AUTONOMOUS = "autonomous"
+    TRAINER = "trainer"
+
+
+class DenyReason(StrEnum):
+    UNKNOWN_BADGE = "unknown_badge"
+    NOT_TRAINED = "not_trained"
+    TRAINING_EXPIRED = "training_expired"
+    OUT_OF_SERVICE = "out_of_service"
+    NO_SNAPSHOT = "no_snapshot"
+    IN_USE = "in_use"
+    SUPERVISOR_MISSING = "supervisor_missing"
+
+
+class EndReason(StrEnum):
+    BADGE = "badge"
+    CARD_REMOVED = "card_removed"
+    IDLE_TIMEOUT = "idle_timeout"
+    MAX_DURATION = "max_duration"
+    REMOTE_LOCK = "remote_lock"
+    OUT_OF_SERVICE = "out_of_service"
+    OOPS = "oops"
+    CONTROLLER_RESTART = "controller_restart"
+    SHUTDOWN = "shutdown"
+    PERMISSION_REVOKED = "permission_revoked"
+
+
+class ControllerState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+# Per kind: field name -> (type, required). Types are str, int, float, bool or an Enum class.
+_DATA_SCHEMA: dict[EventKind, dict[str, tuple[Any, bool]]] = {
+    EventKind.BADGE_DENIED: {
+        "badge_uid": (str, True),
+        "reason": (DenyReason, True),
+        "member_id": (str, False),
+    },
+    EventKind.SESSION_STARTED: {
+        "session_id": (str, True),
+        "badge_uid": (str, True),
+        "member_id": (str, True),
+        "level": (Level, True),
+        "snapshot_version": (int, True),
+    },
+    EventKind.SESSION_HEARTBEAT: {
+        "session_id": (str, True),
+        "elapsed_seconds": (float, True),
+        "busy_seconds": (float, True),
+    },
+    EventKind.BUSY_STARTED: {"session_id": (str, False)},
+    EventKind.BUSY_ENDED: {"session_id": (str, False)},
+    EventKind.SESSION_ENDED: {
+        "session_id": (str, True),
+        "reason": (EndReason, True),
+        "elapsed_seconds": (float, True),
+        "busy_seconds": (float, True),
+        # Set when the end is known only afterwards (controller restart): the wall time
+        # of the last heartbeat, which is when the session is closed.
+        "ended_wall_time": (float, False),
+    },
+    EventKind.OOPS_REPORTED: {
+        "session_id": (str, False),
+        "member_id": (str, False),
+        "message": (str, False),
+    },
+    EventKind.FAULT: {"code": (str, True), "message": (str, True)},
+}
+
+
+def _read_value(data: dict[str, Any], name: str, kind: Any, prefix: str) -> Any:
+    if kind is str:
+        return f.req_str(data, name, prefix, max_len=500)
+    if kind is int:
+        return f.req_int(data, name, prefix)
+    if kind is float:
+        return f.req_float(data, name, prefix)
+    if kind is bool:
+        return f.req_bool(data, name, prefix)
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return f.req_enum(data, name, kind, prefix).value
+    raise TypeError(kind)  # pragma: no cover - schema table bug
+
+
+def validate_event_data(kind: EventKind, data: dict[str, Any]) -> dict[str, Any]:
+    """Check one event's data against its kind's schema; returns a cleaned copy."""
+    schema = _DATA_SCHEMA[kind]
+    unknown = set(data) - set(schema)
+    if unknown:
+        raise ProtocolError(f"data.{sorted(unknown)[0]}", f"unknown field for {kind.value}")
+    clean: dict[str, Any] = {}
+    for name, (kind_of, required) in schema.items():
+        if data.get(name) is None:
+            if required:
+                raise ProtocolError(f"data.{name}", "is required")
+            continue
+        clean[name] = _read_value(data, name, kind_of, "data.")
+    return clean
+
+
+@dataclass(frozen=True)
+class Event:
+    """One controller event; (controller_id, outbox_id, seq) and event_id are both unique."""
+
+    event_id: str
+    controller_id: str
+    outbox_id: str
+    seq: int
+    boot_id: str
+    wall_time: float
+    mono_time: float
+    kind: EventKind
+    data: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def encode(self) -> bytes:
+        return f.dump(
+            {
+                "schema_version": self.schema_version,
+                "event_id": self.event_id,
+                "controller_id": self.controller_id,
+                "outbox_id": self.outbox_id,
+                "seq": self.seq,
+                "boot_id": self.boot_id,
+                "wall_time": self.wall_time,
+                "mono_time": self.mono_time,
+                "kind": self.kind.value,
+                "data": self.data,
+            }
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes | str) -> Event:
+        d = f.load_object(payload, "event")
+        f.check_schema_version(d, SCHEMA_VERSION)
+        kind = f.req_enum(d, "kind", EventKind)
+        return cls(
+            event_id=f.req_str(d, "event_id", max_len=64),
+            controller_id=f.req_str(d, "controller_id", max_len=64),
+            outbox_id=f.req_str(d, "outbox_id", max_len=64),
+            seq=f.req_int(d, "seq", minimum=1),
+            boot_id=f.req_str(d, "boot_id", max_len=64),
+            wall_time=f.req_float(d, "wall_time"),
+            mono_time=f.req_float(d, "mono_time"),
+            kind=kind,
+            data=validate_event_data(kind, f.req_object(d, "data")),
+        )
+
+
+@dataclass(frozen=True)
+class EventEnvelope:
+    """The stream position of an event whose body may be invalid: enough to ack it."""
+
+    controller_id: str
+    outbox_id: str
+    seq: int
+
+    @classmethod
+    def peek(cls, payload: bytes | str) -> EventEnvelope | None:
+        """Read only the envelope fields; None when even those are unreadable."""
+        try:
+            d = f.load_object(payload, "event")
+            return cls(
+                controller_id=f.req_str(d, "controller_id", max_len=64),
+                outbox_id=f.req_str(d, "outbox_id", max_len=64),
+                seq=f.req_int(d, "seq", minimum=1),
+            )
+        except ProtocolError:
+            return None
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Server → controller: every event of this outbox up to `up_to_seq` is committed.
+
+    `rejected` lists the seqs among them that failed validation: they are kept by the
+    server as rejected events and must not be sent again.
+    """
+
+    controller_id: str
+    outbox_id: str
+    up_to_seq: int
+    rejected: tuple[int, ...] = ()
+    schema_version: int = SCHEMA_VERSION
+
+    def encode(self) -> bytes:
+        return f.dump(
+            {
+                "schema_version": self.schema_version,
+                "controller_id": self.controller_id,
+                "outbox_id": self.outbox_id,
+                "up_to_seq": self.up_to_seq,
+                "rejected": list(self.rejected),
+            }
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes | str) -> Ack:
+        d = f.load_object(payload, "ack")
+        f.check_schema_version(d, SCHEMA_VERSION)
+        rejected = f.req_list(d, "rejected")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in rejected):
+            raise ProtocolError("rejected", "must be a list of positive integers")
+        return cls(
+            controller_id=f.req_str(d, "controller_id", max_len=64),
+            outbox_id=f.req_str(d, "outbox_id", max_len=64),
+            up_to_seq=f.req_int(d, "up_to_seq"),
+            rejected=tuple(rejected),
+        )
+
+
+@dataclass(frozen=True)
+class ControllerStatus:
+    """Retained `status`: the birth message and, as last will, the `offline` one."""
+
+    controller_id: str
+    state: ControllerState
+    firmware_version: str
+    boot_id: str
+    wall_time: float
+    schema_version: int = SCHEMA_VERSION
+
+    def encode(self) -> bytes:
+        return f.dump(
+            {
+                "schema_version": self.schema_version,
+                "controller_id": self.controller_id,
+                "state": self.state.value,
+                "firmware_version": self.firmware_version,
+                "boot_id": self.boot_id,
+                "wall_time": self.wall_time,
+            }
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes | str) -> ControllerStatus:
+        d = f.load_object(payload, "status")
+        f.check_schema_version(d, SCHEMA_VERSION)
+        return cls(
+            controller_id=f.req_str(d, "controller_id", max_len=64),
+            state=f.req_enum(d, "state", ControllerState),
+            firmware_version=f.req_str(d, "firmware_version", max_len=64),
+            boot_id=f.req_str(d, "boot_id", max_len=64),
+            wall_time=f.req_float(d, "wall_time"),
+        )

@@ -1,0 +1,188 @@
+"""The signed, versioned per-machine config: settings plus the permission snapshot.
+
+The server signs it with HMAC-SHA256 under the controller's own key and publishes it
+retained on the machine's `config` topic. Badges appear only as keyed digests, so a
+reader of the broker cannot learn badge UIDs from it (and clone them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from protocol import _fields as f
+from protocol.errors import ProtocolError, SignatureError, StaleSnapshotError
+from protocol.events import Level
+
+SCHEMA_VERSION = 1
+_UID = re.compile(r"^[0-9A-F]{4,40}$")
+
+
+class Mode(StrEnum):
+    TOGGLE = "toggle"  # tap to start, tap to end
+    HOLD = "hold"  # the badge stays on the reader
+
+
+def normalize_uid(uid: str) -> str:
+    """Canonical badge UID: uppercase hex, separators removed; ProtocolError otherwise."""
+    clean = re.sub(r"[\s:\-]", "", uid).upper()
+    if not _UID.match(clean):
+        raise ProtocolError("badge_uid", "must be 4 to 40 hexadecimal digits")
+    return clean
+
+
+def badge_digest(key: bytes, uid: str) -> str:
+    """The keyed digest under which a badge appears in this controller's snapshot."""
+    mac = hmac.new(key, b"badge:" + normalize_uid(uid).encode(), hashlib.sha256)
+    return mac.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class MachineSettings:
+    name: str
+    mode: Mode = Mode.TOGGLE
+    idle_timeout_s: int = 0  # 0 = no idle timeout
+    max_duration_s: int = 0  # 0 = no limit
+    heartbeat_interval_s: int = 60
+    out_of_service: bool = False
+    out_of_service_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "mode": self.mode.value,
+            "idle_timeout_s": self.idle_timeout_s,
+            "max_duration_s": self.max_duration_s,
+            "heartbeat_interval_s": self.heartbeat_interval_s,
+            "out_of_service": self.out_of_service,
+            "out_of_service_reason": self.out_of_service_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], prefix: str = "settings.") -> MachineSettings:
+        return cls(
+            name=f.req_str(d, "name", prefix),
+            mode=f.req_enum(d, "mode", Mode, prefix),
+            idle_timeout_s=f.req_int(d, "idle_timeout_s", prefix),
+            max_duration_s=f.req_int(d, "max_duration_s", prefix),
+            heartbeat_interval_s=f.req_int(d, "heartbeat_interval_s", prefix, minimum=1),
+            out_of_service=f.req_bool(d, "out_of_service", prefix),
+            out_of_service_reason=f.opt_str(d, "out_of_service_reason", prefix, max_len=500),
+        )
+
+
+@dataclass(frozen=True)
+class PermissionEntry:
+    """One badge allowed on the machine, at a level, until `expires_at` (epoch s) if set."""
+
+    badge_digest: str
+    member_id: str
+    level: Level
+    expires_at: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "badge_digest": self.badge_digest,
+            "member_id": self.member_id,
+            "level": self.level.value,
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str) -> PermissionEntry:
+        if not isinstance(d, dict):
+            raise ProtocolError(prefix.rstrip("."), "must be an object")
+        return cls(
+            badge_digest=f.req_str(d, "badge_digest", prefix, max_len=64),
+            member_id=f.req_str(d, "member_id", prefix, max_len=64),
+            level=f.req_enum(d, "level", Level, prefix),
+            expires_at=f.opt_int(d, "expires_at", prefix),
+        )
+
+
+@dataclass(frozen=True)
+class PermissionSnapshot:
+    """Who may use one machine, at what level, and the machine's settings, at `version`."""
+
+    site: str
+    machine: str
+    controller_id: str
+    version: int
+    issued_at: int
+    settings: MachineSettings
+    permissions: tuple[PermissionEntry, ...] = ()
+    _by_digest: dict[str, PermissionEntry] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        self._by_digest.update({p.badge_digest: p for p in self.permissions})
+
+    def lookup(self, digest: str) -> PermissionEntry | None:
+        """The entry for a badge digest, if the badge is on this snapshot."""
+        return self._by_digest.get(digest)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "site": self.site,
+            "machine": self.machine,
+            "controller_id": self.controller_id,
+            "version": self.version,
+            "issued_at": self.issued_at,
+            "settings": self.settings.to_dict(),
+            "permissions": [p.to_dict() for p in self.permissions],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PermissionSnapshot:
+        p = "snapshot."
+        entries = f.req_list(d, "permissions", p)
+        return cls(
+            site=f.req_str(d, "site", p, max_len=64),
+            machine=f.req_str(d, "machine", p, max_len=64),
+            controller_id=f.req_str(d, "controller_id", p, max_len=64),
+            version=f.req_int(d, "version", p, minimum=1),
+            issued_at=f.req_int(d, "issued_at", p),
+            settings=MachineSettings.from_dict(f.req_object(d, "settings", p), p + "settings."),
+            permissions=tuple(
+                PermissionEntry.from_dict(e, f"{p}permissions[{i}].") for i, e in enumerate(entries)
+            ),
+        )
+
+
+def _signature(key: bytes, body: dict[str, Any]) -> str:
+    return hmac.new(key, f.canonical(body), hashlib.sha256).hexdigest()
+
+
+def encode_config(snapshot: PermissionSnapshot, key: bytes) -> bytes:
+    """The signed `config` payload for a snapshot."""
+    body = snapshot.to_dict()
+    return f.dump(
+        {"schema_version": SCHEMA_VERSION, "snapshot": body, "signature": _signature(key, body)}
+    )
+
+
+def verify_config(
+    payload: bytes | str, key: bytes, *, held_version: int | None = None
+) -> PermissionSnapshot:
+    """Decode and verify a `config` payload.
+
+    Raises SignatureError for a wrong signature, StaleSnapshotError when the version is
+    not newer than `held_version`, ProtocolError for a malformed body.
+    """
+    d = f.load_object(payload, "config")
+    f.check_schema_version(d, SCHEMA_VERSION)
+    body = f.req_object(d, "snapshot")
+    signature = f.req_str(d, "signature", max_len=128)
+    if not hmac.compare_digest(signature, _signature(key, body)):
+        raise SignatureError("signature", "does not match the controller key")
+    snapshot = PermissionSnapshot.from_dict(body)
+    if held_version is not None and snapshot.version <= held_version:
+        raise StaleSnapshotError(
+            "snapshot.version", f"{snapshot.version} is not newer than held {held_version}"
+        )
+    return snapshot
