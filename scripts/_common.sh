@@ -45,9 +45,18 @@ find_python() {
     printf '%s\n' "$py"
 }
 
+# A usable venv: Python 3.11+, pip, and made here (a venv copied from another path
+# keeps that path in its scripts' #! lines and would run the other venv's Python).
 _venv_works() {
-    [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null &&
-        "$VENV/bin/python" -m pip --version >/dev/null 2>&1
+    [ -x "$VENV/bin/python" ] || return 1
+    "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || return 1
+    "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || return 1
+    local shebang=""
+    [ -f "$VENV/bin/pip" ] && shebang="$(head -n 1 "$VENV/bin/pip")"
+    case "$shebang" in
+        "#!$VENV/bin/python"*) return 0 ;;
+        *) log "$VENV was made elsewhere (${shebang:-no pip script}): recreating it"; return 1 ;;
+    esac
 }
 
 # ensure_venv: create (or repair) .venv and `pip install -e '.[dev]'` into it, skipped
