@@ -1,0 +1,97 @@
+"""The one place that wires a controller together from real or fake parts."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextlib import ExitStack
+from typing import Any
+
+from firmware_pi.app import ControllerApp
+from firmware_pi.clock import Clock, SystemClock
+from firmware_pi.config import ControllerConfig
+from firmware_pi.controller import Controller
+from firmware_pi.hardware import MachineHardware
+from firmware_pi.link import Link, MqttLink
+from firmware_pi.outbox import Outbox
+from firmware_pi.reader import CardReader, SimulatedReader
+from firmware_pi.snapshot_store import SnapshotStore, SnapshotVerifier
+
+log = logging.getLogger(__name__)
+
+
+def make_reader(kind: str) -> CardReader:
+    """The card reader named in the config."""
+    if kind == "simulated":
+        return SimulatedReader()
+    raise ValueError(f"unknown reader kind {kind!r}")  # config validation prevents this
+
+
+def build_controller(
+    config: ControllerConfig,
+    *,
+    pin_factory: Any = None,
+    reader: CardReader | None = None,
+    clock: Clock | None = None,
+    link: Link | None = None,
+) -> ControllerApp:
+    """A ready-to-start ControllerApp; unset parts are the real ones the config names.
+
+    The hardware comes first so that the relay is driven off as early as possible.
+    """
+    boot_id = str(uuid.uuid4())
+    clock = clock or SystemClock()
+    with ExitStack() as undo:
+        hardware = MachineHardware(
+            relay_pin=config.relay_pin,
+            relay_active_high=config.relay_active_high,
+            green_led_pin=config.green_led_pin,
+            red_led_pin=config.red_led_pin,
+            pin_factory=pin_factory,
+        )
+        undo.callback(hardware.close)
+        if reader is None:
+            reader = make_reader(config.reader)
+        undo.callback(reader.close)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        outbox = Outbox(config.outbox_path)
+        undo.callback(outbox.close)
+        verifier = SnapshotVerifier(
+            key=config.key,
+            site=config.site,
+            machine=config.machine,
+            controller_id=config.controller_id,
+        )
+        snapshot_store = SnapshotStore(config.snapshot_path, verifier)
+        controller = Controller(key=config.key, snapshot=snapshot_store.load())
+        if link is None:
+            link = MqttLink(
+                broker=config.broker,
+                controller_id=config.controller_id,
+                site=config.site,
+                machine=config.machine,
+                firmware_version=config.firmware_version,
+                boot_id=boot_id,
+                username=config.username,
+                password=config.password,
+                wall_clock=lambda: clock.now().wall,
+            )
+        app = ControllerApp(
+            config=config,
+            controller=controller,
+            hardware=hardware,
+            reader=reader,
+            outbox=outbox,
+            link=link,
+            snapshot_store=snapshot_store,
+            verifier=verifier,
+            clock=clock,
+            boot_id=boot_id,
+        )
+        undo.pop_all()
+    log.info(
+        "controller %s for %s/%s built (boot %s, outbox %s, %d events pending)",
+        config.controller_id, config.site, config.machine, boot_id, outbox.outbox_id,
+        len(outbox),
+    )
+    return app
