@@ -97,7 +97,12 @@ class StatusLeds(_ClosingContext):
     """
 
     def __init__(
-        self, *, green_pin: PinSpec, red_pin: PinSpec, pin_factory: Any = None
+        self,
+        *,
+        green_pin: PinSpec,
+        red_pin: PinSpec,
+        frame_s: float = FRAME_S,
+        pin_factory: Any = None,
     ) -> None:
         self.green = LED(green_pin, pin_factory=pin_factory)
         try:
@@ -106,7 +111,7 @@ class StatusLeds(_ClosingContext):
             self.green.close()
             raise
         for led in (self.green, self.red):
-            led.source_delay = FRAME_S
+            led.source_delay = frame_s
         self._signal = Signal.IDLE
         self._offline = False
 

@@ -1,0 +1,171 @@
+"""Shared test helpers for the controller: a test lab's snapshot, fake time and fake link."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from firmware_pi.clock import Instant
+from firmware_pi.config import ControllerConfig
+from firmware_pi.link import Incoming, LinkEvent, LinkUp
+from protocol import (
+    Ack,
+    Event,
+    Level,
+    MachineSettings,
+    PermissionEntry,
+    PermissionSnapshot,
+    TopicKind,
+    badge_digest,
+    encode_config,
+)
+
+KEY = bytes(range(32))
+KEY_HEX = KEY.hex()
+SITE = "testlab"
+MACHINE = "laser"
+CONTROLLER_ID = "ctrl-laser"
+WALL_START = 1_750_000_000.0
+
+ALICE = "04A1B2C3"  # autonomous on the laser
+BOB = "04B0B0B0"  # trainer on the laser
+CAROL = "04CA401E"  # training expired
+STRANGER = "04DEAD00"  # not on the snapshot
+
+
+def make_snapshot(
+    *,
+    version: int = 1,
+    out_of_service: bool = False,
+    heartbeat_interval_s: int = 60,
+    key: bytes = KEY,
+    site: str = SITE,
+    machine: str = MACHINE,
+    controller_id: str = CONTROLLER_ID,
+) -> PermissionSnapshot:
+    """The test lab's laser snapshot: Alice and Bob may use it, Carol's training lapsed."""
+    return PermissionSnapshot(
+        site=site,
+        machine=machine,
+        controller_id=controller_id,
+        version=version,
+        issued_at=int(WALL_START),
+        settings=MachineSettings(
+            name="Laser cutter",
+            heartbeat_interval_s=heartbeat_interval_s,
+            out_of_service=out_of_service,
+        ),
+        permissions=(
+            PermissionEntry(badge_digest(key, ALICE), "m-alice", Level.AUTONOMOUS),
+            PermissionEntry(
+                badge_digest(key, BOB), "m-bob", Level.TRAINER, expires_at=int(WALL_START) + 3600
+            ),
+            PermissionEntry(
+                badge_digest(key, CAROL), "m-carol", Level.AUTONOMOUS,
+                expires_at=int(WALL_START) - 1,
+            ),
+        ),
+    )
+
+
+def signed_config(snapshot: PermissionSnapshot | None = None, *, key: bytes = KEY) -> bytes:
+    return encode_config(snapshot or make_snapshot(), key)
+
+
+def make_config(data_dir: Path, **overrides: Any) -> ControllerConfig:
+    values: dict[str, Any] = {
+        "controller_id": CONTROLLER_ID,
+        "site": SITE,
+        "machine": MACHINE,
+        "broker_url": "mqtt://127.0.0.1:1",  # nothing listens there: always offline
+        "key_hex": KEY_HEX,
+        "data_dir": data_dir,
+    }
+    values.update(overrides)
+    return ControllerConfig.from_dict(values)
+
+
+class FakeClock:
+    """A clock that moves only when told to; thread-safe."""
+
+    def __init__(self, wall: float = WALL_START, mono: float = 1000.0) -> None:
+        self._lock = threading.Lock()
+        self._wall = wall
+        self._mono = mono
+
+    def now(self) -> Instant:
+        with self._lock:
+            return Instant(self._wall, self._mono)
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._wall += seconds
+            self._mono += seconds
+
+
+class FakeLink:
+    """An in-memory broker connection: records published events, injects messages."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connected = False
+        self._inbox: list[LinkEvent] = []
+        self.published: list[Event] = []
+        self.started = False
+        self.stopped = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self.stopped = True
+        self._connected = False
+
+    def publish_event(self, event: Event) -> bool:
+        if not self._connected:
+            return False
+        with self._lock:
+            self.published.append(event)
+        return True
+
+    def drain(self) -> list[LinkEvent]:
+        with self._lock:
+            events, self._inbox = self._inbox, []
+        return events
+
+    def published_seqs(self) -> list[int]:
+        with self._lock:
+            return [e.seq for e in self.published]
+
+    # -- test controls ------------------------------------------------------------------
+
+    def connect(self) -> None:
+        self._connected = True
+        with self._lock:
+            self._inbox.append(LinkUp())
+
+    def deliver(self, kind: TopicKind, payload: bytes) -> None:
+        with self._lock:
+            self._inbox.append(Incoming(kind, payload))
+
+    def deliver_ack(
+        self, up_to_seq: int, *, outbox_id: str, rejected: tuple[int, ...] = ()
+    ) -> None:
+        ack = Ack(CONTROLLER_ID, outbox_id, up_to_seq, rejected)
+        self.deliver(TopicKind.ACK, ack.encode())
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+    """Poll until `predicate()` holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.005)
