@@ -28,8 +28,16 @@ def load_object(payload: bytes | str, what: str) -> dict[str, Any]:
         obj = json.loads(payload)
     except json.JSONDecodeError as exc:
         raise ProtocolError(what, f"invalid JSON ({exc.msg})") from exc
+    except RecursionError as exc:  # "[[[[…" well under the size limit
+        raise ProtocolError(what, "JSON nested too deeply") from exc
     if not isinstance(obj, dict):
         raise ProtocolError(what, "must be a JSON object")
+    try:
+        # A "\ud800" escape decodes to a lone surrogate, which cannot be encoded again as
+        # UTF-8 (to store, sign or forward it): refuse it here rather than crash later.
+        dump(obj)
+    except UnicodeEncodeError as exc:
+        raise ProtocolError(what, "contains an unpaired UTF-16 surrogate") from exc
     return obj
 
 

@@ -38,7 +38,7 @@ class TopicAddress:
 
 def check_segment(value: str, field: str) -> str:
     """Validate a site or machine slug (lowercase letters, digits, '-' and '_')."""
-    if not isinstance(value, str) or not _SEGMENT.match(value):
+    if not isinstance(value, str) or not _SEGMENT.fullmatch(value):
         raise ProtocolError(field, "must be a slug: lowercase letters, digits, '-' or '_'")
     return value
 
