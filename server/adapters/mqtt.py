@@ -1,0 +1,199 @@
+"""The server's MQTT link (paho-mqtt 2.x) and the ingest worker behind it."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from protocol import ProtocolError, TopicKind, parse_topic, shared_filter, subscription_filter
+from server.service_layer.commands import (
+    IngestEvent,
+    OutgoingMessage,
+    PublishConfigs,
+    RecordControllerStatus,
+)
+from server.service_layer.ingest import IngestOutcome
+from server.service_layer.messagebus import MessageBus
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        """`mqtt://host:port` or `mqtts://host:port`; ValueError otherwise."""
+        parsed = urlparse(url)
+        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+            raise ValueError(f"broker URL must be mqtt://host:port or mqtts://host:port: {url!r}")
+        tls = parsed.scheme == "mqtts"
+        return cls(parsed.hostname, parsed.port or (8883 if tls else 1883), tls)
+
+
+class ServerMqttLink:
+    """One paho client: keeps reconnecting, resubscribes, hands messages to a callback."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_id: str,
+        subscriptions: Sequence[str],
+        on_message: Callable[[str, bytes], None],
+        on_connect: Callable[[], None] | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.address = BrokerAddress.parse(url)
+        self._subscriptions = list(subscriptions)
+        self._on_message_cb = on_message
+        self._on_connect_cb = on_connect
+        self._connected = threading.Event()
+        self._client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=False,  # the broker queues QoS 1 events while the server is down
+        )
+        if username:
+            self._client.username_pw_set(username, password)
+        if self.address.tls:
+            self._client.tls_set()
+        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
+        self._client.on_message = self._handle_message
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self, *, wait: float | None = None) -> None:
+        """Connect in the background; with `wait`, block up to that many seconds for it."""
+        self._client.connect_async(self.address.host, self.address.port, keepalive=30)
+        self._client.loop_start()
+        if wait is not None and not self._connected.wait(wait):
+            logger.warning("broker %s not reachable yet; retrying", self.address)
+
+    def stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    def publish(self, message: OutgoingMessage) -> None:
+        info = self._client.publish(
+            message.topic, message.payload, qos=message.qos, retain=message.retain
+        )
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            logger.warning("publish to %s not sent now (rc=%s)", message.topic, info.rc)
+
+    def _handle_connect(
+        self, client: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object
+    ) -> None:
+        if reason.is_failure:
+            logger.error("broker refused connection: %s", reason)
+            return
+        for topic_filter in self._subscriptions:
+            client.subscribe(topic_filter, qos=1)
+        self._connected.set()
+        logger.info("connected to broker %s:%s", self.address.host, self.address.port)
+        if self._on_connect_cb:
+            self._on_connect_cb()
+
+    def _handle_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object
+    ) -> None:
+        self._connected.clear()
+        logger.warning("disconnected from broker: %s", reason)
+
+    def _handle_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        self._on_message_cb(message.topic, bytes(message.payload))
+
+
+def ingest_subscriptions(site: str, shared_group: str | None = None) -> list[str]:
+    """The filters ingest listens on; a shared group spreads them over server processes."""
+    filters = [subscription_filter(kind, site) for kind in (TopicKind.EVENTS, TopicKind.STATUS)]
+    if shared_group:
+        return [shared_filter(shared_group, f) for f in filters]
+    return filters
+
+
+_REPUBLISH = object()
+
+
+class IngestWorker:
+    """Applies incoming messages one at a time on its own thread; never dies on bad input."""
+
+    def __init__(self, bus: MessageBus) -> None:
+        self.bus = bus
+        self.stats: Counter[str] = Counter()
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def submit(self, topic: str, payload: bytes) -> None:
+        self._idle.clear()
+        self._queue.put((topic, payload))
+
+    def request_republish(self) -> None:
+        """Republish every machine's config (after connecting: retained copies may be gone)."""
+        self._idle.clear()
+        self._queue.put(_REPUBLISH)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self._process(item)
+            except Exception:
+                # The database may be down: nothing was acked, the controller resends.
+                self.stats["errors"] += 1
+                logger.exception("ingest failed; the message will be resent by its controller")
+            if self._queue.empty():
+                self._idle.set()
+
+    def _process(self, item: object) -> None:
+        if item is _REPUBLISH:
+            self.bus.handle(PublishConfigs())
+            return
+        topic, payload = cast(tuple[str, bytes], item)
+        try:
+            kind = parse_topic(topic).kind
+        except ProtocolError as exc:
+            self.stats["bad_topic"] += 1
+            logger.warning("ignored message on %r: %s", topic, exc)
+            return
+        if kind is TopicKind.EVENTS:
+            outcome: IngestOutcome = self.bus.handle(IngestEvent(topic, payload))
+            self.stats[f"events_{outcome.outcome.value}"] += 1
+        elif kind is TopicKind.STATUS:
+            ok = self.bus.handle(RecordControllerStatus(topic, payload))
+            self.stats["status_ok" if ok else "status_invalid"] += 1

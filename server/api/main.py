@@ -1,0 +1,42 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from dashboards import STATIC_DIR
+from server import __version__
+from server.api.routes import machines, pages, sessions
+from server.bootstrap import ServerRuntime
+from server.domain.errors import ConflictError, DomainError, NotFoundError
+
+
+def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    status = (
+        404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, ConflictError) else 422
+    )
+    return JSONResponse(status_code=status, content={"detail": str(exc)})
+
+
+def create_app(runtime: ServerRuntime) -> FastAPI:
+    """The API and pages over an already wired runtime (its start/stop is the caller's)."""
+    app = FastAPI(
+        title="fablab-monitor",
+        version=__version__,
+        description="Machine access and usage of a fablab: machines, sessions, trainings.",
+    )
+    app.state.runtime = runtime
+    app.add_exception_handler(DomainError, _domain_error)
+    app.include_router(machines.router)
+    app.include_router(sessions.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+
+    @app.get("/api/health", tags=["health"])
+    def health() -> dict[str, object]:
+        link = runtime.link
+        return {"status": "ok", "mqtt_connected": bool(link and link.connected)}
+
+    return app

@@ -1,0 +1,42 @@
+"""The server's one Settings object; the only module that reads the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocol import check_segment
+
+
+class Settings(BaseSettings):
+    """Server configuration, from `FABLAB_*` environment variables or a `.env` file."""
+
+    model_config = SettingsConfigDict(env_prefix="FABLAB_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./fablab-data/fablab.sqlite3"
+    mqtt_url: str = "mqtt://127.0.0.1:1883"
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_client_id: str = "fablab-server"
+    # Set on every server process of a scaled-out deployment: ingest is spread over
+    # them with an MQTT shared subscription ($share/<group>/...).
+    mqtt_shared_group: str | None = None
+    site: str = "lab"
+    timezone: str = "Europe/Paris"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    data_dir: Path = Path("./fablab-data")
+    controller_offline_after_missed_heartbeats: int = 3
+
+    @field_validator("site")
+    @classmethod
+    def _site_is_slug(cls, value: str) -> str:
+        return check_segment(value, "site")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,164 @@
+"""`fablab demo`: broker, server, simulated controllers and members in one process."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from firmware_pi.config import ControllerConfig
+from server.adapters.migrations import upgrade
+from server.api.main import create_app
+from server.bootstrap import ServerRuntime
+from server.config import Settings
+from server.seed import DEMO_MEMBERS, DemoMember, seed_demo_lab
+
+logger = logging.getLogger(__name__)
+
+DEMO_SITE = "lab"
+
+
+@dataclass
+class _MachineSchedule:
+    next_action_at: float
+    member: DemoMember | None = None
+
+
+@dataclass
+class SimulatedFloor:
+    """Members walking up to machines: trained ones mostly, sometimes someone who is not."""
+
+    taps: dict[str, Callable[[str], None]]  # machine id -> tap(badge uid)
+    members: tuple[DemoMember, ...] = DEMO_MEMBERS
+    pace: float = 1.0  # multiplies every delay
+    seed: int | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        rng = random.Random(self.seed)
+        now = time.monotonic()
+        schedule = {m: _MachineSchedule(now + rng.uniform(1, 6) * self.pace) for m in self.taps}
+        self._thread = threading.Thread(
+            target=self._run, args=(rng, schedule), name="simulated-floor", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def _run(self, rng: random.Random, schedule: dict[str, _MachineSchedule]) -> None:
+        while not self._stop.wait(0.2):
+            now = time.monotonic()
+            for machine_id, slot in schedule.items():
+                if now >= slot.next_action_at:
+                    self._act(rng, machine_id, slot, now)
+
+    def _act(self, rng: random.Random, machine_id: str, slot: _MachineSchedule, now: float) -> None:
+        if slot.member is not None:
+            self.taps[machine_id](slot.member.badge_uid)  # tap out
+            slot.member = None
+            slot.next_action_at = now + rng.uniform(3, 10) * self.pace
+            return
+        trained = [m for m in self.members if machine_id in m.trainings]
+        if trained and rng.random() < 0.8:
+            slot.member = rng.choice(trained)
+            self.taps[machine_id](slot.member.badge_uid)
+            slot.next_action_at = now + rng.uniform(8, 40) * self.pace
+        else:  # someone without the training tries: the controller refuses
+            self.taps[machine_id](rng.choice(self.members).badge_uid)
+            slot.member = None
+            slot.next_action_at = now + rng.uniform(2, 6) * self.pace
+        logger.debug("floor: %s acted on %s", slot.member, machine_id)
+
+
+def _controller_configs(
+    runtime: ServerRuntime, data_dir: Path, broker_url: str
+) -> list[ControllerConfig]:
+    with runtime.new_uow() as uow:
+        return [
+            ControllerConfig(
+                controller_id=m.controller.id,
+                site=m.site,
+                machine=m.id,
+                broker_url=broker_url,
+                key_hex=m.controller.key_hex,
+                data_dir=data_dir / "controllers" / m.id,
+                reader="simulated",
+            )
+            for m in uow.machines.all()
+            if m.controller is not None
+        ]
+
+
+def run_demo(
+    *,
+    port: int = 8000,
+    data_dir: Path = Path("./fablab-data"),
+    broker_url: str | None = None,
+    on_ready: Callable[[str], None] | None = None,
+    pace: float = 1.0,
+) -> None:
+    """Run the whole demo until interrupted (Ctrl-C), then stop every part cleanly."""
+    from gpiozero.pins.mock import MockFactory
+
+    from firmware_pi.bootstrap import build_controller
+    from firmware_pi.reader import SimulatedReader
+    from server.broker import EmbeddedBroker
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    broker = None
+    if broker_url is None:
+        broker = EmbeddedBroker(host="127.0.0.1", port=0)
+        broker.start()
+        broker_url = broker.url
+    settings = Settings(
+        database_url=f"sqlite:///{data_dir / 'fablab.sqlite3'}",
+        mqtt_url=broker_url,
+        site=DEMO_SITE,
+        data_dir=data_dir,
+        http_port=port,
+        mqtt_client_id=f"fablab-demo-server-{port}",
+    )
+    upgrade(settings.database_url)
+    runtime = ServerRuntime(settings)
+    controllers = []
+    readers: dict[str, SimulatedReader] = {}
+    floor = None
+    try:
+        with runtime.new_uow() as uow:
+            empty = not uow.machines.all()
+        if empty:
+            seed_demo_lab(runtime.bus, site=DEMO_SITE, heartbeat_interval_s=10)
+        runtime.start()
+        for config in _controller_configs(runtime, data_dir, broker_url):
+            readers[config.machine] = SimulatedReader()
+            app = build_controller(
+                config, pin_factory=MockFactory(), reader=readers[config.machine]
+            )
+            app.start()
+            controllers.append(app)
+        floor = SimulatedFloor({m: r.tap for m, r in readers.items()}, pace=pace)
+        floor.start()
+        url = f"http://127.0.0.1:{port}/"
+        logger.info("demo running: %s (broker %s, data in %s)", url, broker_url, data_dir)
+        if on_ready:
+            on_ready(url)
+        uvicorn.run(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+    finally:
+        if floor:
+            floor.stop()
+        for app in controllers:
+            app.stop()
+        runtime.stop()
+        if broker:
+            broker.stop()

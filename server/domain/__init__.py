@@ -1,0 +1,1 @@
+"""Pure domain rules: plain Python, time and ids passed in."""

@@ -1,0 +1,15 @@
+"""Errors the service layer raises; the API maps them to 4xx answers."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A request that the lab's rules refuse; the message is shown to the user."""
+
+
+class NotFoundError(DomainError):
+    pass
+
+
+class ConflictError(DomainError):
+    pass

@@ -1,0 +1,58 @@
+"""Signing and queueing each machine's retained config (settings + permission snapshot)."""
+
+from __future__ import annotations
+
+from protocol import Level, MachineSettings, Mode, config_topic, encode_config
+from server.adapters.orm import Machine
+from server.domain.snapshots import BadgeGrant, PublishedVersion, build_snapshot
+from server.service_layer.commands import OutgoingMessage, PublishConfigs
+from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
+
+
+def machine_settings(machine: Machine) -> MachineSettings:
+    return MachineSettings(
+        name=machine.name,
+        mode=Mode(machine.mode),
+        idle_timeout_s=machine.idle_timeout_s,
+        max_duration_s=machine.max_duration_s,
+        heartbeat_interval_s=machine.heartbeat_interval_s,
+        out_of_service=machine.out_of_service,
+        out_of_service_reason=machine.out_of_service_reason,
+    )
+
+
+def publish_configs(cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork) -> list[str]:
+    """Build, sign and version the config of the machines; the messages go out after commit."""
+    ids = sorted(cmd.machine_ids) if cmd.machine_ids is not None else uow.machines.ids()
+    published = []
+    for machine_id in ids:
+        machine = uow.machines.get(machine_id)
+        controller = machine.controller if machine else None
+        if machine is None or controller is None:
+            continue
+        grants = [
+            BadgeGrant(uid, member_id, Level(level), expires_at)
+            for uid, member_id, level, expires_at in uow.trainings.badge_grants(machine.id, cmd.at)
+        ]
+        snapshot, digest = build_snapshot(
+            site=machine.site,
+            machine_id=machine.id,
+            controller_id=controller.id,
+            key=bytes.fromhex(controller.key_hex),
+            settings=machine_settings(machine),
+            grants=grants,
+            previous=PublishedVersion(
+                machine.snapshot_version, machine.snapshot_issued_at, machine.snapshot_digest
+            ),
+            now=cmd.at,
+        )
+        machine.snapshot_version = snapshot.version
+        machine.snapshot_issued_at = snapshot.issued_at
+        machine.snapshot_digest = digest
+        payload = encode_config(snapshot, bytes.fromhex(controller.key_hex))
+        uow.outgoing.append(
+            OutgoingMessage(config_topic(machine.site, machine.id), payload, qos=1, retain=True)
+        )
+        published.append(machine.id)
+    uow.commit()
+    return published

@@ -1,0 +1,61 @@
+"""The unit of work: one transaction and the repositories that share it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+
+from sqlalchemy.orm import Session
+
+from server.adapters import repository as repo
+from server.service_layer.commands import OutgoingMessage
+
+
+class SqlAlchemyUnitOfWork:
+    """`with uow:` opens a session; nothing is kept unless `commit()` is called.
+
+    Handlers add to `machines_to_publish` the machines whose signed config must be
+    republished once the transaction is committed, and to `outgoing` the MQTT messages
+    (acks) to send after their commit.
+    """
+
+    def __init__(self, session_factory: Callable[[], Session]) -> None:
+        self._session_factory = session_factory
+        self.machines_to_publish: set[str] = set()
+        self.outgoing: list[OutgoingMessage] = []
+
+    def __enter__(self) -> SqlAlchemyUnitOfWork:
+        self.session = self._session_factory()
+        self.members = repo.MemberRepository(self.session)
+        self.badges = repo.BadgeRepository(self.session)
+        self.machines = repo.MachineRepository(self.session)
+        self.controllers = repo.ControllerRepository(self.session)
+        self.trainings = repo.TrainingRepository(self.session)
+        self.sessions = repo.UsageSessionRepository(self.session)
+        self.denials = repo.DenialRepository(self.session)
+        self.events = repo.EventRepository(self.session)
+        self.streams = repo.OutboxStreamRepository(self.session)
+        self.machines_to_publish = set()
+        self.outgoing = []
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.session.rollback()
+        self.session.close()
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+    def flush(self) -> None:
+        self.session.flush()
+
+
+UnitOfWorkFactory = Callable[[], SqlAlchemyUnitOfWork]
