@@ -152,12 +152,14 @@ def _apply(
     data = event.data
     kind = event.kind
     if kind is EventKind.BADGE_DENIED:
+        # The snapshot only lists permitted badges: name the holder for the manager.
+        badge = uow.badges.by_uid(data["badge_uid"])
         uow.denials.add(
             BadgeDenial(
                 event_id=event.event_id,
                 machine_id=controller.machine_id,
                 badge_uid=data["badge_uid"],
-                member_id=data.get("member_id"),
+                member_id=data.get("member_id") or (badge.member_id if badge else None),
                 reason=data["reason"],
                 at=_wall(event.wall_time),
             )

@@ -1,0 +1,106 @@
+"""Server fixtures: a migrated database (SQLite and PostgreSQL) and a wired runtime."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from protocol import Event, EventKind, Level
+from server.adapters.migrations import upgrade
+from server.bootstrap import ServerRuntime
+from server.config import Settings
+from server.service_layer import commands as cmds
+from server.service_layer.commands import OutgoingMessage
+
+SITE = "lab"
+KEY_HEX = "11" * 32
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database migrated to head, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'server.sqlite3'}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_url")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def runtime(database_url: str) -> Iterator[ServerRuntime]:
+    runtime = ServerRuntime(Settings(database_url=database_url, site=SITE), mqtt_enabled=False)
+    yield runtime
+    runtime.engine.dispose()
+
+
+@pytest.fixture
+def sent(runtime: ServerRuntime) -> list[OutgoingMessage]:
+    """The MQTT messages the bus sends, in order."""
+    messages: list[OutgoingMessage] = []
+    runtime.bus.publish = messages.append
+    return messages
+
+
+@dataclass
+class EventFactory:
+    """Builds a controller's event stream: seq, ids and clocks filled in."""
+
+    controller_id: str = "laser"
+    outbox_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    boot_id: str = "boot-1"
+    seq: int = 0
+    wall: float = 1_800_000_000.0
+
+    def __call__(self, kind: EventKind, **data: Any) -> Event:
+        self.seq += 1
+        self.wall += 1.0
+        return Event(
+            event_id=uuid.uuid4().hex,
+            controller_id=self.controller_id,
+            outbox_id=self.outbox_id,
+            seq=self.seq,
+            boot_id=self.boot_id,
+            wall_time=self.wall,
+            mono_time=self.wall - 1_799_990_000.0,
+            kind=kind,
+            data=data,
+        )
+
+
+@pytest.fixture
+def events() -> EventFactory:
+    return EventFactory()
+
+
+@pytest.fixture
+def lab(runtime: ServerRuntime) -> ServerRuntime:
+    """Machine `laser` (controller `laser`), Ada trained on it, Nora with no training."""
+    bus = runtime.bus
+    bus.handle(cmds.AddMachine("laser", "Laser cutter", SITE, key_hex=KEY_HEX))
+    bus.handle(cmds.AddMember("Ada Lovelace", email="ada@example.org", member_id="ada"))
+    bus.handle(cmds.RegisterBadge("ada", "04A1B2C3"))
+    bus.handle(cmds.GrantTraining("ada", "laser", Level.AUTONOMOUS))
+    bus.handle(cmds.AddMember("Nora Newcomer", member_id="nora"))
+    bus.handle(cmds.RegisterBadge("nora", "04FFEE01"))
+    return runtime
+
+
+Ingest = Callable[..., Any]
+
+
+@pytest.fixture
+def ingest(lab: ServerRuntime) -> Ingest:
+    """Feed one event (or raw bytes) to ingest on the laser's events topic."""
+    from protocol import events_topic
+
+    def feed(event: Event | bytes, topic: str | None = None) -> Any:
+        payload = event.encode() if isinstance(event, Event) else event
+        return lab.bus.handle(cmds.IngestEvent(topic or events_topic(SITE, "laser"), payload))
+
+    return feed
