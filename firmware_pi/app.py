@@ -72,6 +72,8 @@ class ControllerApp:
         self._thread: threading.Thread | None = None
         self._ran = False
         self.failure: BaseException | None = None
+        # Completed main loop iterations: proof of life for tests and (later) a watchdog.
+        self.iterations = 0
         # Publishing position within the current connection: events up to this seq have
         # been handed to the broker since the last (re)connect or resend.
         self._sent_up_to = 0
@@ -167,6 +169,7 @@ class ControllerApp:
         self._apply(self.controller.tick(now), now)
         self.hardware.leds.offline = not self.connected
         self._publish_pending(now)
+        self.iterations += 1
 
     def _apply(self, effects: Sequence[Effect], now: Instant) -> None:
         """Events to the outbox first (durability), then the relay, then the signals."""

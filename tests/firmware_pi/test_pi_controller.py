@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from pi_helpers import ALICE, BOB, CAROL, KEY, STRANGER, WALL_START, make_snapshot
@@ -18,11 +19,10 @@ def at(seconds: float) -> Instant:
     return Instant(wall=WALL_START + seconds, mono=1000.0 + seconds)
 
 
-def make_controller(**snapshot_options: object) -> Controller:
+def make_controller(**snapshot_options: Any) -> Controller:
     ids = (f"session-{n}" for n in itertools.count(1))
     return Controller(
-        key=KEY, snapshot=make_snapshot(**snapshot_options),  # type: ignore[arg-type]
-        new_session_id=lambda: next(ids),
+        key=KEY, snapshot=make_snapshot(**snapshot_options), new_session_id=lambda: next(ids)
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -54,7 +55,7 @@ def test_relay_has_no_blink() -> None:
 
 
 @pytest.fixture
-def leds(pin_factory: MockFactory) -> StatusLeds:
+def leds(pin_factory: MockFactory) -> Iterator[StatusLeds]:
     with StatusLeds(green_pin=27, red_pin=22, pin_factory=pin_factory) as leds:
         yield leds
 
@@ -72,14 +73,13 @@ def test_status_leds_show_green_when_granted(leds: StatusLeds, pin_factory: Mock
 
 
 def test_status_leds_flash_red_then_stop_when_denied(pin_factory: MockFactory) -> None:
-    leds = StatusLeds(green_pin=27, red_pin=22, frame_s=0.005, pin_factory=pin_factory)
     red = pin_factory.pin(22)
+    with StatusLeds(green_pin=27, red_pin=22, frame_s=0.005, pin_factory=pin_factory) as leds:
+        leds.show(Signal.DENIED)
 
-    leds.show(Signal.DENIED)
-
-    wait_until(lambda: red.state is True, timeout=1)
-    time.sleep(0.2)  # the flashes take 8 frames
-    assert red.state is False
+        wait_until(lambda: red.state is True, timeout=1)
+        time.sleep(0.2)  # the flashes take 8 frames
+        assert red.state is False
     assert pin_factory.pin(27).state is False
 
 
