@@ -45,7 +45,7 @@ class SqlAlchemyUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.session.rollback()
+        # close() rolls back what was not committed; objects stay readable, detached.
         self.session.close()
 
     def commit(self) -> None:
