@@ -5,9 +5,11 @@ Integration fixtures (each starts a real server, once per test session):
 - ``mosquitto`` -> MosquittoServer: a Mosquitto broker on a free 127.0.0.1 port, with
   ``.host``, ``.port``, ``.url`` ("mqtt://127.0.0.1:PORT"), ``.stop()`` and ``.start()``
   (restart on the same port). Retained messages and sessions do not survive a restart.
-- ``mosquitto_factory(persistence=False) -> MosquittoServer``: more brokers, each started
-  and then stopped at the end of the session; ``persistence=True`` keeps retained
-  messages and persistent sessions across ``stop()``/``start()``, like production.
+- ``mosquitto_factory(persistence=False, anonymous=True, extra_config=()) -> MosquittoServer``:
+  more brokers, each started now and stopped at the end of the session;
+  ``persistence=True`` keeps retained messages and persistent sessions across
+  ``stop()``/``start()``, like production; ``extra_config`` lines are appended to the
+  generated mosquitto.conf.
 - ``postgres_url`` -> str: a SQLAlchemy URL ``postgresql+psycopg://USER@127.0.0.1:PORT/DB``
   of a throwaway cluster (``initdb`` + ``pg_ctl``), or ``$FABLAB_TEST_DATABASE_URL``.
 - ``fresh_postgres_url`` -> str: a new empty database on that server for one test,
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -99,9 +101,16 @@ MosquittoFactory = Callable[..., MosquittoServer]
 def mosquitto_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoFactory]:
     brokers: list[MosquittoServer] = []
 
-    def make(*, persistence: bool = False) -> MosquittoServer:
+    def make(
+        *, persistence: bool = False, anonymous: bool = True, extra_config: Sequence[str] = ()
+    ) -> MosquittoServer:
         try:
-            broker = MosquittoServer(tmp_path_factory.mktemp("mosquitto"), persistence=persistence)
+            broker = MosquittoServer(
+                tmp_path_factory.mktemp("mosquitto"),
+                persistence=persistence,
+                anonymous=anonymous,
+                extra_config=extra_config,
+            )
         except MissingToolError as exc:
             _fail_missing(exc)
             raise  # pragma: no cover - pytest.fail raised
