@@ -15,7 +15,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from protocol import TopicKind, config_topic, events_topic, status_topic, subscription_filter
+from protocol import (
+    TopicKind,
+    config_topic,
+    events_topic,
+    shared_filter,
+    status_topic,
+    subscription_filter,
+)
 from tests.fixtures import MosquittoServer
 
 ACL = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl"
@@ -152,3 +159,15 @@ def test_acl_controller_cannot_write_its_config_nor_read_events(
 
     assert server.received() == [(status_topic("lab", "laser-1"), b"online")]
     assert laser.received(QUIET) == []
+
+
+def test_acl_server_ingests_through_a_shared_subscription(connect: Callable[..., Client]) -> None:
+    server = connect("fablab-server")
+    assert server.connected.get(timeout=TIMEOUT)
+    assert server.subscribe(shared_filter("ingest", subscription_filter(TopicKind.EVENTS))) == 1
+    laser = connect("ctl-laser-1")
+    assert laser.connected.get(timeout=TIMEOUT)
+
+    laser.publish(events_topic("lab", "laser-1"), b"shared")
+
+    assert server.received() == [(events_topic("lab", "laser-1"), b"shared")]
