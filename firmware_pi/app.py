@@ -104,6 +104,11 @@ class ControllerApp:
     def stop(self, timeout: float = 10.0) -> None:
         """End any session (reason `shutdown`), switch the relay off and close everything."""
         self._stop_requested.set()
+        if not self._ran:
+            # Built but never started: there is no loop to do the closing.
+            self._ran = True
+            self._shutdown()
+            return
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -162,7 +167,12 @@ class ControllerApp:
         uid = self.reader.read(READ_TIMEOUT_S)
         if uid is not None:
             now = self.clock.now()
-            self._apply(self.controller.tap(uid, now), now)
+            try:
+                effects = self.controller.tap(uid, now)
+            except ProtocolError as exc:
+                log.warning("ignoring unreadable badge %r: %s", uid, exc)
+            else:
+                self._apply(effects, now)
         for link_event in self.link.drain():
             self._on_link_event(link_event)
         now = self.clock.now()

@@ -108,13 +108,16 @@ class MqttLink:
         self._inbox: queue.SimpleQueue[LinkEvent] = queue.SimpleQueue()
         self._connected = threading.Event()
         self._started = False
+        self._stopping = False
 
         self._client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"fablab-pi-{controller_id}",
             protocol=mqtt.MQTTv311,
         )
-        self._client.enable_logger(logging.getLogger(__name__ + ".paho"))
+        paho_log = logging.getLogger(f"{__name__}.paho.{controller_id}")
+        paho_log.addFilter(self._drop_shutdown_noise)
+        self._client.enable_logger(paho_log)
         if username is not None:
             self._client.username_pw_set(username, password)
         if broker.tls:
@@ -178,6 +181,7 @@ class MqttLink:
         if not self._started:
             return
         self._started = False
+        self._stopping = True
         if self.connected:
             info = self._client.publish(
                 self._status_topic,
@@ -192,6 +196,11 @@ class MqttLink:
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
+
+    def _drop_shutdown_noise(self, record: logging.LogRecord) -> bool:
+        # paho 2.2's loop polls once more after our own clean disconnect and logs that
+        # poll as an ERROR; after stop() began, that record says nothing.
+        return not (self._stopping and record.getMessage().startswith("Client is not connected"))
 
     # -- paho callbacks (paho's thread: only queue things, never raise) ----------------
 
@@ -232,7 +241,8 @@ class MqttLink:
             if self._connected.is_set():
                 self._connected.clear()
                 self._inbox.put(LinkDown(str(reason_code)))
-                log.warning("disconnected from the broker: %s", reason_code)
+                level = logging.INFO if self._stopping else logging.WARNING
+                log.log(level, "disconnected from the broker: %s", reason_code)
         except Exception:
             log.exception("error in on_disconnect")
 

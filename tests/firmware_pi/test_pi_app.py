@@ -449,6 +449,37 @@ def test_app_keeps_relay_off_after_restart_during_session(
     assert second.controller.session is None
 
 
+def test_app_stop_before_start_closes_parts(
+    build_app: BuildApp, fake_link: FakeLink, pin_factory: MockFactory
+) -> None:
+    app = build_app()
+
+    app.stop()
+
+    assert app.hardware.relay.closed
+    Outbox(app.config.outbox_path).close()  # the file is free again
+
+
+class GarbageReader(CardReader):
+    """A reader that breaks its contract once, then reports a good badge."""
+
+    def __init__(self) -> None:
+        self.uids = ["not hex", ALICE]
+
+    def read(self, timeout: float) -> str | None:
+        return self.uids.pop(0) if self.uids else None
+
+
+def test_app_ignores_unreadable_uid_from_reader(
+    build_app: BuildApp, stored_snapshot: PermissionSnapshot
+) -> None:
+    app = build_app(reader=GarbageReader())
+    app.start()
+
+    wait_until(lambda: app.hardware.relay.is_active)
+    assert app.running
+
+
 def test_app_runs_only_once(build_app: BuildApp) -> None:
     app = build_app()
     app.start()
