@@ -1,0 +1,101 @@
+"""`fablab demo` as a user runs it: one command, a lab that comes alive, Ctrl-C stops it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import wait_until
+from tests.fixtures import free_port
+
+
+def _get(port: int, path: str) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        return json.load(response)
+
+
+def _answers(port: int) -> bool:
+    try:
+        _get(port, "/api/health")
+    except OSError:
+        return False
+    return True
+
+
+class Demo:
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "demo",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(data_dir),
+                "--pace",
+                "0.3",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def interrupt(self) -> tuple[int, str]:
+        """Ctrl-C, as a user stops it; returns exit code and output."""
+        self.process.send_signal(signal.SIGINT)
+        output, _ = self.process.communicate(timeout=20)
+        return self.process.returncode, output
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    running = Demo(tmp_path / "data")
+    try:
+        wait_until(lambda: _answers(running.port) or running.process.poll() is not None, 30)
+        assert running.process.poll() is None, running.process.communicate()[0]
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.process.kill()
+            running.process.communicate()
+
+
+def test_demo_machines_come_into_use_and_sessions_grow(demo: Demo) -> None:
+    machines = _get(demo.port, "/api/machines")
+    assert len(machines) >= 4
+    wait_until(
+        lambda: any(m["state"] == "in_use" for m in _get(demo.port, "/api/machines")),
+        timeout=30,
+        what="a machine in use",
+    )
+    first = _get(demo.port, "/api/sessions")["total"]
+    wait_until(lambda: _get(demo.port, "/api/sessions")["total"] > first, 30, "more sessions")
+    wait_until(lambda: _get(demo.port, "/api/denials")["total"] > 0, 30, "a refused tap")
+    code, output = demo.interrupt()
+    assert code == 0, output
+    assert "demo running on http://127.0.0.1:" in output
+    assert "Traceback" not in output
+
+
+def test_demo_reuses_its_data_dir_on_next_run(tmp_path: Path, demo: Demo) -> None:
+    wait_until(lambda: _get(demo.port, "/api/sessions")["total"] > 0, 30, "a session")
+    code, output = demo.interrupt()
+    assert code == 0, output
+    again = Demo(tmp_path / "data")
+    try:
+        wait_until(lambda: _answers(again.port), 30, "second demo up")
+        assert len(_get(again.port, "/api/machines")) == 5, "seeded once, not twice"
+        assert _get(again.port, "/api/sessions")["total"] > 0, "earlier sessions kept"
+    finally:
+        again.interrupt()
