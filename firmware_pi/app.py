@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Self
+from typing import Generic, Self, TypeVar
 
 from firmware_pi.clock import Clock, Instant
 from firmware_pi.config import ControllerConfig
@@ -35,11 +35,15 @@ READ_TIMEOUT_S = 0.05  # the longest the loop waits for a tap before serving the
 RESEND_AFTER_S = 10.0  # resend everything if the oldest pending event is unacked this long
 PUBLISH_BATCH = 100
 
+ReaderT = TypeVar("ReaderT", bound=CardReader)
 
-class ControllerApp:
+
+class ControllerApp(Generic[ReaderT]):
     """Runs one controller: start()/stop() on a thread, or run_forever() in the caller's.
 
     The app owns the parts it is given and closes them when it stops; it runs once.
+    Generic in its reader so that `app.reader` keeps its type (a SimulatedReader's
+    `tap()` type-checks).
     """
 
     def __init__(
@@ -48,7 +52,7 @@ class ControllerApp:
         config: ControllerConfig,
         controller: Controller,
         hardware: MachineHardware,
-        reader: CardReader,
+        reader: ReaderT,
         outbox: Outbox,
         link: Link,
         snapshot_store: SnapshotStore,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import uuid
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, overload
 
-from firmware_pi.app import ControllerApp
+from firmware_pi.app import ControllerApp, ReaderT
 from firmware_pi.clock import Clock, SystemClock
 from firmware_pi.config import ControllerConfig
 from firmware_pi.controller import Controller
@@ -27,6 +27,28 @@ def make_reader(kind: str) -> CardReader:
     raise ValueError(f"unknown reader kind {kind!r}")  # config validation prevents this
 
 
+@overload
+def build_controller(
+    config: ControllerConfig,
+    *,
+    pin_factory: Any = None,
+    reader: None = None,
+    clock: Clock | None = None,
+    link: Link | None = None,
+) -> ControllerApp[CardReader]: ...
+
+
+@overload
+def build_controller(
+    config: ControllerConfig,
+    *,
+    pin_factory: Any = None,
+    reader: ReaderT,
+    clock: Clock | None = None,
+    link: Link | None = None,
+) -> ControllerApp[ReaderT]: ...
+
+
 def build_controller(
     config: ControllerConfig,
     *,
@@ -34,7 +56,7 @@ def build_controller(
     reader: CardReader | None = None,
     clock: Clock | None = None,
     link: Link | None = None,
-) -> ControllerApp:
+) -> ControllerApp[Any]:
     """A ready-to-start ControllerApp; unset parts are the real ones the config names.
 
     The hardware comes first so that the relay is driven off as early as possible.
@@ -50,9 +72,8 @@ def build_controller(
             pin_factory=pin_factory,
         )
         undo.callback(hardware.close)
-        if reader is None:
-            reader = make_reader(config.reader)
-        undo.callback(reader.close)
+        the_reader = reader if reader is not None else make_reader(config.reader)
+        undo.callback(the_reader.close)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         outbox = Outbox(config.outbox_path)
         undo.callback(outbox.close)
@@ -80,7 +101,7 @@ def build_controller(
             config=config,
             controller=controller,
             hardware=hardware,
-            reader=reader,
+            reader=the_reader,
             outbox=outbox,
             link=link,
             snapshot_store=snapshot_store,

@@ -29,7 +29,7 @@ from protocol import EventKind, PermissionSnapshot, TopicKind, validate_event_da
 
 RELAY = 17
 
-BuildApp = Callable[..., ControllerApp]
+BuildApp = Callable[..., ControllerApp[Any]]
 
 
 @pytest.fixture
@@ -40,9 +40,9 @@ def build_app(
     fake_link: FakeLink,
 ) -> Iterator[BuildApp]:
     """Builds (and at teardown stops) apps wired to the mock pins, fake clock and fake link."""
-    apps: list[ControllerApp] = []
+    apps: list[ControllerApp[Any]] = []
 
-    def build(**overrides: Any) -> ControllerApp:
+    def build(**overrides: Any) -> ControllerApp[Any]:
         options: dict[str, Any] = {
             "pin_factory": pin_factory,
             "reader": SimulatedReader(),
@@ -59,12 +59,7 @@ def build_app(
         app.stop()
 
 
-def reader_of(app: ControllerApp) -> SimulatedReader:
-    assert isinstance(app.reader, SimulatedReader)
-    return app.reader
-
-
-def settle(app: ControllerApp) -> None:
+def settle(app: ControllerApp[Any]) -> None:
     """Wait for two full loop iterations: whatever was queued before is handled."""
     target = app.iterations + 2
     wait_until(lambda: app.iterations >= target)
@@ -82,7 +77,7 @@ def test_app_grants_from_stored_snapshot(
     app = build_app()
     app.start()
 
-    reader_of(app).tap(ALICE)
+    app.reader.tap(ALICE)
 
     wait_until(lambda: app.hardware.relay.is_active)
     assert pin_factory.pin(RELAY).state is True
@@ -105,7 +100,7 @@ def test_app_records_event_before_relay_moves(
     app.hardware.relay.on = spy_on  # type: ignore[method-assign]
     app.start()
 
-    reader_of(app).tap(ALICE)
+    app.reader.tap(ALICE)
 
     wait_until(lambda: app.hardware.relay.is_active)
     assert outbox_sizes_when_relay_moved == [1]
@@ -117,7 +112,7 @@ def test_app_denies_everyone_without_snapshot(
     app = build_app()
     app.start()
 
-    reader_of(app).tap(ALICE)
+    app.reader.tap(ALICE)
 
     wait_until(lambda: len(app.outbox) == 1)
     assert app.controller.snapshot is None
@@ -130,7 +125,7 @@ def test_app_denies_unknown_badge(
     app = build_app()
     app.start()
 
-    reader_of(app).tap(STRANGER)
+    app.reader.tap(STRANGER)
 
     wait_until(lambda: len(app.outbox) == 1)
     assert (app.outbox.pending()[0].kind, app.outbox.pending()[0].data["reason"]) == (
@@ -144,10 +139,10 @@ def test_app_switches_relay_off_on_second_tap(
 ) -> None:
     app = build_app()
     app.start()
-    reader_of(app).tap(ALICE)
+    app.reader.tap(ALICE)
     wait_until(lambda: app.hardware.relay.is_active)
 
-    reader_of(app).tap(ALICE)
+    app.reader.tap(ALICE)
 
     wait_until(lambda: not app.hardware.relay.is_active)
     assert pin_factory.pin(RELAY).state is False
@@ -162,7 +157,7 @@ def test_app_publishes_pending_events_in_seq_order_when_connected(
     app = build_app()
     app.start()
     for uid in (STRANGER, ALICE, BOB):
-        reader_of(app).tap(uid)
+        app.reader.tap(uid)
     wait_until(lambda: len(app.outbox) == 3)
 
     fake_link.connect()
@@ -179,7 +174,7 @@ def test_app_publishes_new_events_while_connected(
     app = build_app()
     app.start()
 
-    reader_of(app).tap(ALICE)
+    app.reader.tap(ALICE)
 
     wait_until(lambda: fake_link.published_seqs() == [1])
     assert fake_link.published[0].kind is EventKind.SESSION_STARTED
@@ -191,8 +186,8 @@ def test_app_deletes_acked_events(
     fake_link.connect()
     app = build_app()
     app.start()
-    reader_of(app).tap(STRANGER)
-    reader_of(app).tap(ALICE)
+    app.reader.tap(STRANGER)
+    app.reader.tap(ALICE)
     wait_until(lambda: fake_link.published_seqs() == [1, 2])
 
     fake_link.deliver_ack(1, outbox_id=app.outbox.outbox_id)
@@ -207,7 +202,7 @@ def test_app_deletes_rejected_events_covered_by_ack(
     fake_link.connect()
     app = build_app()
     app.start()
-    reader_of(app).tap(STRANGER)
+    app.reader.tap(STRANGER)
     wait_until(lambda: fake_link.published_seqs() == [1])
 
     fake_link.deliver_ack(1, outbox_id=app.outbox.outbox_id, rejected=(1,))
@@ -222,7 +217,7 @@ def test_app_ignores_ack_for_another_outbox(
     fake_link.connect()
     app = build_app()
     app.start()
-    reader_of(app).tap(STRANGER)
+    app.reader.tap(STRANGER)
     wait_until(lambda: fake_link.published_seqs() == [1])
 
     fake_link.deliver_ack(1, outbox_id="previous-outbox")
@@ -237,7 +232,7 @@ def test_app_survives_malformed_ack(
     fake_link.connect()
     app = build_app()
     app.start()
-    reader_of(app).tap(STRANGER)
+    app.reader.tap(STRANGER)
     wait_until(lambda: fake_link.published_seqs() == [1])
 
     fake_link.deliver(TopicKind.ACK, b"not json")
@@ -253,8 +248,8 @@ def test_app_resends_unacked_events_after_reconnect(
     fake_link.connect()
     app = build_app()
     app.start()
-    reader_of(app).tap(STRANGER)
-    reader_of(app).tap(ALICE)
+    app.reader.tap(STRANGER)
+    app.reader.tap(ALICE)
     wait_until(lambda: fake_link.published_seqs() == [1, 2])
     fake_link.deliver_ack(1, outbox_id=app.outbox.outbox_id)
     wait_until(lambda: len(app.outbox) == 1)
@@ -271,7 +266,7 @@ def test_app_resends_events_unacked_too_long(
     fake_link.connect()
     app = build_app()
     app.start()
-    reader_of(app).tap(STRANGER)
+    app.reader.tap(STRANGER)
     wait_until(lambda: fake_link.published_seqs() == [1])
 
     fake_clock.advance(RESEND_AFTER_S + 1)
@@ -284,7 +279,7 @@ def test_app_sends_heartbeat_as_time_passes(
 ) -> None:
     app = build_app()
     app.start()
-    reader_of(app).tap(ALICE)
+    app.reader.tap(ALICE)
     wait_until(lambda: app.hardware.relay.is_active)
 
     fake_clock.advance(61)
@@ -302,7 +297,7 @@ def test_app_stamps_events_with_clock_and_boot(
     app.start()
     now = fake_clock.now()
 
-    reader_of(app).tap(ALICE)
+    app.reader.tap(ALICE)
 
     wait_until(lambda: len(app.outbox) == 1)
     event = app.outbox.pending()[0]
@@ -333,7 +328,7 @@ def test_app_takes_first_config_without_stored_snapshot(
 
     fake_link.deliver(TopicKind.CONFIG, signed_config())
     wait_until(lambda: app.controller.snapshot is not None)
-    reader_of(app).tap(ALICE)
+    app.reader.tap(ALICE)
 
     wait_until(lambda: pin_factory.pin(RELAY).state is True)
 
@@ -400,7 +395,7 @@ def test_app_stop_ends_session_with_shutdown_and_relay_off(
 ) -> None:
     app = build_app()
     app.start()
-    reader_of(app).tap(ALICE)
+    app.reader.tap(ALICE)
     wait_until(lambda: app.hardware.relay.is_active)
 
     app.stop()
@@ -420,7 +415,7 @@ def test_app_stop_closes_link_and_reader(build_app: BuildApp, fake_link: FakeLin
     app.stop()
 
     assert fake_link.stopped
-    assert reader_of(app).read(timeout=0) is None
+    assert app.reader.read(timeout=0) is None
     assert not app.running
 
 
@@ -438,7 +433,7 @@ def test_app_keeps_relay_off_after_restart_during_session(
 ) -> None:
     first = build_app()
     first.start()
-    reader_of(first).tap(ALICE)
+    first.reader.tap(ALICE)
     wait_until(lambda: first.hardware.relay.is_active)
     first.stop()
 
@@ -516,7 +511,7 @@ def test_app_decides_offline_without_broker(
     try:
         app.start()
 
-        reader_of(app).tap(ALICE)
+        app.reader.tap(ALICE)
 
         wait_until(lambda: app.hardware.relay.is_active)
         assert pin_factory.pin(RELAY).state is True
