@@ -60,22 +60,33 @@ class SimulatedFloor:
             now = time.monotonic()
             for machine_id, slot in schedule.items():
                 if now >= slot.next_action_at:
-                    self._act(rng, machine_id, slot, now)
+                    self._act(rng, machine_id, slot, schedule, now)
 
-    def _act(self, rng: random.Random, machine_id: str, slot: _MachineSchedule, now: float) -> None:
+    def _act(
+        self,
+        rng: random.Random,
+        machine_id: str,
+        slot: _MachineSchedule,
+        schedule: dict[str, _MachineSchedule],
+        now: float,
+    ) -> None:
         if slot.member is not None:
             self.taps[machine_id](slot.member.badge_uid)  # tap out
             slot.member = None
             slot.next_action_at = now + rng.uniform(3, 10) * self.pace
             return
-        trained = [m for m in self.members if machine_id in m.trainings]
+        working = {s.member.member_id for s in schedule.values() if s.member is not None}
+        trained = [
+            m for m in self.members if machine_id in m.trainings and m.member_id not in working
+        ]
         if trained and rng.random() < 0.8:
             slot.member = rng.choice(trained)
             self.taps[machine_id](slot.member.badge_uid)
             slot.next_action_at = now + rng.uniform(8, 40) * self.pace
         else:  # someone without the training tries: the controller refuses
-            self.taps[machine_id](rng.choice(self.members).badge_uid)
-            slot.member = None
+            untrained = [m for m in self.members if machine_id not in m.trainings]
+            if untrained:
+                self.taps[machine_id](rng.choice(untrained).badge_uid)
             slot.next_action_at = now + rng.uniform(2, 6) * self.pace
         logger.debug("floor: %s acted on %s", slot.member, machine_id)
 
