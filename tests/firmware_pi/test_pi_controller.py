@@ -6,6 +6,8 @@ import itertools
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pi_helpers import ALICE, BOB, CAROL, KEY, STRANGER, WALL_START, make_snapshot
 
 from firmware_pi.clock import Instant
@@ -294,3 +296,52 @@ def test_controller_decides_from_the_newest_snapshot() -> None:
     controller.set_snapshot(make_snapshot(version=2, out_of_service=True), at(0))
 
     assert only_event(controller.tap(ALICE, at(1))).data["reason"] == "out_of_service"
+
+
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("tap"), st.sampled_from([ALICE, BOB, CAROL, STRANGER])),
+        st.tuples(st.just("busy"), st.booleans()),
+        st.tuples(st.just("wait"), st.floats(min_value=0, max_value=4000)),
+        st.tuples(st.just("stop"), st.just(None)),
+    ),
+    max_size=60,
+)
+
+
+@given(steps=STEPS)
+@settings(max_examples=200, deadline=None)
+def test_controller_keeps_relay_sessions_and_busy_time_consistent(
+    steps: list[tuple[str, Any]],
+) -> None:
+    controller = make_controller(heartbeat_interval_s=60)
+    clock, relay_on = 0.0, False
+    started: set[str] = set()
+    ended: set[str] = set()
+    for action, arg in steps:
+        if action == "wait":
+            clock += arg
+            effects = controller.tick(at(clock))
+        elif action == "tap":
+            effects = controller.tap(arg, at(clock))
+        elif action == "busy":
+            effects = controller.set_busy(arg, at(clock))
+        else:
+            effects = controller.stop(EndReason.SHUTDOWN, at(clock))
+        for effect in effects:
+            if isinstance(effect, SetRelay):
+                relay_on = effect.on
+            elif isinstance(effect, EmitEvent):
+                assert validate_event_data(effect.kind, effect.data) == effect.data
+                data = effect.data
+                if effect.kind is EventKind.SESSION_STARTED:
+                    assert data["member_id"] in ("m-alice", "m-bob")
+                    started.add(data["session_id"])
+                if effect.kind is EventKind.SESSION_ENDED:
+                    assert data["session_id"] in started - ended
+                    ended.add(data["session_id"])
+                if "busy_seconds" in data:
+                    assert data["busy_seconds"] <= data["elapsed_seconds"]
+        # The relay is on exactly while a granted session runs.
+        assert relay_on == (controller.session is not None)
+    assert len(started - ended) == (1 if controller.session is not None else 0)
