@@ -167,6 +167,7 @@ class EmbeddedBroker:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(self._log_loop_error)
         self._loop = loop
         try:
             loop.run_until_complete(self._serve())
@@ -182,6 +183,20 @@ class EmbeddedBroker:
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
                 loop.close()
+
+    def _log_loop_error(self, _loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """One line, not a traceback: a client dropping mid-handshake is not a crash.
+
+        amqtt leaves such connection tasks unretrieved; while stopping they are expected.
+        """
+        stopping = self._stop_event is not None and self._stop_event.is_set()
+        exc = context.get("exception")
+        logger.log(
+            logging.DEBUG if stopping else logging.WARNING,
+            "embedded broker: %s%s",
+            context.get("message", "error"),
+            f" ({exc!r})" if exc else "",
+        )
 
     async def _serve(self) -> None:
         # amqtt's Broker must be created inside the running loop it will serve on.
