@@ -61,11 +61,62 @@ class Member(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320), unique=True)
-    category: Mapped[str] = mapped_column(String(40), default="member")
+    category: Mapped[str] = mapped_column(ForeignKey("member_category.id"), default="member")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     badges: Mapped[list[Badge]] = relationship(back_populates="member")
+    roles: Mapped[list[MemberRole]] = relationship(
+        back_populates="member", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class MemberCategory(Base):
+    """A pricing/membership category (member, student, non-member, partner…)."""
+
+    __tablename__ = "member_category"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class MemberRole(Base):
+    """A lab-wide role: manager, treasurer or admin (trainer is per training type)."""
+
+    __tablename__ = "member_role"
+
+    member_id: Mapped[str] = mapped_column(ForeignKey("member.id"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20), primary_key=True)
+
+    member: Mapped[Member] = relationship(back_populates="roles")
+
+
+class LoginSession(Base):
+    """A browser login: the cookie carries the token, the table only its hash."""
+
+    __tablename__ = "login_session"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("member.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ApiToken(Base):
+    """A personal bearer token for integrations; only its hash is stored."""
+
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("member.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Badge(Base):
@@ -74,7 +125,8 @@ class Badge(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     uid: Mapped[str] = mapped_column(String(40), unique=True)
     member_id: Mapped[str] = mapped_column(ForeignKey("member.id"), index=True)
-    status: Mapped[str] = mapped_column(String(20), default="active")  # active | lost | blocked
+    # active | lost | blocked | erased
+    status: Mapped[str] = mapped_column(String(20), default="active")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
     member: Mapped[Member] = relationship(back_populates="badges")
@@ -106,6 +158,10 @@ class Controller(Base):
     machine_id: Mapped[str] = mapped_column(ForeignKey("machine.id"), unique=True)
     key_hex: Mapped[str] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(20), default="unknown")  # online|offline|unknown
+    mqtt_username: Mapped[str | None] = mapped_column(String(100), unique=True)
+    # Mosquitto's own PBKDF2-SHA512 format, so a password file can be exported as is.
+    mqtt_password_hash: Mapped[str | None] = mapped_column(String(300))
+    credentials_issued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     firmware_version: Mapped[str | None] = mapped_column(String(64))
     boot_id: Mapped[str | None] = mapped_column(String(64))
     last_seen_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -113,19 +169,74 @@ class Controller(Base):
     machine: Mapped[Machine] = relationship(back_populates="controller")
 
 
+class TrainingType(Base):
+    """A training that covers one or more machines and lapses after disuse."""
+
+    __tablename__ = "training_type"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # Lapses after this many months without a session on any of its machines.
+    lapse_months: Mapped[int | None] = mapped_column(Integer)
+
+    machines: Mapped[list[Machine]] = relationship(
+        secondary="training_type_machine", lazy="selectin", order_by="Machine.id"
+    )
+
+
+class TrainingTypeMachine(Base):
+    __tablename__ = "training_type_machine"
+
+    training_type_id: Mapped[str] = mapped_column(ForeignKey("training_type.id"), primary_key=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machine.id"), primary_key=True)
+
+
 class Training(Base):
-    """A member's permission on a machine at a level; revoked rows are kept."""
+    """A member's training of a type at a level; revoked rows are kept."""
 
     __tablename__ = "training"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     member_id: Mapped[str] = mapped_column(ForeignKey("member.id"), index=True)
-    machine_id: Mapped[str] = mapped_column(ForeignKey("machine.id"), index=True)
+    training_type_id: Mapped[str] = mapped_column(ForeignKey("training_type.id"), index=True)
     level: Mapped[str] = mapped_column(String(20))
     granted_by: Mapped[str | None] = mapped_column(String(200))
     granted_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class AuditEntry(Base):
+    """Append-only record of a change: who, when, what, before and after."""
+
+    __tablename__ = "audit_entry"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    actor_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    object_type: Mapped[str] = mapped_column(String(40))
+    object_id: Mapped[str] = mapped_column(String(100))
+    before: Mapped[str | None] = mapped_column(Text)  # JSON
+    after: Mapped[str | None] = mapped_column(Text)  # JSON
+
+    __table_args__ = (Index("ix_audit_entry_object", "object_type", "object_id"),)
+
+
+class Enrollment(Base):
+    """A manager waits for the next unknown badge tapped on a machine to give it to a member."""
+
+    __tablename__ = "enrollment"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machine.id"), index=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("member.id"))
+    requested_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    badge_uid: Mapped[str | None] = mapped_column(String(40))
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class UsageSession(Base):

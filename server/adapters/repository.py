@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from protocol import Level
 from server.adapters.orm import (
+    ApiToken,
+    AuditEntry,
     Badge,
     BadgeDenial,
     Controller,
+    Enrollment,
+    LoginSession,
     Machine,
     Member,
+    MemberCategory,
     OutboxStream,
     RawEvent,
     Training,
+    TrainingType,
+    TrainingTypeMachine,
     UsageSession,
 )
+from server.domain.trainings import TrainingView
 
 
 class _Repository:
@@ -36,9 +45,28 @@ class MemberRepository(_Repository):
     def by_email(self, email: str) -> Member | None:
         return self.session.scalar(select(Member).where(Member.email == email))
 
-    def page(self, *, limit: int = 100, offset: int = 0) -> Sequence[Member]:
-        query = select(Member).order_by(Member.name).limit(limit).offset(offset)
-        return self.session.scalars(query).all()
+    def page(
+        self,
+        *,
+        search: str | None = None,
+        category: str | None = None,
+        active: bool | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[Sequence[Member], int]:
+        query = select(Member)
+        if search:
+            pattern = f"%{search.lower()}%"
+            query = query.where(
+                or_(func.lower(Member.name).like(pattern), func.lower(Member.email).like(pattern))
+            )
+        if category:
+            query = query.where(Member.category == category)
+        if active is not None:
+            query = query.where(Member.active.is_(active))
+        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        page = query.order_by(Member.name, Member.id).limit(limit).offset(offset)
+        return self.session.scalars(page).all(), total
 
     def names(self, member_ids: set[str]) -> dict[str, str]:
         """Display names of the given members."""
@@ -54,6 +82,14 @@ class BadgeRepository(_Repository):
 
     def by_uid(self, uid: str) -> Badge | None:
         return self.session.scalar(select(Badge).where(Badge.uid == uid))
+
+    def get(self, badge_id: int) -> Badge | None:
+        return self.session.get(Badge, badge_id)
+
+    def of_member(self, member_id: str) -> Sequence[Badge]:
+        return self.session.scalars(
+            select(Badge).where(Badge.member_id == member_id).order_by(Badge.id)
+        ).all()
 
 
 class MachineRepository(_Repository):
@@ -85,33 +121,127 @@ class TrainingRepository(_Repository):
     def add(self, training: Training) -> None:
         self.session.add(training)
 
-    def current(self, member_id: str, machine_id: str) -> Training | None:
-        """The member's unrevoked training on the machine, if any."""
+    def get(self, training_id: int) -> Training | None:
+        return self.session.get(Training, training_id)
+
+    def current(self, member_id: str, training_type_id: str) -> Training | None:
+        """The member's unrevoked training of the type, if any."""
         return self.session.scalar(
             select(Training).where(
                 Training.member_id == member_id,
-                Training.machine_id == machine_id,
+                Training.training_type_id == training_type_id,
                 Training.revoked_at.is_(None),
             )
         )
 
-    def badge_grants(
-        self, machine_id: str, now: datetime
-    ) -> Sequence[tuple[str, str, str, datetime | None]]:
-        """(badge uid, member id, level, expiry) for every usable badge on the machine."""
+    def page(
+        self,
+        *,
+        member_id: str | None = None,
+        training_type_id: str | None = None,
+        include_revoked: bool = False,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[Sequence[Training], int]:
+        query = select(Training)
+        if member_id:
+            query = query.where(Training.member_id == member_id)
+        if training_type_id:
+            query = query.where(Training.training_type_id == training_type_id)
+        if not include_revoked:
+            query = query.where(Training.revoked_at.is_(None))
+        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        page = query.order_by(Training.granted_at.desc(), Training.id.desc())
+        return self.session.scalars(page.limit(limit).offset(offset)).all(), total
+
+    def views(
+        self, *, machine_id: str | None = None, member_ids: set[str] | None = None
+    ) -> list[TrainingView]:
+        """Unrevoked trainings of active members, covering the machine if one is given."""
         query = (
-            select(Badge.uid, Member.id, Training.level, Training.expires_at)
+            select(Training, TrainingType.lapse_months)
+            .join(TrainingType, TrainingType.id == Training.training_type_id)
             .join(Member, Member.id == Training.member_id)
-            .join(Badge, Badge.member_id == Member.id)
-            .where(
-                Training.machine_id == machine_id,
-                Training.revoked_at.is_(None),
-                or_(Training.expires_at.is_(None), Training.expires_at > now),
-                Member.active.is_(True),
-                Badge.status == "active",
-            )
+            .where(Training.revoked_at.is_(None), Member.active.is_(True))
         )
-        return [tuple(row) for row in self.session.execute(query).all()]  # type: ignore[misc]
+        if machine_id is not None:
+            query = query.join(
+                TrainingTypeMachine,
+                TrainingTypeMachine.training_type_id == Training.training_type_id,
+            ).where(TrainingTypeMachine.machine_id == machine_id)
+        if member_ids is not None:
+            query = query.where(Training.member_id.in_(member_ids))
+        return [
+            TrainingView(
+                member_id=t.member_id,
+                training_type_id=t.training_type_id,
+                level=Level(t.level),
+                granted_at=t.granted_at,
+                expires_at=t.expires_at,
+                revoked_at=t.revoked_at,
+                lapse_months=lapse_months,
+            )
+            for t, lapse_months in self.session.execute(query).all()
+        ]
+
+    def last_used(self, member_ids: set[str] | None = None) -> dict[tuple[str, str], datetime]:
+        """(member, training type) -> start of the member's latest session on its machines."""
+        query = (
+            select(
+                UsageSession.member_id,
+                TrainingTypeMachine.training_type_id,
+                func.max(UsageSession.started_at),
+            )
+            .join(TrainingTypeMachine, TrainingTypeMachine.machine_id == UsageSession.machine_id)
+            .where(UsageSession.member_id.is_not(None))
+            .group_by(UsageSession.member_id, TrainingTypeMachine.training_type_id)
+        )
+        if member_ids is not None:
+            query = query.where(UsageSession.member_id.in_(member_ids))
+        result: dict[tuple[str, str], datetime] = {}
+        for member_id, type_id, started in self.session.execute(query).all():
+            # SQLite returns max() of the column as text: read it back through the column type.
+            if isinstance(started, str):
+                started = datetime.fromisoformat(started).replace(tzinfo=UTC)
+            result[(str(member_id), type_id)] = started
+        return result
+
+    def active_badges(self, member_ids: set[str]) -> list[tuple[str, str]]:
+        """(member id, badge uid) of the members' active badges."""
+        if not member_ids:
+            return []
+        query = select(Badge.member_id, Badge.uid).where(
+            Badge.member_id.in_(member_ids), Badge.status == "active"
+        )
+        return [(m, u) for m, u in self.session.execute(query).all()]
+
+
+class TrainingTypeRepository(_Repository):
+    def get(self, training_type_id: str) -> TrainingType | None:
+        return self.session.get(TrainingType, training_type_id)
+
+    def add(self, training_type: TrainingType) -> None:
+        self.session.add(training_type)
+
+    def all(self) -> Sequence[TrainingType]:
+        return self.session.scalars(select(TrainingType).order_by(TrainingType.name)).all()
+
+    def covering(self, machine_id: str) -> Sequence[TrainingType]:
+        query = (
+            select(TrainingType)
+            .join(TrainingTypeMachine, TrainingTypeMachine.training_type_id == TrainingType.id)
+            .where(TrainingTypeMachine.machine_id == machine_id)
+        )
+        return self.session.scalars(query).all()
+
+    def trainer_of(self, member_id: str) -> set[str]:
+        """Training types the member holds at trainer level (unrevoked, unexpired)."""
+        query = select(Training.training_type_id).where(
+            Training.member_id == member_id,
+            Training.level == Level.TRAINER.value,
+            Training.revoked_at.is_(None),
+        )
+        return set(self.session.scalars(query).all())
 
 
 class UsageSessionRepository(_Repository):
@@ -210,3 +340,99 @@ class OutboxStreamRepository(_Repository):
             stream = OutboxStream(controller_id=controller_id, outbox_id=outbox_id, acked_seq=0)
             self.session.add(stream)
         return stream
+
+
+class CategoryRepository(_Repository):
+    def get(self, category_id: str) -> MemberCategory | None:
+        return self.session.get(MemberCategory, category_id)
+
+    def add(self, category: MemberCategory) -> None:
+        self.session.add(category)
+
+    def all(self) -> Sequence[MemberCategory]:
+        return self.session.scalars(select(MemberCategory).order_by(MemberCategory.id)).all()
+
+
+class AuditRepository(_Repository):
+    def add(self, entry: AuditEntry) -> None:
+        self.session.add(entry)
+
+    def page(
+        self,
+        *,
+        actor_id: str | None = None,
+        action: str | None = None,
+        object_type: str | None = None,
+        object_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[Sequence[AuditEntry], int]:
+        query = select(AuditEntry)
+        if actor_id:
+            query = query.where(AuditEntry.actor_id == actor_id)
+        if action:
+            query = query.where(AuditEntry.action == action)
+        if object_type:
+            query = query.where(AuditEntry.object_type == object_type)
+        if object_id:
+            query = query.where(AuditEntry.object_id == object_id)
+        if since:
+            query = query.where(AuditEntry.at >= since)
+        if until:
+            query = query.where(AuditEntry.at < until)
+        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        page = query.order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
+        return self.session.scalars(page.limit(limit).offset(offset)).all(), total
+
+
+class CredentialRepository(_Repository):
+    """Login sessions and API tokens, found by the hash of their secret."""
+
+    def add(self, credential: LoginSession | ApiToken) -> None:
+        self.session.add(credential)
+
+    def login_session(self, token_hash: str) -> LoginSession | None:
+        return self.session.get(LoginSession, token_hash)
+
+    def delete_login_session(self, login: LoginSession) -> None:
+        self.session.delete(login)
+
+    def api_token(self, token_hash: str) -> ApiToken | None:
+        return self.session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
+
+    def api_tokens_of(self, member_id: str) -> Sequence[ApiToken]:
+        query = select(ApiToken).where(ApiToken.member_id == member_id).order_by(ApiToken.id)
+        return self.session.scalars(query).all()
+
+    def end_all_for(self, member_id: str, at: datetime) -> None:
+        """Log the member out everywhere and revoke their tokens."""
+        for login in self.session.scalars(
+            select(LoginSession).where(LoginSession.member_id == member_id)
+        ).all():
+            self.session.delete(login)
+        for token in self.api_tokens_of(member_id):
+            if token.revoked_at is None:
+                token.revoked_at = at
+
+
+class EnrollmentRepository(_Repository):
+    def add(self, enrollment: Enrollment) -> None:
+        self.session.add(enrollment)
+
+    def get(self, enrollment_id: int) -> Enrollment | None:
+        return self.session.get(Enrollment, enrollment_id)
+
+    def pending(self, machine_id: str, now: datetime) -> Enrollment | None:
+        """The latest enrollment still waiting for a badge on the machine."""
+        query = (
+            select(Enrollment)
+            .where(
+                Enrollment.machine_id == machine_id,
+                Enrollment.completed_at.is_(None),
+                Enrollment.expires_at > now,
+            )
+            .order_by(Enrollment.created_at.desc())
+        )
+        return self.session.scalars(query).first()

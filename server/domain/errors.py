@@ -13,3 +13,11 @@ class NotFoundError(DomainError):
 
 class ConflictError(DomainError):
     pass
+
+
+class PermissionDeniedError(DomainError):
+    """The acting person may not do this."""
+
+
+class AuthenticationError(DomainError):
+    """Wrong email or password, or an expired login."""

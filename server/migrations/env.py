@@ -13,6 +13,11 @@ target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        # Batch migrations recreate tables; SQLite would refuse to drop referenced ones.
+        # (A no-op inside a transaction, so it is issued before the migration's own.)
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()  # end the autobegun transaction: Alembic then owns its own
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

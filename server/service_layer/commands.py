@@ -1,4 +1,8 @@
-"""Commands: what callers (API routes, MQTT ingest, CLI) ask the service layer to do."""
+"""Commands: what callers (API routes, MQTT ingest, CLI) ask the service layer to do.
+
+Commands that change the lab carry `actor`: the person acting (None for the system,
+the seed or a shell administrator), checked by the handler and written to the audit log.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from datetime import datetime
 
 from protocol import Level, Mode
 from server.adapters.orm import utcnow
+from server.domain.access import Principal, Role
 
 
 @dataclass(frozen=True)
@@ -17,6 +22,9 @@ class OutgoingMessage:
     payload: bytes
     qos: int = 1
     retain: bool = False
+
+
+# -- from controllers -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -33,18 +41,86 @@ class RecordControllerStatus:
     received_at: datetime = field(default_factory=utcnow)
 
 
+# -- members, badges, categories ----------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class AddMember:
     name: str
     email: str | None = None
     category: str = "member"
     member_id: str | None = None
+    password: str | None = None
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class UpdateMember:
+    """Change the given fields (None = leave as is)."""
+
+    member_id: str
+    name: str | None = None
+    email: str | None = None
+    category: str | None = None
+    active: bool | None = None
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class SetRoles:
+    member_id: str
+    roles: frozenset[Role]
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class SetPassword:
+    member_id: str
+    password: str
+    current_password: str | None = None  # required when members change their own
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class AddCategory:
+    category_id: str
+    name: str
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
 
 
 @dataclass(frozen=True)
 class RegisterBadge:
     member_id: str
     uid: str
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class SetBadgeStatus:
+    badge_id: int
+    status: str  # active | lost | blocked
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class StartEnrollment:
+    """The next unknown badge tapped on the machine, within the window, goes to the member."""
+
+    machine_id: str
+    member_id: str
+    window_s: int = 120
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+# -- machines and controllers -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -58,22 +134,83 @@ class AddMachine:
     heartbeat_interval_s: int = 60
     controller_id: str | None = None
     key_hex: str | None = None
+    # A training type of the same id and name, covering this machine, is created unless
+    # the machine joins existing types.
+    training_type_ids: tuple[str, ...] = ()
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class UpdateMachine:
+    machine_id: str
+    name: str | None = None
+    mode: Mode | None = None
+    idle_timeout_s: int | None = None
+    max_duration_s: int | None = None
+    heartbeat_interval_s: int | None = None
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class SetOutOfService:
+    machine_id: str
+    out_of_service: bool
+    reason: str | None = None
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class IssueControllerCredentials:
+    """New MQTT password and snapshot key for a machine's controller (shown once)."""
+
+    machine_id: str
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+# -- trainings ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddTrainingType:
+    training_type_id: str
+    name: str
+    machine_ids: tuple[str, ...]
+    lapse_months: int | None = None
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class UpdateTrainingType:
+    training_type_id: str
+    name: str | None = None
+    machine_ids: tuple[str, ...] | None = None
+    lapse_months: int | None = None
+    clear_lapse: bool = False
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
 
 
 @dataclass(frozen=True)
 class GrantTraining:
     member_id: str
-    machine_id: str
+    training_type_id: str
     level: Level
-    granted_by: str | None = None
     expires_at: datetime | None = None
+    actor: Principal | None = None
+    granted_by: str | None = None  # for system grants (seed, import, shell)
     at: datetime = field(default_factory=utcnow)
 
 
 @dataclass(frozen=True)
 class RevokeTraining:
     member_id: str
-    machine_id: str
+    training_type_id: str
+    actor: Principal | None = None
     at: datetime = field(default_factory=utcnow)
 
 
@@ -85,13 +222,32 @@ class PublishConfigs:
     at: datetime = field(default_factory=utcnow)
 
 
-Command = (
-    IngestEvent
-    | RecordControllerStatus
-    | AddMember
-    | RegisterBadge
-    | AddMachine
-    | GrantTraining
-    | RevokeTraining
-    | PublishConfigs
-)
+# -- accounts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Login:
+    email: str
+    password: str
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class Logout:
+    token: str
+
+
+@dataclass(frozen=True)
+class CreateApiToken:
+    member_id: str
+    name: str
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class RevokeApiToken:
+    member_id: str
+    token_id: int
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)

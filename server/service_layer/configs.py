@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from protocol import Level, MachineSettings, Mode, config_topic, encode_config
+from datetime import datetime
+
+from protocol import MachineSettings, Mode, config_topic, encode_config
 from server.adapters.orm import Machine
 from server.domain.snapshots import BadgeGrant, PublishedVersion, build_snapshot
+from server.domain.trainings import effective_permissions
 from server.service_layer.commands import OutgoingMessage, PublishConfigs
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
@@ -21,6 +24,17 @@ def machine_settings(machine: Machine) -> MachineSettings:
     )
 
 
+def machine_grants(uow: SqlAlchemyUnitOfWork, machine_id: str, now: datetime) -> list[BadgeGrant]:
+    """Every active badge of a member holding a live training that covers the machine."""
+    views = uow.trainings.views(machine_id=machine_id)
+    members = {v.member_id for v in views}
+    permissions = effective_permissions(views, uow.trainings.last_used(members), now)
+    return [
+        BadgeGrant(uid, member_id, permissions[member_id].level, permissions[member_id].expires_at)
+        for member_id, uid in uow.trainings.active_badges(set(permissions))
+    ]
+
+
 def publish_configs(cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork) -> list[str]:
     """Build, sign and version the config of the machines; the messages go out after commit."""
     ids = sorted(cmd.machine_ids) if cmd.machine_ids is not None else uow.machines.ids()
@@ -30,10 +44,7 @@ def publish_configs(cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork) -> list[str]
         controller = machine.controller if machine else None
         if machine is None or controller is None:
             continue
-        grants = [
-            BadgeGrant(uid, member_id, Level(level), expires_at)
-            for uid, member_id, level, expires_at in uow.trainings.badge_grants(machine.id, cmd.at)
-        ]
+        grants = machine_grants(uow, machine.id, cmd.at)
         snapshot, digest = build_snapshot(
             site=machine.site,
             machine_id=machine.id,

@@ -21,6 +21,7 @@ from protocol import (
 from server.adapters.orm import BadgeDenial, Controller, RawEvent, UsageSession
 from server.domain.streams import advance_acked
 from server.service_layer.commands import IngestEvent, OutgoingMessage, RecordControllerStatus
+from server.service_layer.members import complete_enrollment
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,9 @@ def _apply(
     data = event.data
     kind = event.kind
     if kind is EventKind.BADGE_DENIED:
+        enrolled = complete_enrollment(uow, controller.machine_id, data["badge_uid"], received_at)
+        if enrolled is not None:
+            logger.info("badge %s enrolled for %s", data["badge_uid"], enrolled.member_id)
         # The snapshot only lists permitted badges: name the holder for the manager.
         badge = uow.badges.by_uid(data["badge_uid"])
         uow.denials.add(

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from server.service_layer.commands import Command, OutgoingMessage, PublishConfigs
+from server.service_layer.commands import OutgoingMessage, PublishConfigs
 from server.service_layer.handlers import HANDLERS
 from server.service_layer.unit_of_work import UnitOfWorkFactory
 
@@ -26,7 +26,7 @@ class MessageBus:
         self.uow_factory = uow_factory
         self.publish: Publish = publish or _drop
 
-    def handle(self, cmd: Command) -> Any:
+    def handle(self, cmd: object) -> Any:
         uow = self.uow_factory()
         with uow:
             result = HANDLERS[type(cmd)](cmd, uow)

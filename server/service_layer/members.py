@@ -1,0 +1,237 @@
+"""Handlers for members, their roles, badges and categories."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from protocol import ProtocolError, normalize_uid
+from server.adapters.orm import Badge, Enrollment, Member, MemberCategory, MemberRole
+from server.adapters.secrets import hash_password, verify_password
+from server.domain.access import GRANTABLE_ROLES, Role
+from server.domain.errors import (
+    AuthenticationError,
+    ConflictError,
+    DomainError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from server.service_layer import commands as cmds
+from server.service_layer import guards
+from server.service_layer.audit import record
+from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
+
+BADGE_STATUSES = ("active", "lost", "blocked")
+MIN_PASSWORD_LENGTH = 10
+
+
+def member_facts(member: Member) -> dict[str, Any]:
+    """What the audit log keeps of a member: no personal data, only ids and flags."""
+    return {
+        "category": member.category,
+        "active": member.active,
+        "roles": sorted(r.role for r in member.roles),
+    }
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise DomainError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def _category(uow: SqlAlchemyUnitOfWork, category_id: str) -> str:
+    if uow.categories.get(category_id) is None:
+        raise DomainError(f"unknown member category {category_id!r}")
+    return category_id
+
+
+def add_member(cmd: cmds.AddMember, uow: SqlAlchemyUnitOfWork) -> str:
+    guards.require(cmd.actor, Role.MANAGER)
+    email = cmd.email.strip().lower() if cmd.email else None
+    if email and uow.members.by_email(email):
+        raise ConflictError(f"a member with email {email} already exists")
+    member_id = cmd.member_id or uuid.uuid4().hex
+    if uow.members.get(member_id):
+        raise ConflictError(f"member {member_id} already exists")
+    if cmd.password is not None:
+        _check_password(cmd.password)
+    member = Member(
+        id=member_id,
+        name=cmd.name,
+        email=email,
+        category=_category(uow, cmd.category),
+        active=True,
+        created_at=cmd.at,
+        password_hash=hash_password(cmd.password) if cmd.password else None,
+    )
+    uow.members.add(member)
+    uow.flush()
+    record(
+        uow, actor=cmd.actor, action="member.create", object_type="member", object_id=member_id,
+        before=None, after=member_facts(member), at=cmd.at,
+    )  # fmt: skip
+    uow.commit()
+    return member_id
+
+
+def update_member(cmd: cmds.UpdateMember, uow: SqlAlchemyUnitOfWork) -> None:
+    member = guards.member(uow, cmd.member_id)
+    own = cmd.actor is not None and cmd.actor.member_id == cmd.member_id
+    if cmd.category is not None or cmd.active is not None or not own:
+        guards.require(cmd.actor, Role.MANAGER)
+    before = member_facts(member)
+    changed: list[str] = []
+    if cmd.name is not None and cmd.name != member.name:
+        member.name, changed = cmd.name, [*changed, "name"]
+    if cmd.email is not None:
+        email = cmd.email.strip().lower()
+        other = uow.members.by_email(email)
+        if other is not None and other.id != member.id:
+            raise ConflictError(f"a member with email {email} already exists")
+        if email != member.email:
+            member.email, changed = email, [*changed, "email"]
+    if cmd.category is not None:
+        member.category = _category(uow, cmd.category)
+    if cmd.active is not None:
+        member.active = cmd.active
+        if not cmd.active:
+            uow.credentials.end_all_for(member.id, cmd.at)
+    after = {**member_facts(member), "personal_fields_changed": changed}
+    record(
+        uow, actor=cmd.actor, action="member.update", object_type="member", object_id=member.id,
+        before=before, after=after, at=cmd.at,
+    )  # fmt: skip
+    uow.commit()
+    if cmd.active is not None:
+        uow.machines_to_publish |= guards.machines_of_member(uow, member.id)
+
+
+def set_roles(cmd: cmds.SetRoles, uow: SqlAlchemyUnitOfWork) -> None:
+    guards.require(cmd.actor, Role.ADMIN)
+    member = guards.member(uow, cmd.member_id)
+    unknown = set(cmd.roles) - GRANTABLE_ROLES
+    if unknown:
+        raise DomainError(f"roles that can be given: {', '.join(sorted(GRANTABLE_ROLES))}")
+    if cmd.actor is not None and cmd.actor.member_id == member.id and Role.ADMIN not in cmd.roles:
+        raise DomainError("you cannot remove your own admin role")
+    before = member_facts(member)
+    member.roles = [MemberRole(member_id=member.id, role=r.value) for r in sorted(cmd.roles)]
+    uow.flush()
+    record(
+        uow, actor=cmd.actor, action="member.roles", object_type="member", object_id=member.id,
+        before=before, after=member_facts(member), at=cmd.at,
+    )  # fmt: skip
+    uow.commit()
+
+
+def set_password(cmd: cmds.SetPassword, uow: SqlAlchemyUnitOfWork) -> None:
+    member = guards.member(uow, cmd.member_id)
+    own = cmd.actor is not None and cmd.actor.member_id == member.id
+    if own:
+        if not verify_password(member.password_hash, cmd.current_password or ""):
+            raise AuthenticationError("the current password is wrong")
+    else:
+        guards.require(cmd.actor, Role.ADMIN)
+    _check_password(cmd.password)
+    member.password_hash = hash_password(cmd.password)
+    record(
+        uow, actor=cmd.actor, action="member.password", object_type="member", object_id=member.id,
+        before=None, after=None, at=cmd.at,
+    )  # fmt: skip
+    uow.commit()
+
+
+def add_category(cmd: cmds.AddCategory, uow: SqlAlchemyUnitOfWork) -> str:
+    if cmd.actor is not None and not (cmd.actor.has(Role.TREASURER) or cmd.actor.is_manager):
+        raise PermissionDeniedError("this needs the treasurer or manager role")
+    if uow.categories.get(cmd.category_id):
+        raise ConflictError(f"category {cmd.category_id} already exists")
+    uow.categories.add(MemberCategory(id=cmd.category_id, name=cmd.name))
+    record(
+        uow, actor=cmd.actor, action="category.create", object_type="category",
+        object_id=cmd.category_id, before=None, after={"name": cmd.name}, at=cmd.at,
+    )  # fmt: skip
+    uow.commit()
+    return cmd.category_id
+
+
+def _attach_badge(
+    uow: SqlAlchemyUnitOfWork, member: Member, raw_uid: str, cmd: Any, action: str
+) -> Badge:
+    try:
+        uid = normalize_uid(raw_uid)
+    except ProtocolError as exc:
+        raise DomainError(str(exc)) from exc
+    if uow.badges.by_uid(uid):
+        raise ConflictError(f"badge {uid} is already registered")
+    badge = Badge(uid=uid, member_id=member.id, status="active", created_at=cmd.at)
+    uow.badges.add(badge)
+    uow.flush()
+    record(
+        uow, actor=cmd.actor, action=action, object_type="badge", object_id=badge.id,
+        before=None, after={"member_id": member.id, "status": "active"}, at=cmd.at,
+    )  # fmt: skip
+    return badge
+
+
+def register_badge(cmd: cmds.RegisterBadge, uow: SqlAlchemyUnitOfWork) -> int:
+    guards.require(cmd.actor, Role.MANAGER)
+    member = guards.member(uow, cmd.member_id)
+    badge = _attach_badge(uow, member, cmd.uid, cmd, "badge.create")
+    uow.commit()
+    uow.machines_to_publish |= guards.machines_of_member(uow, member.id)
+    return badge.id
+
+
+def set_badge_status(cmd: cmds.SetBadgeStatus, uow: SqlAlchemyUnitOfWork) -> None:
+    guards.require(cmd.actor, Role.MANAGER)
+    badge = uow.badges.get(cmd.badge_id)
+    if badge is None or badge.status == "erased":
+        raise NotFoundError(f"no badge {cmd.badge_id}")
+    if cmd.status not in BADGE_STATUSES:
+        raise DomainError(f"badge status must be one of: {', '.join(BADGE_STATUSES)}")
+    before = {"status": badge.status}
+    badge.status = cmd.status
+    record(
+        uow, actor=cmd.actor, action="badge.status", object_type="badge", object_id=badge.id,
+        before=before, after={"status": badge.status}, at=cmd.at,
+    )  # fmt: skip
+    uow.commit()
+    uow.machines_to_publish |= guards.machines_of_member(uow, badge.member_id)
+
+
+def start_enrollment(cmd: cmds.StartEnrollment, uow: SqlAlchemyUnitOfWork) -> int:
+    guards.require(cmd.actor, Role.MANAGER)
+    guards.machine(uow, cmd.machine_id)
+    guards.member(uow, cmd.member_id)
+    if not 10 <= cmd.window_s <= 900:
+        raise DomainError("the enrollment window must be between 10 and 900 seconds")
+    enrollment = Enrollment(
+        machine_id=cmd.machine_id,
+        member_id=cmd.member_id,
+        requested_by=cmd.actor.member_id if cmd.actor else None,
+        created_at=cmd.at,
+        expires_at=cmd.at + timedelta(seconds=cmd.window_s),
+    )
+    uow.enrollments.add(enrollment)
+    uow.commit()
+    return enrollment.id
+
+
+def complete_enrollment(
+    uow: SqlAlchemyUnitOfWork, machine_id: str, uid: str, at: Any
+) -> Enrollment | None:
+    """Give an unknown badge just tapped on the machine to the member being enrolled."""
+    enrollment = uow.enrollments.pending(machine_id, at)
+    if enrollment is None or uow.badges.by_uid(uid) is not None:
+        return None
+    member = uow.members.get(enrollment.member_id)
+    if member is None or member.erased_at is not None:
+        return None
+    system = cmds.RegisterBadge(member.id, uid, at=at)
+    _attach_badge(uow, member, uid, system, "badge.enroll")
+    enrollment.badge_uid = uid
+    enrollment.completed_at = at
+    uow.machines_to_publish |= guards.machines_of_member(uow, member.id)
+    return enrollment
