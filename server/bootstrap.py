@@ -6,6 +6,7 @@ import logging
 
 from server.adapters.db import make_engine, make_session_factory
 from server.adapters.mqtt import IngestWorker, ServerMqttLink, ingest_subscriptions
+from server.api.ratelimit import LoginRateLimiter
 from server.config import Settings
 from server.service_layer.commands import OutgoingMessage
 from server.service_layer.messagebus import MessageBus
@@ -23,6 +24,7 @@ class ServerRuntime:
         self.session_factory = make_session_factory(self.engine)
         self.bus = MessageBus(self.new_uow, publish=self._publish)
         self.ingest = IngestWorker(self.bus)
+        self.login_limiter = LoginRateLimiter()
         self.link: ServerMqttLink | None = None
         if mqtt_enabled:
             self.link = ServerMqttLink(

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, ge=1, le=65535)
     data_dir: Path = Path("./fablab-data")
     controller_offline_after_missed_heartbeats: int = 3
+    # Send the session cookie over HTTPS only; off for plain-HTTP local use and the demo.
+    secure_cookies: bool = False
+    # Raw controller events older than this are purged (sessions and bills are kept).
+    raw_event_retention_days: int = Field(default=365, ge=1)
 
     @field_validator("site")
     @classmethod

@@ -1,14 +1,25 @@
-"""FastAPI dependencies."""
+"""FastAPI dependencies: the runtime, a unit of work, and who is asking."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hmac
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request, status
 
+from server.adapters.orm import utcnow
+from server.adapters.secrets import token_hash
 from server.bootstrap import ServerRuntime
+from server.domain.access import Principal, Role
+from server.service_layer.accounts import principal_of
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
+
+SESSION_COOKIE = "fablab_session"
+CSRF_HEADER = "X-CSRF-Token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_TOKEN_TOUCH_INTERVAL = timedelta(minutes=5)
 
 
 def get_runtime(request: Request) -> ServerRuntime:
@@ -26,3 +37,83 @@ def get_uow(runtime: RuntimeDep) -> Iterator[SqlAlchemyUnitOfWork]:
 
 
 UowDep = Annotated[SqlAlchemyUnitOfWork, Depends(get_uow)]
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=message,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def _from_bearer(uow: SqlAlchemyUnitOfWork, token: str) -> Principal:
+    api_token = uow.credentials.api_token(token_hash(token))
+    if api_token is None or api_token.revoked_at is not None:
+        raise _unauthorized("invalid or revoked API token")
+    member = uow.members.get(api_token.member_id)
+    if member is None or not member.active or member.erased_at is not None:
+        raise _unauthorized("invalid or revoked API token")
+    now = utcnow()
+    if api_token.last_used_at is None or now - api_token.last_used_at > _TOKEN_TOUCH_INTERVAL:
+        api_token.last_used_at = now
+        uow.commit()
+    return principal_of(uow, member)
+
+
+def _from_cookie(uow: SqlAlchemyUnitOfWork, request: Request, token: str) -> Principal:
+    login = uow.credentials.login_session(token_hash(token))
+    if login is None or login.expires_at <= utcnow():
+        raise _unauthorized("your login has expired: log in again")
+    if request.method not in _SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(sent, login.csrf_token):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"missing or wrong {CSRF_HEADER}")
+    member = uow.members.get(login.member_id)
+    if member is None or not member.active or member.erased_at is not None:
+        raise _unauthorized("your login has expired: log in again")
+    return principal_of(uow, member)
+
+
+def get_optional_principal(request: Request, uow: UowDep) -> Principal | None:
+    """The person behind the bearer token or the session cookie, or None if anonymous."""
+    authorization = request.headers.get("Authorization")
+    if authorization:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise _unauthorized("use 'Authorization: Bearer <token>'")
+        return _from_bearer(uow, token.strip())
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        return _from_cookie(uow, request, cookie)
+    return None
+
+
+OptionalPrincipal = Annotated[Principal | None, Depends(get_optional_principal)]
+
+
+def get_principal(principal: OptionalPrincipal) -> Principal:
+    if principal is None:
+        raise _unauthorized("log in or send an API token")
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def require(*roles: Role) -> Callable[[Principal], Principal]:
+    """A dependency that lets through a person holding any of the roles."""
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        if not any(principal.has(role) for role in roles):
+            names = " or ".join(r.value for r in roles)
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {names} role")
+        return principal
+
+    return check
+
+
+ManagerPrincipal = Annotated[Principal, Depends(require(Role.MANAGER))]
+AdminPrincipal = Annotated[Principal, Depends(require(Role.ADMIN))]
+TrainerPrincipal = Annotated[Principal, Depends(require(Role.TRAINER))]
+TreasurerOrManager = Annotated[Principal, Depends(require(Role.TREASURER, Role.MANAGER))]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
+from protocol import Level, Mode
 from server.domain.floor import MachineState
 
 T = TypeVar("T")
@@ -101,3 +102,280 @@ class DenialPublic(BaseModel):
 class IngestStatsPublic(BaseModel):
     counters: dict[str, int]
     stored_events: dict[str, int]
+
+
+# -- shared field types ------------------------------------------------------------------
+
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_PRINTABLE)
+]
+Email = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        to_lower=True,
+        max_length=320,
+        pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$",
+    ),
+]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_PRINTABLE)]
+Slug = Annotated[str, StringConstraints(pattern=SLUG)]
+MemberIdText = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+]
+Reason = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=_PRINTABLE)
+]
+BadgeUid = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=4, max_length=60, pattern=r"^[0-9A-Fa-f:\- ]+$"
+    ),
+]
+Seconds = Annotated[int, Field(ge=0, le=7 * 24 * 3600)]
+
+
+class StrictModel(BaseModel):
+    """Request bodies: unknown fields are refused (no mass assignment)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- accounts ----------------------------------------------------------------------------
+
+
+class LoginRequest(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {"email": "ada@lab.example", "password": "correct horse"}},
+    )
+    email: Email
+    password: Password
+
+
+class LoginPublic(BaseModel):
+    member_id: str
+    csrf_token: str
+
+
+class MePublic(BaseModel):
+    id: str
+    name: str
+    email: str | None
+    category: str
+    roles: list[str]
+    trainer_of: list[str]
+
+
+class MeUpdate(StrictModel):
+    """What members may change about themselves."""
+
+    name: Name | None = None
+    email: Email | None = None
+
+
+class PasswordChange(StrictModel):
+    current_password: Password
+    new_password: Password
+
+
+class ApiTokenCreate(StrictModel):
+    name: Name
+
+
+class ApiTokenPublic(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class NewApiTokenPublic(BaseModel):
+    id: int
+    name: str
+    token: str = Field(description="Shown once: send it as 'Authorization: Bearer <token>'.")
+
+
+# -- members, badges, categories ---------------------------------------------------------
+
+
+class MemberCreate(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {"name": "Ada Lovelace", "email": "ada@lab.example", "category": "student"}
+        },
+    )
+    name: Name
+    email: Email | None = None
+    category: Slug = "member"
+    password: Password | None = None
+
+
+class MemberUpdate(StrictModel):
+    """What a manager may change (roles have their own endpoint, for admins)."""
+
+    name: Name | None = None
+    email: Email | None = None
+    category: Slug | None = None
+    active: bool | None = None
+
+
+class MemberPublic(BaseModel):
+    id: str
+    name: str
+    email: str | None
+    category: str
+    active: bool
+    created_at: datetime
+    roles: list[str]
+
+
+class RolesUpdate(StrictModel):
+    roles: list[Literal["manager", "treasurer", "admin"]] = Field(max_length=3)
+
+
+class BadgeCreate(StrictModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"uid": "04:A1:B2:C3"}})
+    uid: BadgeUid
+
+
+class BadgeUpdate(StrictModel):
+    status: Literal["active", "lost", "blocked"]
+
+
+class BadgePublic(BaseModel):
+    id: int
+    uid: str
+    member_id: str
+    status: str
+    created_at: datetime
+
+
+class CategoryCreate(StrictModel):
+    id: Slug
+    name: Name
+
+
+class CategoryPublic(BaseModel):
+    id: str
+    name: str
+
+
+# -- machines ----------------------------------------------------------------------------
+
+
+class MachineCreate(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "id": "laser",
+                "name": "Laser cutter",
+                "mode": "toggle",
+                "idle_timeout_s": 600,
+            }
+        },
+    )
+    id: Slug
+    name: Name
+    mode: Mode = Mode.TOGGLE
+    idle_timeout_s: Seconds = 0
+    max_duration_s: Seconds = 0
+    heartbeat_interval_s: int = Field(default=60, ge=5, le=3600)
+    training_type_ids: list[Slug] = Field(default_factory=list, max_length=20)
+
+
+class MachineUpdate(StrictModel):
+    name: Name | None = None
+    mode: Mode | None = None
+    idle_timeout_s: Seconds | None = None
+    max_duration_s: Seconds | None = None
+    heartbeat_interval_s: int | None = Field(default=None, ge=5, le=3600)
+
+
+class OutOfServiceRequest(StrictModel):
+    reason: Reason
+
+
+class ControllerCredentialsPublic(BaseModel):
+    controller_id: str
+    mqtt_username: str
+    mqtt_password: str = Field(description="Shown once.")
+    key_hex: str = Field(
+        description="Snapshot signing key, shown once: put it in the controller config."
+    )
+
+
+class EnrollmentCreate(StrictModel):
+    member_id: MemberIdText
+    window_s: int = Field(default=120, ge=10, le=900)
+
+
+class EnrollmentPublic(BaseModel):
+    id: int
+    machine_id: str
+    member_id: str
+    expires_at: datetime
+    badge_uid: str | None
+    completed_at: datetime | None
+
+
+# -- trainings ---------------------------------------------------------------------------
+
+
+class TrainingTypeCreate(StrictModel):
+    id: Slug
+    name: Name
+    machine_ids: list[Slug] = Field(min_length=1, max_length=50)
+    lapse_months: int | None = Field(default=None, ge=1, le=120)
+
+
+class TrainingTypeUpdate(StrictModel):
+    name: Name | None = None
+    machine_ids: list[Slug] | None = Field(default=None, min_length=1, max_length=50)
+    lapse_months: int | None = Field(default=None, ge=1, le=120)
+    never_lapses: bool = False
+
+
+class TrainingTypePublic(BaseModel):
+    id: str
+    name: str
+    lapse_months: int | None
+    machine_ids: list[str]
+
+
+class TrainingGrant(StrictModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {"member_id": "ada", "training_type_id": "laser", "level": "autonomous"}
+        },
+    )
+    member_id: MemberIdText
+    training_type_id: Slug
+    level: Level
+    expires_at: AwareDatetime | None = None
+
+
+class TrainingRevoke(StrictModel):
+    member_id: MemberIdText
+    training_type_id: Slug
+
+
+class TrainingPublic(BaseModel):
+    id: int
+    member_id: str
+    member_name: str | None
+    training_type_id: str
+    level: str
+    granted_by: str | None
+    granted_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    lapses_at: datetime | None
