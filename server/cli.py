@@ -79,7 +79,10 @@ def demo(
     _logging(verbose)
 
     def ready(url: str) -> None:
+        from server.seed import DEMO_ADMIN_EMAIL, DEMO_ADMIN_PASSWORD
+
         typer.secho(f"fablab-monitor demo running on {url}  (Ctrl-C to stop)", fg="green")
+        typer.echo(f"API docs: {url}docs · log in as {DEMO_ADMIN_EMAIL} / {DEMO_ADMIN_PASSWORD}")
 
     run_demo(port=port, data_dir=data_dir, broker_url=broker, on_ready=ready, pace=pace)
 

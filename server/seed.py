@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from protocol import Level, Mode
+from server.domain.access import Role
 from server.service_layer import commands as cmds
 from server.service_layer.messagebus import MessageBus
 
@@ -50,8 +51,21 @@ DEMO_MEMBERS = (
 )
 
 
+DEMO_ADMIN_EMAIL = "admin@demo.fablab.example"
+DEMO_ADMIN_PASSWORD = "fablab-demo-admin"  # noqa: S105 - a public demo account
+
+
 def seed_demo_lab(bus: MessageBus, *, site: str, heartbeat_interval_s: int = 60) -> None:
     """Create the demo lab through the same commands a manager's actions produce."""
+    bus.handle(
+        cmds.AddMember(
+            "Demo Admin",
+            email=DEMO_ADMIN_EMAIL,
+            member_id="demo-admin",
+            password=DEMO_ADMIN_PASSWORD,
+        )
+    )
+    bus.handle(cmds.SetRoles("demo-admin", frozenset({Role.ADMIN, Role.MANAGER})))
     for machine in DEMO_MACHINES:
         bus.handle(
             cmds.AddMachine(

@@ -261,10 +261,18 @@ class UsageSessionRepository(_Repository):
         machine_id: str | None = None,
         member_id: str | None = None,
         open_only: bool = False,
+        visible_to: tuple[str, set[str]] | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[Sequence[UsageSession], int]:
+        """Sessions, newest first; `visible_to` = (member, machines) limits to those
+        of the member or on those machines."""
         query = select(UsageSession)
+        if visible_to is not None:
+            own, machines = visible_to
+            query = query.where(
+                or_(UsageSession.member_id == own, UsageSession.machine_id.in_(machines))
+            )
         if machine_id:
             query = query.where(UsageSession.machine_id == machine_id)
         if member_id:

@@ -8,7 +8,7 @@ from fastapi.staticfiles import StaticFiles
 
 from dashboards import STATIC_DIR
 from server import __version__
-from server.api.routes import machines, pages, sessions
+from server.api.routes import auth, machines, members, pages, sessions, trainings
 from server.bootstrap import ServerRuntime
 from server.domain.errors import ConflictError, DomainError, NotFoundError
 
@@ -25,13 +25,17 @@ def create_app(runtime: ServerRuntime) -> FastAPI:
     app = FastAPI(
         title="fablab-monitor",
         version=__version__,
-        description="Machine access and usage of a fablab: machines, sessions, trainings.",
+        description=(
+            "Machine access and usage of a fablab: members, badges, machines, trainings, "
+            "sessions. Authenticate with a personal API token (`Authorization: Bearer …`) "
+            "or log in (`POST /api/auth/login`): the session cookie then needs the "
+            "`X-CSRF-Token` header on every POST, PUT, PATCH and DELETE."
+        ),
     )
     app.state.runtime = runtime
     app.add_exception_handler(DomainError, _domain_error)
-    app.include_router(machines.router)
-    app.include_router(sessions.router)
-    app.include_router(pages.router)
+    for module in (auth, members, machines, trainings, sessions, pages):
+        app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
     @app.get("/api/health", tags=["health"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -21,3 +22,24 @@ def machine_state(*, controller_online: bool, out_of_service: bool, in_use: bool
     if out_of_service:
         return MachineState.OUT_OF_SERVICE
     return MachineState.FREE
+
+
+def controller_online(
+    *,
+    status: str,
+    last_seen_at: datetime | None,
+    heartbeat_interval_s: int,
+    session_open: bool,
+    now: datetime,
+    missed_heartbeats: int = 3,
+) -> bool:
+    """Online per its retained status; during a session, also heard from recently.
+
+    A controller sends heartbeats while a session runs: after `missed_heartbeats` of
+    them are missing it counts as offline even if its last will was not published.
+    """
+    if status != "online":
+        return False
+    if not session_open or last_seen_at is None:
+        return True
+    return now - last_seen_at <= timedelta(seconds=missed_heartbeats * heartbeat_interval_s)

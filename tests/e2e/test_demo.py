@@ -13,13 +13,29 @@ from typing import Any
 
 import pytest
 
+from server.seed import DEMO_ADMIN_EMAIL, DEMO_ADMIN_PASSWORD
 from tests.e2e.conftest import wait_until
 from tests.fixtures import free_port
 
 
-def _get(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+def _get(port: int, path: str, headers: dict[str, str] | None = None) -> Any:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.load(response)
+
+
+def _login(port: int) -> dict[str, str]:
+    """Log in as the demo admin, as a browser would: cookie plus CSRF token."""
+    body = json.dumps({"email": DEMO_ADMIN_EMAIL, "password": DEMO_ADMIN_PASSWORD}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/auth/login",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        cookie = response.headers["Set-Cookie"].split(";", 1)[0]
+        csrf = json.load(response)["csrf_token"]
+    return {"Cookie": cookie, "X-CSRF-Token": csrf}
 
 
 def _answers(port: int) -> bool:
@@ -81,7 +97,10 @@ def test_demo_machines_come_into_use_and_sessions_grow(demo: Demo) -> None:
     )
     first = _get(demo.port, "/api/sessions")["total"]
     wait_until(lambda: _get(demo.port, "/api/sessions")["total"] > first, 30, "more sessions")
-    wait_until(lambda: _get(demo.port, "/api/denials")["total"] > 0, 30, "a refused tap")
+    admin = _login(demo.port)
+    wait_until(lambda: _get(demo.port, "/api/denials", admin)["total"] > 0, 30, "a refused tap")
+    named = _get(demo.port, "/api/sessions", admin)["items"]
+    assert all(s["member_name"] for s in named), "the admin sees who worked"
     code, output = demo.interrupt()
     assert code == 0, output
     assert "demo running on http://127.0.0.1:" in output

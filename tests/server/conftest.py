@@ -14,6 +14,7 @@ from protocol import Event, EventKind, Level
 from server.adapters.migrations import upgrade
 from server.bootstrap import ServerRuntime
 from server.config import Settings
+from server.domain.access import Role
 from server.service_layer import commands as cmds
 from server.service_layer.commands import OutgoingMessage
 
@@ -80,7 +81,12 @@ def events() -> EventFactory:
 
 @pytest.fixture
 def lab(runtime: ServerRuntime) -> ServerRuntime:
-    """Machine `laser` (controller `laser`), Ada trained on it, Nora with no training."""
+    """Machine `laser` (controller `laser`, training type `laser`), and people:
+
+    ada (maker, trained autonomous, badge 04A1B2C3), nora (maker, no training, badge
+    04FFEE01), tom (trainer of `laser`, no badge), mona (manager), tess (treasurer),
+    root (admin).
+    """
     bus = runtime.bus
     bus.handle(cmds.AddMachine("laser", "Laser cutter", SITE, key_hex=KEY_HEX))
     bus.handle(cmds.AddMember("Ada Lovelace", email="ada@example.org", member_id="ada"))
@@ -88,7 +94,26 @@ def lab(runtime: ServerRuntime) -> ServerRuntime:
     bus.handle(cmds.GrantTraining("ada", "laser", Level.AUTONOMOUS))
     bus.handle(cmds.AddMember("Nora Newcomer", member_id="nora"))
     bus.handle(cmds.RegisterBadge("nora", "04FFEE01"))
+    bus.handle(cmds.AddMember("Tom Trainer", member_id="tom"))
+    bus.handle(cmds.GrantTraining("tom", "laser", Level.TRAINER))
+    for member_id, role in (("mona", Role.MANAGER), ("tess", Role.TREASURER), ("root", Role.ADMIN)):
+        bus.handle(cmds.AddMember(member_id.title(), member_id=member_id))
+        bus.handle(cmds.SetRoles(member_id, frozenset({role})))
     return runtime
+
+
+Headers = Callable[[str], dict[str, str]]
+
+
+@pytest.fixture
+def auth(lab: ServerRuntime) -> Headers:
+    """`auth("mona")`: request headers carrying a fresh API token of that member."""
+
+    def headers(member_id: str) -> dict[str, str]:
+        created = lab.bus.handle(cmds.CreateApiToken(member_id, "tests"))
+        return {"Authorization": f"Bearer {created.token}"}
+
+    return headers
 
 
 Ingest = Callable[..., Any]

@@ -11,7 +11,7 @@ from protocol import ControllerState, ControllerStatus, EventKind, Level, status
 from server.api.main import create_app
 from server.bootstrap import ServerRuntime
 from server.service_layer import commands as cmds
-from tests.server.conftest import SITE, EventFactory, Ingest
+from tests.server.conftest import SITE, EventFactory, Headers, Ingest
 
 
 @pytest.fixture
@@ -47,22 +47,50 @@ def test_api_machines_free_when_controller_online(client: TestClient, lab: Serve
 
 
 def test_api_machines_in_use_names_member_and_start(
-    client: TestClient, lab: ServerRuntime, ingest: Ingest, events: EventFactory
+    client: TestClient, lab: ServerRuntime, ingest: Ingest, events: EventFactory, auth: Headers
 ) -> None:
     _online(lab)
     ingest(_start(events))
-    machine = client.get("/api/machines/laser").json()
+    machine = client.get("/api/machines/laser", headers=auth("nora")).json()
     assert machine["state"] == "in_use"
     assert machine["current_session"]["member_name"] == "Ada Lovelace"
     assert machine["current_session"]["started_at"].startswith("2027-01-15")
 
 
-def test_api_sessions_filters_by_member(
+def test_api_machines_anonymous_floor_hides_who_is_working(
+    client: TestClient, lab: ServerRuntime, ingest: Ingest, events: EventFactory
+) -> None:
+    _online(lab)
+    ingest(_start(events))
+    current = client.get("/api/machines/laser").json()["current_session"]
+    assert current["started_at"].startswith("2027-01-15")
+    assert (current["member_id"], current["member_name"]) == (None, None)
+
+
+def test_api_sessions_anonymous_list_is_anonymised_open_data(
     client: TestClient, ingest: Ingest, events: EventFactory
 ) -> None:
     ingest(_start(events))
-    assert client.get("/api/sessions", params={"member": "ada"}).json()["total"] == 1
-    assert client.get("/api/sessions", params={"member": "nora"}).json()["total"] == 0
+    [session] = client.get("/api/sessions").json()["items"]
+    assert (session["machine_id"], session["member_id"]) == ("laser", None)
+
+
+def test_api_sessions_maker_sees_only_own(
+    client: TestClient, ingest: Ingest, events: EventFactory, auth: Headers
+) -> None:
+    ingest(_start(events))
+    assert client.get("/api/sessions", headers=auth("ada")).json()["total"] == 1
+    assert client.get("/api/sessions", headers=auth("nora")).json()["total"] == 0
+    assert client.get("/api/sessions/s1", headers=auth("nora")).status_code == 404
+
+
+def test_api_sessions_manager_filters_by_member(
+    client: TestClient, ingest: Ingest, events: EventFactory, auth: Headers
+) -> None:
+    ingest(_start(events))
+    mona = auth("mona")
+    assert client.get("/api/sessions", params={"member": "ada"}, headers=mona).json()["total"] == 1
+    assert client.get("/api/sessions", params={"member": "nora"}, headers=mona).json()["total"] == 0
 
 
 def test_api_sessions_rejects_bad_page_size_with_message(client: TestClient) -> None:
@@ -84,8 +112,8 @@ def test_api_floor_page_lists_machines(client: TestClient) -> None:
 
 
 def test_api_denials_lists_refused_taps(
-    client: TestClient, ingest: Ingest, events: EventFactory
+    client: TestClient, ingest: Ingest, events: EventFactory, auth: Headers
 ) -> None:
     ingest(events(EventKind.BADGE_DENIED, badge_uid="04FFEE01", reason="unknown_badge"))
-    [denial] = client.get("/api/denials").json()["items"]
+    [denial] = client.get("/api/denials", headers=auth("mona")).json()["items"]
     assert (denial["badge_uid"], denial["member_id"]) == ("04FFEE01", "nora")

@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from typing import Annotated, Any
 
-from server.adapters.orm import Machine, UsageSession
-from server.api.deps import UowDep
-from server.api.schemas import ControllerPublic, CurrentSession, MachinePublic
-from server.domain.floor import machine_state
+from fastapi import APIRouter, HTTPException, Path
+
+from server.adapters.orm import Machine, UsageSession, utcnow
+from server.api.deps import ManagerPrincipal, OptionalPrincipal, RuntimeDep, UowDep
+from server.api.schemas import (
+    ControllerCredentialsPublic,
+    ControllerPublic,
+    CurrentSession,
+    EnrollmentCreate,
+    EnrollmentPublic,
+    MachineCreate,
+    MachinePublic,
+    MachineUpdate,
+    OutOfServiceRequest,
+)
+from server.domain.access import Principal
+from server.domain.floor import controller_online, machine_state
+from server.service_layer import commands as cmds
+from server.service_layer.machines import ControllerCredentials
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 router = APIRouter(prefix="/api/machines", tags=["machines"])
 
+MachineId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such machine"}}
+
 
 def _public(
-    uow: SqlAlchemyUnitOfWork, machine: Machine, open_session: UsageSession | None
+    uow: SqlAlchemyUnitOfWork,
+    machine: Machine,
+    open_session: UsageSession | None,
+    viewer: Principal | None = None,
+    missed_heartbeats: int = 3,
 ) -> MachinePublic:
     controller = machine.controller
     current = None
     if open_session is not None:
-        member = uow.members.get(open_session.member_id) if open_session.member_id else None
+        # Who is working is shown to logged-in members only, not on the anonymous floor.
+        member = None
+        if viewer is not None and open_session.member_id:
+            member = uow.members.get(open_session.member_id)
         current = CurrentSession(
             id=open_session.id,
-            member_id=open_session.member_id,
+            member_id=open_session.member_id if viewer else None,
             member_name=member.name if member else None,
             started_at=open_session.started_at,
             busy=open_session.busy,
@@ -33,7 +58,15 @@ def _public(
         site=machine.site,
         mode=machine.mode,
         state=machine_state(
-            controller_online=controller is not None and controller.state == "online",
+            controller_online=controller is not None
+            and controller_online(
+                status=controller.state,
+                last_seen_at=controller.last_seen_at,
+                heartbeat_interval_s=machine.heartbeat_interval_s,
+                session_open=open_session is not None,
+                now=utcnow(),
+                missed_heartbeats=missed_heartbeats,
+            ),
             out_of_service=machine.out_of_service,
             in_use=open_session is not None,
         ),
@@ -62,19 +95,170 @@ def _open_by_machine(uow: SqlAlchemyUnitOfWork) -> dict[str, UsageSession]:
 
 
 @router.get("", response_model=list[MachinePublic])
-def list_machines(uow: UowDep) -> list[MachinePublic]:
-    """Every machine with its live state: free, in use (by whom, since when), offline."""
+def list_machines(
+    uow: UowDep, viewer: OptionalPrincipal, runtime: RuntimeDep
+) -> list[MachinePublic]:
+    """Every machine with its live state: free, in use (by whom, since when), offline.
+
+    Anonymous callers (the floor screen, open data) see states but not who is working.
+    """
     open_sessions = _open_by_machine(uow)
-    return [_public(uow, m, open_sessions.get(m.id)) for m in uow.machines.all()]
+    missed = runtime.settings.controller_offline_after_missed_heartbeats
+    return [_public(uow, m, open_sessions.get(m.id), viewer, missed) for m in uow.machines.all()]
 
 
-@router.get(
-    "/{machine_id}",
-    response_model=MachinePublic,
-    responses={404: {"description": "No such machine"}},
-)
-def get_machine(machine_id: str, uow: UowDep) -> MachinePublic:
+def _machine(uow: SqlAlchemyUnitOfWork, machine_id: str) -> Machine:
     machine = uow.machines.get(machine_id)
     if machine is None:
         raise HTTPException(status_code=404, detail=f"no machine {machine_id}")
-    return _public(uow, machine, _open_by_machine(uow).get(machine_id))
+    return machine
+
+
+@router.get("/{machine_id}", response_model=MachinePublic, responses=NOT_FOUND)
+def get_machine(
+    machine_id: MachineId, uow: UowDep, viewer: OptionalPrincipal, runtime: RuntimeDep
+) -> MachinePublic:
+    machine = _machine(uow, machine_id)
+    missed = runtime.settings.controller_offline_after_missed_heartbeats
+    return _public(uow, machine, _open_by_machine(uow).get(machine_id), viewer, missed)
+
+
+@router.post(
+    "",
+    response_model=MachinePublic,
+    status_code=201,
+    responses={409: {"description": "Machine or training type exists"}},
+)
+def create_machine(
+    body: MachineCreate, runtime: RuntimeDep, uow: UowDep, principal: ManagerPrincipal
+) -> MachinePublic:
+    """Add a machine and its controller (then issue the controller's credentials).
+
+    Without `training_type_ids`, a training type of the same id and name is created.
+    """
+    runtime.bus.handle(
+        cmds.AddMachine(
+            body.id,
+            body.name,
+            runtime.settings.site,
+            mode=body.mode,
+            idle_timeout_s=body.idle_timeout_s,
+            max_duration_s=body.max_duration_s,
+            heartbeat_interval_s=body.heartbeat_interval_s,
+            training_type_ids=tuple(body.training_type_ids),
+            actor=principal,
+        )
+    )
+    return _public(uow, _machine(uow, body.id), None, principal)
+
+
+@router.patch("/{machine_id}", response_model=MachinePublic, responses=NOT_FOUND)
+def update_machine(
+    machine_id: MachineId,
+    body: MachineUpdate,
+    runtime: RuntimeDep,
+    uow: UowDep,
+    principal: ManagerPrincipal,
+) -> MachinePublic:
+    """Change settings; the controller gets them in its next signed config."""
+    runtime.bus.handle(
+        cmds.UpdateMachine(
+            machine_id,
+            name=body.name,
+            mode=body.mode,
+            idle_timeout_s=body.idle_timeout_s,
+            max_duration_s=body.max_duration_s,
+            heartbeat_interval_s=body.heartbeat_interval_s,
+            actor=principal,
+        )
+    )
+    uow.session.expire_all()
+    return _public(uow, _machine(uow, machine_id), _open_by_machine(uow).get(machine_id), principal)
+
+
+@router.post("/{machine_id}/out-of-service", response_model=MachinePublic, responses=NOT_FOUND)
+def out_of_service(
+    machine_id: MachineId,
+    body: OutOfServiceRequest,
+    runtime: RuntimeDep,
+    uow: UowDep,
+    principal: ManagerPrincipal,
+) -> MachinePublic:
+    """Refuse every badge on the machine (a manager may still override at the machine)."""
+    runtime.bus.handle(cmds.SetOutOfService(machine_id, True, body.reason, actor=principal))
+    uow.session.expire_all()
+    return _public(uow, _machine(uow, machine_id), _open_by_machine(uow).get(machine_id), principal)
+
+
+@router.post("/{machine_id}/back-in-service", response_model=MachinePublic, responses=NOT_FOUND)
+def back_in_service(
+    machine_id: MachineId, runtime: RuntimeDep, uow: UowDep, principal: ManagerPrincipal
+) -> MachinePublic:
+    runtime.bus.handle(cmds.SetOutOfService(machine_id, False, actor=principal))
+    uow.session.expire_all()
+    return _public(uow, _machine(uow, machine_id), _open_by_machine(uow).get(machine_id), principal)
+
+
+@router.post(
+    "/{machine_id}/controller/credentials",
+    response_model=ControllerCredentialsPublic,
+    responses=NOT_FOUND,
+)
+def issue_credentials(
+    machine_id: MachineId, runtime: RuntimeDep, principal: ManagerPrincipal
+) -> ControllerCredentialsPublic:
+    """New MQTT login and snapshot key for the controller, shown once; old ones stop working."""
+    issued: ControllerCredentials = runtime.bus.handle(
+        cmds.IssueControllerCredentials(machine_id, actor=principal)
+    )
+    return ControllerCredentialsPublic(
+        controller_id=issued.controller_id,
+        mqtt_username=issued.mqtt_username,
+        mqtt_password=issued.mqtt_password,
+        key_hex=issued.key_hex,
+    )
+
+
+@router.post(
+    "/{machine_id}/enroll", response_model=EnrollmentPublic, status_code=201, responses=NOT_FOUND
+)
+def enroll(
+    machine_id: MachineId,
+    body: EnrollmentCreate,
+    runtime: RuntimeDep,
+    uow: UowDep,
+    principal: ManagerPrincipal,
+) -> EnrollmentPublic:
+    """The next unknown badge tapped on this machine within the window goes to the member."""
+    enrollment_id = runtime.bus.handle(
+        cmds.StartEnrollment(machine_id, body.member_id, body.window_s, actor=principal)
+    )
+    return enrollment_public(uow, enrollment_id)
+
+
+@router.get(
+    "/{machine_id}/enroll/{enrollment_id}",
+    response_model=EnrollmentPublic,
+    responses={404: {"description": "No such enrollment"}},
+)
+def get_enrollment(
+    machine_id: MachineId, enrollment_id: int, uow: UowDep, _: ManagerPrincipal
+) -> EnrollmentPublic:
+    """Poll an enrollment: `badge_uid` is set once the badge was tapped."""
+    found = uow.enrollments.get(enrollment_id)
+    if found is None or found.machine_id != machine_id:
+        raise HTTPException(status_code=404, detail=f"no enrollment {enrollment_id}")
+    return enrollment_public(uow, enrollment_id)
+
+
+def enrollment_public(uow: SqlAlchemyUnitOfWork, enrollment_id: int) -> EnrollmentPublic:
+    found = uow.enrollments.get(enrollment_id)
+    assert found is not None
+    return EnrollmentPublic(
+        id=found.id,
+        machine_id=found.machine_id,
+        member_id=found.member_id,
+        expires_at=found.expires_at,
+        badge_uid=found.badge_uid,
+        completed_at=found.completed_at,
+    )

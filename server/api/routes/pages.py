@@ -33,8 +33,10 @@ def floor_page(request: Request, uow: UowDep, runtime: RuntimeDep) -> HTMLRespon
         {
             "site": runtime.settings.site,
             "now": datetime.now(UTC).strftime("%H:%M:%S UTC"),
-            "machines": list_machines(uow),
-            "sessions": list_sessions(uow, limit=15, offset=0, machine=None, member=None).items,
+            "machines": list_machines(uow, None, runtime),
+            "sessions": list_sessions(
+                uow, None, machine=None, member=None, open_only=False, limit=15, offset=0
+            ).items,
             "state_labels": STATE_LABELS,
         },
     )
