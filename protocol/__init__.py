@@ -3,7 +3,21 @@
 Standard library only, so that the Raspberry Pi side stays small.
 """
 
-from protocol.errors import ProtocolError, SignatureError, StaleSnapshotError
+from protocol.auth import (
+    DEFAULT_AUTH_TIMEOUT_S,
+    AuthRequest,
+    AuthResponse,
+    encode_auth_response,
+    verify_auth_response,
+)
+from protocol.commands import Command, CommandKind, encode_command, verify_command
+from protocol.errors import (
+    ExpiredError,
+    ProtocolError,
+    ReplayError,
+    SignatureError,
+    StaleSnapshotError,
+)
 from protocol.events import (
     Ack,
     ControllerState,
@@ -21,6 +35,8 @@ from protocol.snapshot import (
     Mode,
     PermissionEntry,
     PermissionSnapshot,
+    StaffEntry,
+    StaffRole,
     badge_digest,
     encode_config,
     normalize_uid,
@@ -43,7 +59,12 @@ from protocol.topics import (
 )
 
 __all__ = [
+    "DEFAULT_AUTH_TIMEOUT_S",
     "Ack",
+    "AuthRequest",
+    "AuthResponse",
+    "Command",
+    "CommandKind",
     "ControllerState",
     "ControllerStatus",
     "DenyReason",
@@ -51,13 +72,17 @@ __all__ = [
     "Event",
     "EventEnvelope",
     "EventKind",
+    "ExpiredError",
     "Level",
     "MachineSettings",
     "Mode",
     "PermissionEntry",
     "PermissionSnapshot",
     "ProtocolError",
+    "ReplayError",
     "SignatureError",
+    "StaffEntry",
+    "StaffRole",
     "StaleSnapshotError",
     "TopicAddress",
     "TopicKind",
@@ -68,6 +93,8 @@ __all__ = [
     "check_segment",
     "command_topic",
     "config_topic",
+    "encode_auth_response",
+    "encode_command",
     "encode_config",
     "events_topic",
     "normalize_uid",
@@ -76,5 +103,7 @@ __all__ = [
     "status_topic",
     "subscription_filter",
     "validate_event_data",
+    "verify_auth_response",
+    "verify_command",
     "verify_config",
 ]

@@ -18,3 +18,11 @@ class SignatureError(ProtocolError):
 
 class StaleSnapshotError(ProtocolError):
     """A snapshot whose version is not newer than the one already held."""
+
+
+class ExpiredError(ProtocolError):
+    """A signed command (or answer) used outside its validity window."""
+
+
+class ReplayError(ProtocolError):
+    """A signed command whose id was already seen: a replay, ignored."""

@@ -7,6 +7,7 @@ from enum import Enum, StrEnum
 from typing import Any
 
 from protocol import _fields as f
+from protocol.commands import CommandKind
 from protocol.errors import ProtocolError
 
 SCHEMA_VERSION = 1
@@ -21,6 +22,9 @@ class EventKind(StrEnum):
     SESSION_ENDED = "session_ended"
     OOPS_REPORTED = "oops_reported"
     FAULT = "fault"
+    SESSION_WARNING = "session_warning"  # the session will end soon (idle / max duration)
+    COMMAND_APPLIED = "command_applied"  # a signed server command was carried out
+    BADGE_ENROLLED = "badge_enrolled"  # the badge read after an enroll_badge command
 
 
 class Level(StrEnum):
@@ -39,6 +43,8 @@ class DenyReason(StrEnum):
     NO_SNAPSHOT = "no_snapshot"
     IN_USE = "in_use"
     SUPERVISOR_MISSING = "supervisor_missing"
+    SNAPSHOT_TOO_OLD = "snapshot_too_old"  # the snapshot is past the controller's max age
+    AUTH_TIMEOUT = "auth_timeout"  # unknown badge, the online check got no answer in time
 
 
 class EndReason(StrEnum):
@@ -72,6 +78,12 @@ _DATA_SCHEMA: dict[EventKind, dict[str, tuple[Any, bool]]] = {
         "member_id": (str, True),
         "level": (Level, True),
         "snapshot_version": (int, True),
+        # The trainer or supervisor whose badge confirmed a `supervised` member.
+        "supervisor_member_id": (str, False),
+        # True: a manager switched an out-of-service machine on for maintenance.
+        "maintenance_override": (bool, False),
+        # True: granted by the server's answer to auth/request, not from the snapshot.
+        "decided_online": (bool, False),
     },
     EventKind.SESSION_HEARTBEAT: {
         "session_id": (str, True),
@@ -95,6 +107,20 @@ _DATA_SCHEMA: dict[EventKind, dict[str, tuple[Any, bool]]] = {
         "message": (str, False),
     },
     EventKind.FAULT: {"code": (str, True), "message": (str, True)},
+    EventKind.SESSION_WARNING: {
+        "session_id": (str, True),
+        "reason": (EndReason, True),  # idle_timeout or max_duration
+        "ends_in_seconds": (float, True),
+    },
+    EventKind.COMMAND_APPLIED: {
+        "command_id": (str, True),
+        "command": (CommandKind, True),
+        "message": (str, False),
+    },
+    EventKind.BADGE_ENROLLED: {
+        "badge_uid": (str, True),
+        "command_id": (str, True),
+    },
 }
 
 

@@ -22,6 +22,13 @@ SCHEMA_VERSION = 1
 _UID = re.compile(r"^[0-9A-F]{4,40}$")
 
 
+class StaffRole(StrEnum):
+    """What a staff badge may do on a machine beyond (or without) a training."""
+
+    SUPERVISOR = "supervisor"  # may confirm a `supervised` member's session
+    MANAGER = "manager"  # may switch an out-of-service machine on for maintenance
+
+
 class Mode(StrEnum):
     TOGGLE = "toggle"  # tap to start, tap to end
     HOLD = "hold"  # the badge stays on the reader
@@ -41,6 +48,15 @@ def badge_digest(key: bytes, uid: str) -> str:
     return mac.hexdigest()[:32]
 
 
+# Optional settings: omitted from the payload while at their default, so configs that
+# do not use them are byte-for-byte what they were before these settings existed.
+_OPTIONAL_SETTINGS: dict[str, int] = {
+    "warning_s": 60,  # buzzer warning this long before an idle-timeout / max-duration stop
+    "card_removal_grace_s": 3,  # hold mode: the badge may leave the reader this long
+    "supervisor_window_s": 30,  # supervised level: time for the supervisor's badge
+}
+
+
 @dataclass(frozen=True)
 class MachineSettings:
     name: str
@@ -50,9 +66,12 @@ class MachineSettings:
     heartbeat_interval_s: int = 60
     out_of_service: bool = False
     out_of_service_reason: str | None = None
+    warning_s: int = _OPTIONAL_SETTINGS["warning_s"]
+    card_removal_grace_s: int = _OPTIONAL_SETTINGS["card_removal_grace_s"]
+    supervisor_window_s: int = _OPTIONAL_SETTINGS["supervisor_window_s"]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "name": self.name,
             "mode": self.mode.value,
             "idle_timeout_s": self.idle_timeout_s,
@@ -61,9 +80,18 @@ class MachineSettings:
             "out_of_service": self.out_of_service,
             "out_of_service_reason": self.out_of_service_reason,
         }
+        for name, default in _OPTIONAL_SETTINGS.items():
+            if getattr(self, name) != default:
+                d[name] = getattr(self, name)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], prefix: str = "settings.") -> MachineSettings:
+        optional: dict[str, Any] = {}
+        for name in _OPTIONAL_SETTINGS:
+            value = f.opt_int(d, name, prefix)
+            if value is not None:
+                optional[name] = value
         return cls(
             name=f.req_str(d, "name", prefix),
             mode=f.req_enum(d, "mode", Mode, prefix),
@@ -72,6 +100,7 @@ class MachineSettings:
             heartbeat_interval_s=f.req_int(d, "heartbeat_interval_s", prefix, minimum=1),
             out_of_service=f.req_bool(d, "out_of_service", prefix),
             out_of_service_reason=f.opt_str(d, "out_of_service_reason", prefix, max_len=500),
+            **optional,
         )
 
 
@@ -105,6 +134,47 @@ class PermissionEntry:
 
 
 @dataclass(frozen=True)
+class StaffEntry:
+    """A badge with staff roles on this machine (supervisor, manager), until `expires_at`."""
+
+    badge_digest: str
+    member_id: str
+    roles: tuple[StaffRole, ...]
+    expires_at: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "badge_digest": self.badge_digest,
+            "member_id": self.member_id,
+            "roles": [r.value for r in self.roles],
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str) -> StaffEntry:
+        if not isinstance(d, dict):
+            raise ProtocolError(prefix.rstrip("."), "must be an object")
+        raw_roles = f.req_list(d, "roles", prefix)
+        roles = []
+        for i, value in enumerate(raw_roles):
+            try:
+                roles.append(StaffRole(value))
+            except ValueError:
+                allowed = ", ".join(r.value for r in StaffRole)
+                raise ProtocolError(f"{prefix}roles[{i}]", f"must be one of: {allowed}") from None
+        return cls(
+            badge_digest=f.req_str(d, "badge_digest", prefix, max_len=64),
+            member_id=f.req_str(d, "member_id", prefix, max_len=64),
+            roles=tuple(roles),
+            expires_at=f.opt_int(d, "expires_at", prefix),
+        )
+
+    def has(self, role: StaffRole, wall: float) -> bool:
+        """True if this badge holds `role` at wall time `wall`."""
+        return role in self.roles and (self.expires_at is None or wall < self.expires_at)
+
+
+@dataclass(frozen=True)
 class PermissionSnapshot:
     """Who may use one machine, at what level, and the machine's settings, at `version`."""
 
@@ -115,16 +185,27 @@ class PermissionSnapshot:
     issued_at: int
     settings: MachineSettings
     permissions: tuple[PermissionEntry, ...] = ()
+    # Staff badges (supervisors, managers) of this machine; omitted from the payload
+    # when empty. A badge may be in both lists.
+    staff: tuple[StaffEntry, ...] = ()
     _by_digest: dict[str, PermissionEntry] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _staff_by_digest: dict[str, StaffEntry] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
         self._by_digest.update({p.badge_digest: p for p in self.permissions})
+        self._staff_by_digest.update({s.badge_digest: s for s in self.staff})
 
     def lookup(self, digest: str) -> PermissionEntry | None:
         """The entry for a badge digest, if the badge is on this snapshot."""
         return self._by_digest.get(digest)
+
+    def lookup_staff(self, digest: str) -> StaffEntry | None:
+        """The staff entry for a badge digest, if the badge has staff roles here."""
+        return self._staff_by_digest.get(digest)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,12 +216,14 @@ class PermissionSnapshot:
             "issued_at": self.issued_at,
             "settings": self.settings.to_dict(),
             "permissions": [p.to_dict() for p in self.permissions],
+            **({"staff": [s.to_dict() for s in self.staff]} if self.staff else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PermissionSnapshot:
         p = "snapshot."
         entries = f.req_list(d, "permissions", p)
+        staff = f.req_list(d, "staff", p) if d.get("staff") is not None else []
         return cls(
             site=f.req_str(d, "site", p, max_len=64),
             machine=f.req_str(d, "machine", p, max_len=64),
@@ -151,6 +234,7 @@ class PermissionSnapshot:
             permissions=tuple(
                 PermissionEntry.from_dict(e, f"{p}permissions[{i}].") for i, e in enumerate(entries)
             ),
+            staff=tuple(StaffEntry.from_dict(e, f"{p}staff[{i}].") for i, e in enumerate(staff)),
         )
 
 

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from protocol import Ack, ControllerStatus, Event, EventKind, TopicKind, verify_config
+from protocol import (
+    Ack,
+    AuthRequest,
+    ControllerStatus,
+    Event,
+    EventKind,
+    TopicKind,
+    verify_auth_response,
+    verify_command,
+    verify_config,
+)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 EXAMPLE_KEY = b"example-key-of-ctl-laser-1"  # named in the doc
@@ -20,7 +30,9 @@ def _examples() -> list[tuple[str, str]]:
 
 def test_protocol_doc_has_examples_of_every_payload() -> None:
     kinds = [kind for kind, _ in _examples()]
-    assert {"event", "ack", "status", "config"} <= set(kinds)
+    assert {
+        "event", "ack", "status", "config", "command", "auth_request", "auth_response"
+    } <= set(kinds)
 
 
 @pytest.mark.parametrize(("kind", "payload"), _examples())
@@ -33,6 +45,12 @@ def test_protocol_doc_example_decodes(kind: str, payload: str) -> None:
         ControllerStatus.decode(payload)
     elif kind == "config":
         verify_config(payload, EXAMPLE_KEY)
+    elif kind == "command":
+        verify_command(payload, EXAMPLE_KEY, now=1767261700)
+    elif kind == "auth_request":
+        AuthRequest.decode(payload)
+    elif kind == "auth_response":
+        verify_auth_response(payload, EXAMPLE_KEY)
     else:
         pytest.fail(f"unknown example kind {kind!r}")
 

@@ -234,3 +234,70 @@ def test_normalize_uid_rejects_non_hex(bad: str) -> None:
     with pytest.raises(ProtocolError) as err:
         normalize_uid(bad)
     assert err.value.field == "badge_uid"
+
+
+# -- settings and staff added for issue 3 -------------------------------------------------
+
+
+def test_snapshot_optional_settings_are_omitted_at_default() -> None:
+    from protocol import MachineSettings
+
+    assert "warning_s" not in MachineSettings(name="x").to_dict()
+    settings = MachineSettings(
+        name="x", warning_s=30, card_removal_grace_s=5, supervisor_window_s=10
+    )
+    d = settings.to_dict()
+    assert (d["warning_s"], d["card_removal_grace_s"], d["supervisor_window_s"]) == (30, 5, 10)
+    assert MachineSettings.from_dict(d) == settings
+
+
+def test_snapshot_settings_from_older_server_get_defaults() -> None:
+    from protocol import MachineSettings
+
+    d = {
+        "name": "x",
+        "mode": "hold",
+        "idle_timeout_s": 0,
+        "max_duration_s": 0,
+        "heartbeat_interval_s": 60,
+        "out_of_service": False,
+        "out_of_service_reason": None,
+    }
+    settings = MachineSettings.from_dict(d)
+    assert (settings.warning_s, settings.card_removal_grace_s, settings.supervisor_window_s) == (
+        60,
+        3,
+        30,
+    )
+
+
+def test_snapshot_staff_round_trip_and_lookup() -> None:
+    from dataclasses import replace
+
+    from protocol import StaffEntry, StaffRole
+
+    staff = StaffEntry(
+        badge_digest(KEY, "04FFEE01"),
+        "m-manager",
+        (StaffRole.MANAGER, StaffRole.SUPERVISOR),
+        expires_at=2_000_000_000,
+    )
+    snapshot = _snapshot()
+    with_staff = replace(snapshot, staff=(staff,))
+    decoded = verify_config(encode_config(with_staff, KEY), KEY)
+    assert decoded == with_staff
+    assert decoded.lookup_staff(staff.badge_digest) == staff
+    assert decoded.lookup_staff(badge_digest(KEY, "04A1B2C3")) is None
+    assert staff.has(StaffRole.MANAGER, 1_999_999_999)
+    assert not staff.has(StaffRole.MANAGER, 2_000_000_000)
+    assert "staff" not in snapshot.to_dict()
+
+
+def test_snapshot_staff_bad_role_names_field() -> None:
+    body = _snapshot().to_dict()
+    body["staff"] = [
+        {"badge_digest": "ab" * 16, "member_id": "m", "roles": ["janitor"], "expires_at": None}
+    ]
+    with pytest.raises(ProtocolError) as info:
+        verify_config(_sign(body), KEY)
+    assert info.value.field == "snapshot.staff[0].roles[0]"
