@@ -2,7 +2,13 @@
 outbox, the hardware and the MQTT link.
 
 Only the main loop thread touches the state machine, the relay and the outbox writes;
-the reader and the link hand their inputs over through thread-safe queues.
+the reader, the oops button and the link hand their inputs over through thread-safe
+queues, so the loop never blocks on any of them (an online badge check is a message
+out and, later, one in: taps, busy changes and time keep being served meanwhile).
+
+Safety: the relay is off when the app is built, when the loop ends for any reason
+(stop, SIGTERM via request_stop, an exception), and a session that a crash or power
+cut left open is closed at its last heartbeat without switching the relay back on.
 """
 
 from __future__ import annotations
@@ -11,22 +17,35 @@ import logging
 import threading
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 
 from firmware_pi.clock import Clock, Instant
 from firmware_pi.config import ControllerConfig
-from firmware_pi.controller import Controller, Effect, EmitEvent, SetRelay, ShowSignal
+from firmware_pi.controller import (
+    Controller,
+    Effect,
+    EmitEvent,
+    SendAuthRequest,
+    SetOutOfService,
+    SetRelay,
+    ShowSignal,
+)
 from firmware_pi.hardware import MachineHardware
 from firmware_pi.link import Incoming, Link, LinkDown, LinkUp
-from firmware_pi.outbox import Outbox
+from firmware_pi.outbox import LocalService, Outbox, OutboxFullError
 from firmware_pi.reader import CardReader
+from firmware_pi.signals import Signal
 from firmware_pi.snapshot_store import SnapshotStore, SnapshotVerifier
+from firmware_pi.watchdog import SystemdNotifier
 from protocol import (
     Ack,
     EndReason,
     ProtocolError,
+    ReplayError,
     SignatureError,
     TopicKind,
+    verify_auth_response,
+    verify_command,
 )
 
 log = logging.getLogger(__name__)
@@ -36,6 +55,30 @@ RESEND_AFTER_S = 10.0  # resend everything if the oldest pending event is unacke
 PUBLISH_BATCH = 100
 
 ReaderT = TypeVar("ReaderT", bound=CardReader)
+
+
+class BusyInput(Protocol):
+    """Anything that says whether the tool is working (hardware.BusySensor is one)."""
+
+    @property
+    def is_busy(self) -> bool: ...
+
+
+class ManualBusy:
+    """A busy input set by hand (`fablab-pi simulate`, tests)."""
+
+    def __init__(self) -> None:
+        self.is_busy = False
+
+
+class _SeenCommands:
+    """The outbox's applied command ids, as the container verify_command asks."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+
+    def __contains__(self, command_id: object) -> bool:
+        return isinstance(command_id, str) and self._outbox.command_seen(command_id)
 
 
 class ControllerApp(Generic[ReaderT]):
@@ -59,6 +102,8 @@ class ControllerApp(Generic[ReaderT]):
         verifier: SnapshotVerifier,
         clock: Clock,
         boot_id: str,
+        busy_input: BusyInput | None = None,
+        notifier: SystemdNotifier | None = None,
     ) -> None:
         self.config = config
         self.controller = controller
@@ -71,6 +116,14 @@ class ControllerApp(Generic[ReaderT]):
         self.clock = clock
         self.boot_id = boot_id
         self.hardware.relay.off()  # safe by default, whatever the parts were doing
+        self.busy_input: BusyInput | None = busy_input if busy_input is not None else (
+            hardware.busy
+        )
+        self.notifier = notifier if notifier is not None else SystemdNotifier(environ={})
+        self._oops_requests = 0
+        self._oops_lock = threading.Lock()
+        self._was_connected = False
+        self._full_logged_at = float("-inf")
 
         self._stop_requested = threading.Event()
         self._thread: threading.Thread | None = None
@@ -119,6 +172,11 @@ class ControllerApp(Generic[ReaderT]):
                 log.error("main loop did not stop within %.1f s; switching the relay off", timeout)
                 self.hardware.relay.off()
 
+    def report_oops(self) -> None:
+        """Press the oops button from code (simulate, tests); safe from any thread."""
+        with self._oops_lock:
+            self._oops_requests += 1
+
     def request_stop(self) -> None:
         """Ask the loop to stop soon (safe from a signal handler)."""
         self._stop_requested.set()
@@ -154,8 +212,12 @@ class ControllerApp(Generic[ReaderT]):
 
     def _run(self) -> None:
         try:
+            self._recover()
             self.link.start()
             self.hardware.leds.offline = not self.connected
+            now = self.clock.now()
+            self._apply([ShowSignal(self.controller.resting_signal())], now)
+            self.notifier.ready(f"controller {self.config.controller_id} running")
             while not self._stop_requested.is_set():
                 self._step()
         except BaseException as exc:
@@ -167,37 +229,85 @@ class ControllerApp(Generic[ReaderT]):
 
     # -- main loop ----------------------------------------------------------------------
 
+    def _recover(self) -> None:
+        """Close a session the previous run left open (crash, power cut); relay stays off."""
+        self.hardware.relay.off()
+        interrupted = self.outbox.open_session()
+        if interrupted is None:
+            return
+        now = self.clock.now()
+        self._apply(
+            self.controller.close_interrupted(
+                session_id=interrupted.session_id,
+                last_wall=interrupted.last_wall,
+                elapsed_seconds=interrupted.elapsed_seconds,
+                busy_seconds=interrupted.busy_seconds,
+            ),
+            now,
+        )
+
     def _step(self) -> None:
         uid = self.reader.read(READ_TIMEOUT_S)
         if uid is not None:
             now = self.clock.now()
             try:
-                effects = self.controller.tap(uid, now)
+                effects = self.controller.tap(uid, now, online=self.connected)
             except ProtocolError as exc:
                 log.warning("ignoring unreadable badge %r: %s", uid, exc)
             else:
                 self._apply(effects, now)
+        now = self.clock.now()
+        if self.controller.session is not None and self.reader.senses_presence:
+            self.controller.card_present(self.reader.present(), now)
+        if self.busy_input is not None:
+            busy = bool(self.busy_input.is_busy)
+            if busy != self.controller.busy:
+                self._apply(self.controller.set_busy(busy, now), now)
+        presses = self._take_oops()
+        if presses:
+            self._apply(self.controller.oops(now), now)
         for link_event in self.link.drain():
             self._on_link_event(link_event)
         now = self.clock.now()
         self._apply(self.controller.tick(now), now)
-        self.hardware.leds.offline = not self.connected
+        connected = self.connected
+        self.hardware.leds.offline = not connected
+        if self._was_connected and not connected and self.hardware.buzzer is not None:
+            self.hardware.buzzer.play(Signal.OFFLINE)
+        self._was_connected = connected
         self._publish_pending(now)
+        self.notifier.ping(now.mono)
         self.iterations += 1
+
+    def _take_oops(self) -> int:
+        with self._oops_lock:
+            presses, self._oops_requests = self._oops_requests, 0
+        if self.hardware.oops is not None:
+            presses += self.hardware.oops.take_presses()
+        return presses
 
     def _apply(self, effects: Sequence[Effect], now: Instant) -> None:
         """Events to the outbox first (durability), then the relay, then the signals."""
         for effect in effects:
             if isinstance(effect, EmitEvent):
-                self.outbox.append(
-                    effect.kind,
-                    effect.data,
-                    wall_time=now.wall,
-                    mono_time=now.mono,
-                    boot_id=self.boot_id,
-                    controller_id=self.config.controller_id,
-                )
-                self._outbox_changed = True
+                try:
+                    self.outbox.append(
+                        effect.kind,
+                        effect.data,
+                        wall_time=now.wall,
+                        mono_time=now.mono,
+                        boot_id=self.boot_id,
+                        controller_id=self.config.controller_id,
+                    )
+                except OutboxFullError as exc:
+                    # Never silent: every refusal is counted, and logged at most every 10 s.
+                    if now.mono - self._full_logged_at >= 10.0:
+                        self._full_logged_at = now.mono
+                        log.error("%s (%d refused so far)", exc, self.outbox.refused)
+                else:
+                    self._outbox_changed = True
+            elif isinstance(effect, SetOutOfService):
+                self.outbox.set_local_service(LocalService(effect.out_of_service, effect.reason))
         for effect in effects:
             if isinstance(effect, SetRelay):
                 if effect.on:
@@ -206,7 +316,12 @@ class ControllerApp(Generic[ReaderT]):
                     self.hardware.relay.off()
         for effect in effects:
             if isinstance(effect, ShowSignal):
-                self.hardware.leds.show(effect.signal)
+                self.hardware.show(effect.signal)
+            elif isinstance(effect, SendAuthRequest) and not self.link.publish_auth_request(
+                effect.request
+            ):
+                log.warning("could not send the online check of badge %s: it will time out",
+                            effect.request.badge_uid)
 
     def _on_link_event(self, link_event: LinkUp | LinkDown | Incoming) -> None:
         if isinstance(link_event, LinkUp):
@@ -220,6 +335,44 @@ class ControllerApp(Generic[ReaderT]):
             self._on_config(link_event.payload)
         elif link_event.kind is TopicKind.ACK:
             self._on_ack(link_event.payload)
+        elif link_event.kind is TopicKind.COMMAND:
+            self._on_command(link_event.payload)
+        elif link_event.kind is TopicKind.AUTH_RESPONSE:
+            self._on_auth_response(link_event.payload)
+
+    def _on_command(self, payload: bytes) -> None:
+        now = self.clock.now()
+        try:
+            command = verify_command(
+                payload, self.config.key, now=now.wall, seen=_SeenCommands(self.outbox)
+            )
+        except ReplayError as exc:
+            log.info("command ignored: %s", exc)
+            return
+        except ProtocolError as exc:
+            log.error("command rejected: %s", exc)
+            return
+        cfg = self.config
+        if (command.controller_id, command.site, command.machine) != (
+            cfg.controller_id, cfg.site, cfg.machine
+        ):
+            log.error("command %s is addressed to %s (%s/%s): ignored", command.command_id,
+                      command.controller_id, command.site, command.machine)
+            return
+        self.outbox.remember_command(command.command_id, command.expires_at, now=now.wall)
+        self._apply(self.controller.command(command, now), now)
+
+    def _on_auth_response(self, payload: bytes) -> None:
+        try:
+            response = verify_auth_response(payload, self.config.key)
+        except ProtocolError as exc:
+            log.error("auth response rejected: %s", exc)
+            return
+        if response.controller_id != self.config.controller_id:
+            log.error("auth response for controller %s ignored", response.controller_id)
+            return
+        now = self.clock.now()
+        self._apply(self.controller.auth_response(response, now), now)
 
     def _on_config(self, payload: bytes) -> None:
         try:
@@ -289,6 +442,7 @@ class ControllerApp(Generic[ReaderT]):
     # -- shutdown -----------------------------------------------------------------------
 
     def _shutdown(self) -> None:
+        self.notifier.stopping()
         try:
             now = self.clock.now()
             self._apply(self.controller.stop(EndReason.SHUTDOWN, now), now)
@@ -305,6 +459,7 @@ class ControllerApp(Generic[ReaderT]):
             ("reader", self.reader.close),
             ("outbox", self.outbox.close),
             ("hardware", self.hardware.close),
+            ("notifier", self.notifier.close),
         ):
             try:
                 close()

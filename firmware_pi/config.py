@@ -12,7 +12,12 @@ from firmware_pi import __version__
 from protocol import ProtocolError, check_segment
 
 MIN_KEY_BYTES = 32
-READER_KINDS = ("simulated",)
+READER_KINDS = ("simulated", "mfrc522", "keyboard")
+_PIN_KEYS = ("relay_pin", "green_led_pin", "red_led_pin", "buzzer_pin", "busy_pin", "oops_pin")
+_INT_KEYS = ("mfrc522_bus", "mfrc522_device", "mfrc522_rst_pin", "busy_mcp3008_channel",
+             "snapshot_max_age_s", "outbox_max_events")
+_FLOAT_KEYS = ("busy_threshold", "auth_timeout_s")
+_BOOL_KEYS = ("relay_active_high", "busy_active_high")
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
 
@@ -68,10 +73,23 @@ class ControllerConfig:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     reader: str = "simulated"
+    reader_device: str = "-"  # keyboard reader: evdev device path, or "-" for stdin
+    mfrc522_bus: int = 0
+    mfrc522_device: int = 0
+    mfrc522_rst_pin: int = 25
     relay_pin: int | str = 17
     relay_active_high: bool = True
     green_led_pin: int | str = 27
     red_led_pin: int | str = 22
+    buzzer_pin: int | str | None = None
+    busy_pin: int | str | None = None
+    busy_active_high: bool = True
+    busy_mcp3008_channel: int | None = None
+    busy_threshold: float = 0.2
+    oops_pin: int | str | None = None
+    snapshot_max_age_s: int = 0  # 0 = a snapshot never gets too old to grant
+    auth_timeout_s: float = 1.5  # online check of unknown badges; 0 = never ask
+    outbox_max_events: int = 20_000
     firmware_version: str = __version__
 
     def __post_init__(self) -> None:
@@ -84,15 +102,33 @@ class ControllerConfig:
         _decode_key(self.key_hex)
         if self.reader not in READER_KINDS:
             raise ConfigError("reader", f"must be one of: {', '.join(READER_KINDS)}")
-        pins = {"relay_pin": self.relay_pin, "green_led_pin": self.green_led_pin,
-                "red_led_pin": self.red_led_pin}
+        pins: dict[str, int | str | None] = {key: getattr(self, key) for key in _PIN_KEYS}
+        if self.reader == "mfrc522":
+            pins["mfrc522_rst_pin"] = self.mfrc522_rst_pin
         seen: dict[int | str, str] = {}
         for key, pin in pins.items():
+            if pin is None:
+                continue
             if pin in seen:
                 raise ConfigError(key, f"uses the same pin as {seen[pin]}")
             seen[pin] = key
         if not self.firmware_version:
             raise ConfigError("firmware_version", "must not be empty")
+        if self.busy_mcp3008_channel is not None and not 0 <= self.busy_mcp3008_channel <= 7:
+            raise ConfigError("busy_mcp3008_channel", "must be 0 to 7")
+        if not 0.0 < self.busy_threshold < 1.0:
+            raise ConfigError("busy_threshold", "must be between 0 and 1 (of full scale)")
+        if not 0.0 <= self.auth_timeout_s <= 10.0:
+            raise ConfigError("auth_timeout_s", "must be 0 to 10 seconds")
+        if self.snapshot_max_age_s < 0:
+            raise ConfigError("snapshot_max_age_s", "must be >= 0")
+        if self.outbox_max_events < 100:
+            raise ConfigError("outbox_max_events", "must be at least 100")
+
+    @property
+    def pins(self) -> dict[str, int | str | None]:
+        """Every GPIO pin setting by name (None: the part is not fitted)."""
+        return {key: getattr(self, key) for key in _PIN_KEYS}
 
     @property
     def key(self) -> bytes:
@@ -156,15 +192,23 @@ def _decode_key(key_hex: str) -> bytes:
 
 def _check_type(name: str, value: Any) -> Any:
     """Check one TOML value's type for its field (TOML gives str, int, bool, ...)."""
-    if name in ("relay_pin", "green_led_pin", "red_led_pin"):
+    if name in _PIN_KEYS:
         # gpiozero accepts a BCM number or a name such as "GPIO17" or "BOARD11".
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise ConfigError(name, "must be a GPIO number or a pin name")
         return value
-    if name == "relay_active_high":
+    if name in _BOOL_KEYS:
         if not isinstance(value, bool):
             raise ConfigError(name, "must be true or false")
         return value
+    if name in _INT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(name, "must be an integer")
+        return value
+    if name in _FLOAT_KEYS:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(name, "must be a number")
+        return float(value)
     if name == "data_dir":
         if not isinstance(value, str | Path) or not str(value):
             raise ConfigError(name, "must be a path")

@@ -1,10 +1,27 @@
-"""The controller's pure state machine: badge taps, busy changes and time in, effects out.
+"""The controller's pure state machine: badge taps, busy changes, commands and time in,
+effects out.
 
 No I/O and no clock: every input carries the Instant it happened at, and the result
-is a list of effects (events to record, relay and signal changes) that the app
-applies, events first. Only toggle mode exists yet; hold mode, levels, idle timeout,
-maximum duration and remote commands are further inputs and checks on the same
-Session / Controller pair.
+is a list of effects (events to record, relay and signal changes, an online badge
+check to send, the local service state to keep) that the app applies, events first.
+
+Rules (docs/protocol.md and issue 3):
+- modes: *toggle* (tap to start, tap again to end) and *hold* (the badge stays on the
+  reader; removal longer than `card_removal_grace_s` ends the session, reason
+  `card_removed`). Hold mode needs a reader that senses presence; with another reader
+  it behaves as toggle.
+- levels: *autonomous* and *trainer* start at once; *supervised* waits up to
+  `supervisor_window_s` for the badge of a trainer of the machine or of a staff
+  supervisor, else `badge_denied` with `supervisor_missing`.
+- idle timeout (no busy signal for `idle_timeout_s`) and maximum duration, each warned
+  `warning_s` before (session_warning event, WARNING signal).
+- out of service (snapshot setting, oops button, server command): every badge is
+  refused, except a staff manager's, whose session is a maintenance override.
+- a badge not on the snapshot is checked online (auth/request) when the link is up,
+  with a timeout; no answer means deny (`auth_timeout`).
+- a snapshot older than `snapshot_max_age_s` (when set) grants nothing.
+- every session end has a reason; a session left open by a crash is closed by the
+  next run at its last heartbeat (`controller_restart`) and the relay stays off.
 """
 
 from __future__ import annotations
@@ -18,12 +35,20 @@ from typing import Any
 from firmware_pi.clock import Instant
 from firmware_pi.signals import Signal
 from protocol import (
+    DEFAULT_AUTH_TIMEOUT_S,
+    AuthRequest,
+    AuthResponse,
+    Command,
+    CommandKind,
     DenyReason,
     EndReason,
     EventKind,
     Level,
+    MachineSettings,
+    Mode,
     PermissionEntry,
     PermissionSnapshot,
+    StaffRole,
     badge_digest,
     normalize_uid,
 )
@@ -31,6 +56,8 @@ from protocol import (
 log = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT_INTERVAL_S = 60
+OOPS_REASON = "oops button"
+_DEFAULT_SETTINGS = MachineSettings(name="(no snapshot)")
 
 
 @dataclass(frozen=True)
@@ -55,7 +82,22 @@ class ShowSignal:
     signal: Signal
 
 
-Effect = EmitEvent | SetRelay | ShowSignal
+@dataclass(frozen=True)
+class SendAuthRequest:
+    """Ask the server about a badge the snapshot does not know."""
+
+    request: AuthRequest
+
+
+@dataclass(frozen=True)
+class SetOutOfService:
+    """Keep the machine's own out-of-service state (survives restarts)."""
+
+    out_of_service: bool
+    reason: str | None
+
+
+Effect = EmitEvent | SetRelay | ShowSignal | SendAuthRequest | SetOutOfService
 
 
 @dataclass
@@ -71,6 +113,11 @@ class Session:
     last_heartbeat_mono: float
     busy_seconds_closed: float = 0.0  # busy periods that have ended
     busy_since_mono: float | None = None  # start of the running busy period
+    maintenance_override: bool = False
+    last_card_seen_mono: float = 0.0  # hold mode: when the badge was last on the reader
+    idle_since_mono: float = 0.0  # start of the current idle (not busy) period
+    idle_warned: bool = False
+    max_warned: bool = False
 
     def elapsed_seconds(self, mono: float) -> float:
         return round(max(0.0, mono - self.started_mono), 3)
@@ -88,9 +135,37 @@ class Session:
         if self.busy_since_mono is not None:
             self.busy_seconds_closed += max(0.0, mono - self.busy_since_mono)
             self.busy_since_mono = None
+        self.idle_since_mono = mono
 
 
-def _new_session_id() -> str:
+@dataclass(frozen=True)
+class PendingSupervision:
+    """A supervised member's tap, waiting for a trainer's or supervisor's badge."""
+
+    uid: str
+    entry: PermissionEntry
+    deadline_mono: float
+    decided_online: bool
+
+
+@dataclass(frozen=True)
+class PendingAuth:
+    """An online check in flight for a badge the snapshot does not know."""
+
+    request_id: str
+    uid: str
+    deadline_mono: float
+
+
+@dataclass(frozen=True)
+class Enrolling:
+    """After an enroll_badge command: the next badge is reported, not decided."""
+
+    command_id: str
+    deadline_mono: float
+
+
+def _new_id() -> str:
     return str(uuid.uuid4())
 
 
@@ -103,37 +178,105 @@ class Controller:
 
     key: bytes = field(repr=False)
     snapshot: PermissionSnapshot | None = None
-    new_session_id: Callable[[], str] = _new_session_id
+    new_session_id: Callable[[], str] = _new_id
+    new_request_id: Callable[[], str] = _new_id
+    controller_id: str = "controller"
+    snapshot_max_age_s: float = 0.0  # 0 = no limit
+    auth_timeout_s: float = DEFAULT_AUTH_TIMEOUT_S  # 0 = no online check
+    presence_sensing: bool = True  # the reader tells whether a card lies on it
+    local_out_of_service: bool = False
+    local_reason: str | None = None
     session: Session | None = field(default=None, init=False)
     busy: bool = field(default=False, init=False)
+    pending_supervision: PendingSupervision | None = field(default=None, init=False)
+    pending_auth: PendingAuth | None = field(default=None, init=False)
+    enrolling: Enrolling | None = field(default=None, init=False)
+
+    # -- state --------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> MachineSettings:
+        return self.snapshot.settings if self.snapshot is not None else _DEFAULT_SETTINGS
+
+    @property
+    def out_of_service(self) -> bool:
+        """Out of service by the snapshot's setting or by the machine's own state."""
+        return self.local_out_of_service or self.settings.out_of_service
+
+    @property
+    def hold_mode(self) -> bool:
+        return self.settings.mode is Mode.HOLD and self.presence_sensing
+
+    def resting_signal(self) -> Signal:
+        """What the machine shows when nothing brief is happening."""
+        if self.session is not None:
+            warned = self.session.idle_warned or self.session.max_warned
+            return Signal.WARNING if warned else Signal.GRANTED
+        if self.enrolling is not None:
+            return Signal.ENROLLING
+        if self.pending_supervision is not None:
+            return Signal.AWAITING_SUPERVISOR
+        return Signal.OUT_OF_SERVICE if self.out_of_service else Signal.IDLE
 
     # -- inputs -------------------------------------------------------------------------
 
     def set_snapshot(self, snapshot: PermissionSnapshot, now: Instant) -> list[Effect]:
         """Use a newer verified snapshot from now on.
 
-        A running session keeps going: it was granted, and cutting a tool's power
-        mid-job on a permission change is a decision for a later rule.
+        A running session keeps going on a permission change (it was granted; cutting
+        power mid-job is not this rule's call), but ends if the machine is now out of
+        service, unless it is a manager's maintenance session.
         """
         self.snapshot = snapshot
-        return []
+        if snapshot.settings.mode is Mode.HOLD and not self.presence_sensing:
+            log.warning("hold mode needs a reader that senses cards: behaving as toggle")
+        session = self.session
+        if session is not None and self.out_of_service and not session.maintenance_override:
+            return self._end_session(EndReason.OUT_OF_SERVICE, now)
+        return [ShowSignal(self.resting_signal())]
 
-    def tap(self, uid: str, now: Instant) -> list[Effect]:
-        """A badge was presented to the reader."""
+    def tap(self, uid: str, now: Instant, *, online: bool = False) -> list[Effect]:
+        """A badge was presented to the reader; `online`: the server can be asked."""
         uid = normalize_uid(uid)
-        if self.session is not None:
-            if uid == self.session.badge_uid:
+        session = self.session
+        if self.enrolling is not None and (session is None or uid != session.badge_uid):
+            return self._enrolled(uid)
+        if self.pending_auth is not None:
+            log.info("badge %s ignored: an online check is in progress", uid)
+            return []
+        if session is not None:
+            if uid == session.badge_uid:
+                if self.hold_mode:
+                    session.last_card_seen_mono = now.mono
+                    return []  # hold mode: taking the card away ends the session
                 return self._end_session(EndReason.BADGE, now)
-            entry = self._lookup(uid)
-            return self._deny(uid, DenyReason.IN_USE, entry)
+            return self._deny(uid, DenyReason.IN_USE, self._lookup(uid))
+        if self.pending_supervision is not None:
+            return self._supervisor_tap(uid, now)
         if self.snapshot is None:
             return self._deny(uid, DenyReason.NO_SNAPSHOT, None)
+        if self._snapshot_too_old(now):
+            return self._deny(uid, DenyReason.SNAPSHOT_TOO_OLD, self._lookup(uid))
         entry = self._lookup(uid)
-        reason = self._refusal(entry, now)
-        if reason is not None:
-            return self._deny(uid, reason, entry)
-        assert entry is not None  # _refusal refuses unknown badges
-        return self._start_session(uid, entry, now)
+        if self.out_of_service:
+            manager = self._staff_member(uid, StaffRole.MANAGER, now)
+            if manager is not None:
+                return self._maintenance_session(uid, manager, entry, now)
+            return self._deny(uid, DenyReason.OUT_OF_SERVICE, entry)
+        if entry is None:
+            if online and self.auth_timeout_s > 0:
+                return self._ask_server(uid, now)
+            return self._deny(uid, DenyReason.UNKNOWN_BADGE, None)
+        if entry.expires_at is not None and now.wall >= entry.expires_at:
+            return self._deny(uid, DenyReason.TRAINING_EXPIRED, entry)
+        return self._grant(uid, entry, now, decided_online=False)
+
+    def card_present(self, uid: str | None, now: Instant) -> list[Effect]:
+        """The reader's view of the card lying on it (hold mode), polled by the app."""
+        session = self.session
+        if session is not None and uid is not None and uid == session.badge_uid:
+            session.last_card_seen_mono = now.mono
+        return []
 
     def set_busy(self, busy: bool, now: Instant) -> list[Effect]:
         """The machine's busy input (current sensor) changed."""
@@ -141,40 +284,185 @@ class Controller:
             return []
         self.busy = busy
         data: dict[str, Any] = {}
-        if self.session is not None:
-            data["session_id"] = self.session.session_id
+        effects: list[Effect] = []
+        session = self.session
+        if session is not None:
+            data["session_id"] = session.session_id
             if busy:
-                self.session.busy_start(now.mono)
+                session.busy_start(now.mono)
+                if session.idle_warned:
+                    session.idle_warned = False
+                    effects.append(ShowSignal(self.resting_signal()))
             else:
-                self.session.busy_stop(now.mono)
+                session.busy_stop(now.mono)
         kind = EventKind.BUSY_STARTED if busy else EventKind.BUSY_ENDED
-        return [EmitEvent(kind, data)]
+        return [EmitEvent(kind, data), *effects]
 
     def tick(self, now: Instant) -> list[Effect]:
-        """Time passed: heartbeats for the running session."""
+        """Time passed: timeouts, warnings and heartbeats."""
+        effects: list[Effect] = []
+        if self.pending_auth is not None and now.mono >= self.pending_auth.deadline_mono:
+            pending = self.pending_auth
+            self.pending_auth = None
+            log.warning("no answer to the online check of badge %s in time", pending.uid)
+            effects += self._deny(pending.uid, DenyReason.AUTH_TIMEOUT, None)
+        supervision = self.pending_supervision
+        if supervision is not None and now.mono >= supervision.deadline_mono:
+            self.pending_supervision = None
+            effects += self._deny(supervision.uid, DenyReason.SUPERVISOR_MISSING,
+                                  supervision.entry)
+        if self.enrolling is not None and now.mono >= self.enrolling.deadline_mono:
+            log.info("enrolment window closed without a badge")
+            self.enrolling = None
+            effects.append(ShowSignal(self.resting_signal()))
         session = self.session
         if session is None:
-            return []
-        if now.mono - session.last_heartbeat_mono < self._heartbeat_interval_s():
-            return []
-        # From now, not from the previous beat: a stalled loop must not emit a burst.
-        session.last_heartbeat_mono = now.mono
-        return [
-            EmitEvent(
-                EventKind.SESSION_HEARTBEAT,
-                {
-                    "session_id": session.session_id,
-                    "elapsed_seconds": session.elapsed_seconds(now.mono),
-                    "busy_seconds": session.busy_seconds(now.mono),
-                },
+            return effects
+        settings = self.settings
+        if self.hold_mode:
+            away = now.mono - session.last_card_seen_mono
+            if away >= settings.card_removal_grace_s:
+                return effects + self._end_session(EndReason.CARD_REMOVED, now)
+        if settings.max_duration_s > 0:
+            left = session.started_mono + settings.max_duration_s - now.mono
+            if left <= 0:
+                return effects + self._end_session(EndReason.MAX_DURATION, now)
+            if left <= settings.warning_s and not session.max_warned:
+                session.max_warned = True
+                effects += self._warn(session, EndReason.MAX_DURATION, left)
+        if settings.idle_timeout_s > 0 and not self.busy:
+            left = session.idle_since_mono + settings.idle_timeout_s - now.mono
+            if left <= 0:
+                return effects + self._end_session(EndReason.IDLE_TIMEOUT, now)
+            if left <= settings.warning_s and not session.idle_warned:
+                session.idle_warned = True
+                effects += self._warn(session, EndReason.IDLE_TIMEOUT, left)
+        if now.mono - session.last_heartbeat_mono >= self._heartbeat_interval_s():
+            # From now, not from the previous beat: a stalled loop must not emit a burst.
+            session.last_heartbeat_mono = now.mono
+            effects.append(
+                EmitEvent(
+                    EventKind.SESSION_HEARTBEAT,
+                    {
+                        "session_id": session.session_id,
+                        "elapsed_seconds": session.elapsed_seconds(now.mono),
+                        "busy_seconds": session.busy_seconds(now.mono),
+                    },
+                )
             )
-        ]
+        return effects
+
+    def oops(self, now: Instant, message: str | None = None) -> list[Effect]:
+        """The "oops" button: report the machine broken, end the session, out of service."""
+        session = self.session
+        already = self.local_out_of_service and self.local_reason == OOPS_REASON
+        if already and session is None:
+            log.info("oops pressed again: already reported")
+            return []
+        data: dict[str, Any] = {}
+        if session is not None:
+            data = {"session_id": session.session_id, "member_id": session.member_id}
+        if message:
+            data["message"] = message
+        log.warning("oops reported%s: machine out of service",
+                    f" during session {session.session_id}" if session else "")
+        effects: list[Effect] = [EmitEvent(EventKind.OOPS_REPORTED, data)]
+        if session is not None:
+            effects += self._end_session(EndReason.OOPS, now, signal=False)
+        effects += self._cancel_pending(DenyReason.OUT_OF_SERVICE)
+        self.local_out_of_service, self.local_reason = True, OOPS_REASON
+        effects += [SetOutOfService(True, OOPS_REASON), ShowSignal(Signal.OUT_OF_SERVICE)]
+        return effects
+
+    def command(self, command: Command, now: Instant) -> list[Effect]:
+        """Carry out a verified server command; every one is confirmed by command_applied."""
+        effects: list[Effect] = []
+        session = self.session
+        message: str | None = None
+        if command.kind is CommandKind.LOCK:
+            if session is not None:
+                message = f"session {session.session_id} ended"
+                effects += self._end_session(EndReason.REMOTE_LOCK, now)
+            else:
+                message = "no session running"
+        elif command.kind is CommandKind.OUT_OF_SERVICE:
+            if session is not None:
+                message = f"session {session.session_id} ended"
+                effects += self._end_session(EndReason.OUT_OF_SERVICE, now, signal=False)
+            effects += self._cancel_pending(DenyReason.OUT_OF_SERVICE)
+            self.local_out_of_service = True
+            self.local_reason = command.reason or "server command"
+            effects += [SetOutOfService(True, self.local_reason),
+                        ShowSignal(self.resting_signal())]
+        elif command.kind is CommandKind.BACK_IN_SERVICE:
+            self.local_out_of_service, self.local_reason = False, None
+            if self.settings.out_of_service:
+                message = "the snapshot still says out of service"
+            effects += [SetOutOfService(False, None), ShowSignal(self.resting_signal())]
+        elif command.kind is CommandKind.ENROLL_BADGE:
+            self.enrolling = Enrolling(command.command_id, now.mono + command.enroll_timeout_s)
+            effects.append(ShowSignal(Signal.ENROLLING))
+        log.info("command %s (%s) applied", command.command_id, command.kind.value)
+        data: dict[str, Any] = {"command_id": command.command_id, "command": command.kind.value}
+        if message:
+            data["message"] = message
+        return [*effects, EmitEvent(EventKind.COMMAND_APPLIED, data)]
+
+    def auth_response(self, response: AuthResponse, now: Instant) -> list[Effect]:
+        """The server's (verified) answer to an online check."""
+        pending = self.pending_auth
+        if pending is None or response.request_id != pending.request_id:
+            log.info("auth response %s matches no pending check: ignored", response.request_id)
+            return []
+        self.pending_auth = None
+        if not response.granted:
+            return self._deny(pending.uid, response.reason or DenyReason.UNKNOWN_BADGE, None)
+        assert response.member_id is not None and response.level is not None
+        entry = PermissionEntry(
+            badge_digest(self.key, pending.uid), response.member_id, response.level,
+            response.expires_at,
+        )
+        if self.out_of_service:
+            return self._deny(pending.uid, DenyReason.OUT_OF_SERVICE, entry)
+        if entry.expires_at is not None and now.wall >= entry.expires_at:
+            return self._deny(pending.uid, DenyReason.TRAINING_EXPIRED, entry)
+        return self._grant(pending.uid, entry, now, decided_online=True)
 
     def stop(self, reason: EndReason, now: Instant) -> list[Effect]:
         """End the running session, if any, for `reason` (e.g. shutdown)."""
+        self.pending_auth = None
+        self.pending_supervision = None
         if self.session is None:
             return []
         return self._end_session(reason, now)
+
+    def close_interrupted(
+        self,
+        *,
+        session_id: str,
+        last_wall: float,
+        elapsed_seconds: float,
+        busy_seconds: float,
+    ) -> list[Effect]:
+        """Close a session a crash or power cut left open, at its last heartbeat.
+
+        The relay stays off: nobody is known to be at the machine any more.
+        """
+        log.warning("session %s was open at the last stop: closing it at its last heartbeat",
+                    session_id)
+        return [
+            EmitEvent(
+                EventKind.SESSION_ENDED,
+                {
+                    "session_id": session_id,
+                    "reason": EndReason.CONTROLLER_RESTART.value,
+                    "elapsed_seconds": max(0.0, elapsed_seconds),
+                    "busy_seconds": min(max(0.0, busy_seconds), max(0.0, elapsed_seconds)),
+                    "ended_wall_time": max(0.0, last_wall),
+                },
+            ),
+            SetRelay(on=False),
+        ]
 
     # -- decisions ----------------------------------------------------------------------
 
@@ -183,21 +471,84 @@ class Controller:
             return None
         return self.snapshot.lookup(badge_digest(self.key, uid))
 
-    def _refusal(self, entry: PermissionEntry | None, now: Instant) -> DenyReason | None:
-        """Why this badge may not start a session now; None when it may."""
-        assert self.snapshot is not None
-        if self.snapshot.settings.out_of_service:
-            return DenyReason.OUT_OF_SERVICE
-        if entry is None:
-            return DenyReason.UNKNOWN_BADGE
-        if entry.expires_at is not None and now.wall >= entry.expires_at:
-            return DenyReason.TRAINING_EXPIRED
+    def _staff_member(self, uid: str, role: StaffRole, now: Instant) -> str | None:
+        """The member id of this badge if it holds staff `role` now."""
+        if self.snapshot is None:
+            return None
+        staff = self.snapshot.lookup_staff(badge_digest(self.key, uid))
+        if staff is not None and staff.has(role, now.wall):
+            return staff.member_id
         return None
+
+    def _supervisor(self, uid: str, now: Instant) -> str | None:
+        """The member id of this badge if it may supervise: a trainer here, or staff."""
+        entry = self._lookup(uid)
+        if entry is not None and entry.level is Level.TRAINER and (
+            entry.expires_at is None or now.wall < entry.expires_at
+        ):
+            return entry.member_id
+        return self._staff_member(uid, StaffRole.SUPERVISOR, now)
+
+    def _snapshot_too_old(self, now: Instant) -> bool:
+        if self.snapshot is None or self.snapshot_max_age_s <= 0:
+            return False
+        return now.wall - self.snapshot.issued_at > self.snapshot_max_age_s
 
     def _heartbeat_interval_s(self) -> float:
         if self.snapshot is None:
             return DEFAULT_HEARTBEAT_INTERVAL_S
         return self.snapshot.settings.heartbeat_interval_s
+
+    def _grant(
+        self, uid: str, entry: PermissionEntry, now: Instant, *, decided_online: bool
+    ) -> list[Effect]:
+        if entry.level is Level.SUPERVISED:
+            window = self.settings.supervisor_window_s
+            self.pending_supervision = PendingSupervision(
+                uid, entry, now.mono + window, decided_online
+            )
+            log.info("badge %s (supervised): waiting %d s for a supervisor", uid, window)
+            return [ShowSignal(Signal.AWAITING_SUPERVISOR)]
+        return self._start_session(uid, entry, now, decided_online=decided_online)
+
+    def _supervisor_tap(self, uid: str, now: Instant) -> list[Effect]:
+        pending = self.pending_supervision
+        assert pending is not None
+        if uid == pending.uid:
+            return []  # the same member again: keep waiting
+        supervisor = self._supervisor(uid, now)
+        if supervisor is None:
+            return self._deny(uid, DenyReason.IN_USE, self._lookup(uid))
+        self.pending_supervision = None
+        return self._start_session(
+            pending.uid, pending.entry, now,
+            decided_online=pending.decided_online, supervisor_member_id=supervisor,
+        )
+
+    def _ask_server(self, uid: str, now: Instant) -> list[Effect]:
+        request_id = self.new_request_id()
+        self.pending_auth = PendingAuth(request_id, uid, now.mono + self.auth_timeout_s)
+        log.info("badge %s not on the snapshot: asking the server", uid)
+        request = AuthRequest(
+            request_id=request_id,
+            controller_id=self.controller_id,
+            badge_uid=uid,
+            wall_time=now.wall,
+            snapshot_version=None if self.snapshot is None else self.snapshot.version,
+        )
+        return [SendAuthRequest(request)]
+
+    def _cancel_pending(self, reason: DenyReason) -> list[Effect]:
+        effects: list[Effect] = []
+        if self.pending_supervision is not None:
+            pending = self.pending_supervision
+            self.pending_supervision = None
+            effects += self._deny(pending.uid, reason, pending.entry)
+        if self.pending_auth is not None:
+            uid = self.pending_auth.uid
+            self.pending_auth = None
+            effects += self._deny(uid, reason, None)
+        return effects
 
     # -- effects ------------------------------------------------------------------------
 
@@ -208,43 +559,94 @@ class Controller:
         log.info("badge %s denied: %s", uid, reason.value)
         return [EmitEvent(EventKind.BADGE_DENIED, data), ShowSignal(Signal.DENIED)]
 
-    def _start_session(self, uid: str, entry: PermissionEntry, now: Instant) -> list[Effect]:
-        assert self.snapshot is not None
+    def _enrolled(self, uid: str) -> list[Effect]:
+        enrolling = self.enrolling
+        assert enrolling is not None
+        self.enrolling = None
+        log.info("badge %s read for enrolment (command %s)", uid, enrolling.command_id)
+        return [
+            EmitEvent(EventKind.BADGE_ENROLLED,
+                      {"badge_uid": uid, "command_id": enrolling.command_id}),
+            ShowSignal(Signal.ENROLLED),
+            ShowSignal(self.resting_signal()),
+        ]
+
+    def _warn(self, session: Session, reason: EndReason, left: float) -> list[Effect]:
+        log.info("session %s: %s in %.0f s", session.session_id, reason.value, left)
+        return [
+            EmitEvent(
+                EventKind.SESSION_WARNING,
+                {
+                    "session_id": session.session_id,
+                    "reason": reason.value,
+                    "ends_in_seconds": round(max(0.0, left), 3),
+                },
+            ),
+            ShowSignal(Signal.WARNING),
+        ]
+
+    def _maintenance_session(
+        self, uid: str, manager_id: str, entry: PermissionEntry | None, now: Instant
+    ) -> list[Effect]:
+        level = entry.level if entry is not None else Level.TRAINER
+        maintenance = PermissionEntry(badge_digest(self.key, uid), manager_id, level)
+        log.warning("manager %s overrides out-of-service for maintenance", manager_id)
+        return self._start_session(uid, maintenance, now, decided_online=False,
+                                   maintenance_override=True)
+
+    def _start_session(
+        self,
+        uid: str,
+        entry: PermissionEntry,
+        now: Instant,
+        *,
+        decided_online: bool,
+        supervisor_member_id: str | None = None,
+        maintenance_override: bool = False,
+    ) -> list[Effect]:
+        version = self.snapshot.version if self.snapshot is not None else 0
         session = Session(
             session_id=self.new_session_id(),
             member_id=entry.member_id,
             badge_uid=uid,
             level=entry.level,
-            snapshot_version=self.snapshot.version,
+            snapshot_version=version,
             started_mono=now.mono,
             last_heartbeat_mono=now.mono,
+            maintenance_override=maintenance_override,
+            last_card_seen_mono=now.mono,
+            idle_since_mono=now.mono,
         )
         if self.busy:
             session.busy_start(now.mono)
         self.session = session
+        data: dict[str, Any] = {
+            "session_id": session.session_id,
+            "badge_uid": uid,
+            "member_id": entry.member_id,
+            "level": entry.level.value,
+            "snapshot_version": version,
+        }
+        if supervisor_member_id is not None:
+            data["supervisor_member_id"] = supervisor_member_id
+        if maintenance_override:
+            data["maintenance_override"] = True
+        if decided_online:
+            data["decided_online"] = True
         log.info("session %s started by member %s", session.session_id, entry.member_id)
         return [
-            EmitEvent(
-                EventKind.SESSION_STARTED,
-                {
-                    "session_id": session.session_id,
-                    "badge_uid": uid,
-                    "member_id": entry.member_id,
-                    "level": entry.level.value,
-                    "snapshot_version": session.snapshot_version,
-                },
-            ),
+            EmitEvent(EventKind.SESSION_STARTED, data),
             SetRelay(on=True),
             ShowSignal(Signal.GRANTED),
         ]
 
-    def _end_session(self, reason: EndReason, now: Instant) -> list[Effect]:
+    def _end_session(self, reason: EndReason, now: Instant, *, signal: bool = True) -> list[Effect]:
         session = self.session
         assert session is not None
         session.busy_stop(now.mono)
         self.session = None
         log.info("session %s ended: %s", session.session_id, reason.value)
-        return [
+        effects: list[Effect] = [
             EmitEvent(
                 EventKind.SESSION_ENDED,
                 {
@@ -255,5 +657,7 @@ class Controller:
                 },
             ),
             SetRelay(on=False),
-            ShowSignal(Signal.IDLE),
         ]
+        if signal:
+            effects.append(ShowSignal(self.resting_signal()))
+        return effects

@@ -19,12 +19,16 @@ import paho.mqtt.client as mqtt
 
 from firmware_pi.config import BrokerAddress
 from protocol import (
+    AuthRequest,
     ControllerState,
     ControllerStatus,
     Event,
     ProtocolError,
     TopicKind,
     ack_topic,
+    auth_request_topic,
+    auth_response_topic,
+    command_topic,
     config_topic,
     events_topic,
     parse_topic,
@@ -71,13 +75,16 @@ class Link(Protocol):
 
     def publish_event(self, event: Event) -> bool: ...
 
+    def publish_auth_request(self, request: AuthRequest) -> bool: ...
+
     def drain(self) -> list[LinkEvent]: ...
 
     def stop(self, timeout: float = 2.0) -> None: ...
 
 
 class MqttLink:
-    """One controller's MQTT session: status birth / last will, config and ack in, events out."""
+    """One controller's MQTT session: status birth / last will; config, ack, command and
+    auth/response in; events and auth/request out."""
 
     def __init__(
         self,
@@ -101,9 +108,12 @@ class MqttLink:
         self._wall_clock = wall_clock
         self._status_topic = status_topic(site, machine)
         self._events_topic = events_topic(site, machine)
+        self._auth_request_topic = auth_request_topic(site, machine)
         self._subscriptions = {
             config_topic(site, machine): TopicKind.CONFIG,
             ack_topic(site, machine): TopicKind.ACK,
+            command_topic(site, machine): TopicKind.COMMAND,
+            auth_response_topic(site, machine): TopicKind.AUTH_RESPONSE,
         }
         self._inbox: queue.SimpleQueue[LinkEvent] = queue.SimpleQueue()
         self._connected = threading.Event()
@@ -164,6 +174,15 @@ class MqttLink:
             return False
         info = self._client.publish(
             self._events_topic, event.encode(), qos=QOS_AT_LEAST_ONCE
+        )
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def publish_auth_request(self, request: AuthRequest) -> bool:
+        """Ask the server about a badge (QoS 1); False when not connected right now."""
+        if not self.connected:
+            return False
+        info = self._client.publish(
+            self._auth_request_topic, request.encode(), qos=QOS_AT_LEAST_ONCE
         )
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 

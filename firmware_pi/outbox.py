@@ -5,6 +5,21 @@ lives in the same database and moves in the same transaction as the insert, so s
 survive restarts, never repeat and never skip. `outbox_id` is random per database:
 if the file is ever lost, the new outbox starts a new stream the server can tell
 apart from the old one.
+
+The same database keeps what the controller must remember across a crash or power
+cut, each in the transaction of the event that changes it:
+- the open session (written with session_started and each heartbeat, removed with
+  session_ended), so the next boot can close it at its last heartbeat;
+- the machine's local out-of-service state (oops button, server command);
+- the ids of the signed commands already applied, so a replay is ignored.
+
+Bounded: past `warn_ratio` of `max_events` pending events it logs a warning and a new
+heartbeat of a session *replaces* that session's latest pending heartbeat in place
+(same seq, newer totals) instead of adding a row: no seq gap, which the server's
+contiguous ack needs, and no information lost, since heartbeats carry running totals.
+At `max_events`, busy changes, denials and further heartbeats are not recorded (each
+refusal logged as an error; the session's busy total still reaches the server in its
+session_ended); session starts and ends, oops reports, commands and faults always are.
 """
 
 from __future__ import annotations
@@ -16,6 +31,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -28,6 +44,19 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS open_session (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    session_id      TEXT NOT NULL,
+    member_id       TEXT NOT NULL,
+    started_wall    REAL NOT NULL,
+    last_wall       REAL NOT NULL,
+    elapsed_seconds REAL NOT NULL,
+    busy_seconds    REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands_seen (
+    command_id TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     seq           INTEGER PRIMARY KEY,
@@ -42,15 +71,65 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
+DEFAULT_MAX_EVENTS = 20_000
+WARN_RATIO = 0.8
+# Always recorded, even past the bound: losing one would lose a session or a report.
+ESSENTIAL = frozenset({
+    EventKind.SESSION_STARTED,
+    EventKind.SESSION_ENDED,
+    EventKind.OOPS_REPORTED,
+    EventKind.COMMAND_APPLIED,
+    EventKind.BADGE_ENROLLED,
+    EventKind.FAULT,
+})
+
+
 class OutboxClosedError(RuntimeError):
     """The outbox was used after close()."""
+
+
+class OutboxFullError(RuntimeError):
+    """The outbox is at its bound and this (non-essential) event was not recorded."""
+
+
+@dataclass(frozen=True)
+class OpenSession:
+    """A session that was running when the controller last wrote to its outbox."""
+
+    session_id: str
+    member_id: str
+    started_wall: float
+    last_wall: float  # wall time of the start or of the last heartbeat
+    elapsed_seconds: float
+    busy_seconds: float
+
+
+@dataclass(frozen=True)
+class LocalService:
+    """Out of service by the machine's own doing (oops button) or a server command."""
+
+    out_of_service: bool = False
+    reason: str | None = None
 
 
 class Outbox:
     """Events of one controller waiting for the server's ack, in seq order."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        warn_ratio: float = WARN_RATIO,
+    ) -> None:
+        if max_events < 10:
+            raise ValueError("max_events must be at least 10")
         self.path = Path(path)
+        self.max_events = max_events
+        self.warn_at = max(1, int(max_events * warn_ratio))
+        self._warned = False
+        self.coalesced = 0  # heartbeats folded into an earlier one since opening
+        self.refused = 0  # events not recorded at the bound since opening
         self._lock = threading.Lock()
         # One connection shared by the main loop and readers such as len(); the lock
         # serialises them, so sqlite's own same-thread check is not needed.
@@ -63,6 +142,9 @@ class Outbox:
         self._create_schema()
         self.outbox_id: str = self._meta("outbox_id")
         self._last_seq = int(self._meta("last_seq"))
+        with self._reading() as db:
+            (count,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
+        self._count = int(count)
 
     def _create_schema(self) -> None:
         with self._transaction() as db:
@@ -118,8 +200,18 @@ class Outbox:
         """Commit a new event with the next seq and a fresh event id; returns it.
 
         `data` is checked against the protocol first, so nothing malformed is stored.
+        Near the bound a heartbeat may come back with the seq of the earlier heartbeat
+        it replaced; at the bound a non-essential event raises OutboxFullError.
         """
         clean = validate_event_data(kind, data)
+        self._check_bound(kind)
+        if kind is EventKind.SESSION_HEARTBEAT and self._count >= self.warn_at:
+            folded = self._coalesce_heartbeat(clean, wall_time, mono_time, boot_id)
+            if folded is not None:
+                return folded
+        if self._count >= self.max_events and kind not in ESSENTIAL:
+            self.refused += 1
+            raise OutboxFullError(f"outbox full ({self._count} events): {kind.value} not recorded")
         event_id = str(uuid.uuid4())
         with self._transaction() as db:
             (last,) = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
@@ -132,7 +224,9 @@ class Outbox:
                  json.dumps(clean)),
             )
             db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(seq),))
+            self._track_session(db, kind, clean, wall_time)
         self._last_seq = seq
+        self._count += 1
         return Event(
             event_id=event_id,
             controller_id=controller_id,
@@ -144,6 +238,113 @@ class Outbox:
             kind=kind,
             data=clean,
         )
+
+    def _check_bound(self, kind: EventKind) -> None:
+        if self._count >= self.warn_at and not self._warned:
+            self._warned = True
+            log.warning(
+                "outbox holds %d of at most %d events (server unreachable?): heartbeats are "
+                "now coalesced; at %d, busy changes and denials will not be recorded",
+                self._count, self.max_events, self.max_events,
+            )
+        elif self._count < self.warn_at * 0.9 and self._warned:
+            self._warned = False
+            log.info("outbox back to %d events", self._count)
+
+    def _coalesce_heartbeat(
+        self, clean: dict[str, Any], wall_time: float, mono_time: float, boot_id: str
+    ) -> Event | None:
+        """Fold a heartbeat into the session's latest pending one; None if there is none."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT seq, event_id, controller_id FROM events"
+                " WHERE kind = ? AND json_extract(data, '$.session_id') = ?"
+                " ORDER BY seq DESC LIMIT 1",
+                (EventKind.SESSION_HEARTBEAT.value, clean["session_id"]),
+            ).fetchone()
+            if row is None:
+                return None
+            seq, event_id, controller_id = row
+            db.execute(
+                "UPDATE events SET wall_time = ?, mono_time = ?, boot_id = ?, data = ?"
+                " WHERE seq = ?",
+                (wall_time, mono_time, boot_id, json.dumps(clean), seq),
+            )
+            self._track_session(db, EventKind.SESSION_HEARTBEAT, clean, wall_time)
+        self.coalesced += 1
+        return Event(
+            event_id=event_id,
+            controller_id=controller_id,
+            outbox_id=self.outbox_id,
+            seq=seq,
+            boot_id=boot_id,
+            wall_time=wall_time,
+            mono_time=mono_time,
+            kind=EventKind.SESSION_HEARTBEAT,
+            data=clean,
+        )
+
+    @staticmethod
+    def _track_session(
+        db: sqlite3.Connection, kind: EventKind, data: dict[str, Any], wall_time: float
+    ) -> None:
+        """Keep the open-session row in step with the session's events."""
+        if kind is EventKind.SESSION_STARTED:
+            db.execute(
+                "INSERT OR REPLACE INTO open_session (id, session_id, member_id, started_wall,"
+                " last_wall, elapsed_seconds, busy_seconds) VALUES (1, ?, ?, ?, ?, 0, 0)",
+                (data["session_id"], data["member_id"], wall_time, wall_time),
+            )
+        elif kind is EventKind.SESSION_HEARTBEAT:
+            db.execute(
+                "UPDATE open_session SET last_wall = ?, elapsed_seconds = ?, busy_seconds = ?"
+                " WHERE session_id = ?",
+                (wall_time, data["elapsed_seconds"], data["busy_seconds"], data["session_id"]),
+            )
+        elif kind is EventKind.SESSION_ENDED:
+            db.execute("DELETE FROM open_session WHERE session_id = ?", (data["session_id"],))
+
+    def open_session(self) -> OpenSession | None:
+        """The session left open by the previous run (crash, power cut), if any."""
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT session_id, member_id, started_wall, last_wall, elapsed_seconds,"
+                " busy_seconds FROM open_session WHERE id = 1"
+            ).fetchone()
+        return None if row is None else OpenSession(*row)
+
+    # -- local service state and applied commands -----------------------------------------
+
+    def local_service(self) -> LocalService:
+        with self._reading() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'local_service'").fetchone()
+        if row is None:
+            return LocalService()
+        d = json.loads(row[0])
+        return LocalService(bool(d.get("out_of_service")), d.get("reason"))
+
+    def set_local_service(self, state: LocalService) -> None:
+        value = json.dumps({"out_of_service": state.out_of_service, "reason": state.reason})
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('local_service', ?)", (value,)
+            )
+
+    def command_seen(self, command_id: str) -> bool:
+        with self._reading() as db:
+            row = db.execute(
+                "SELECT 1 FROM commands_seen WHERE command_id = ?", (command_id,)
+            ).fetchone()
+        return row is not None
+
+    def remember_command(self, command_id: str, expires_at: float, *, now: float) -> None:
+        """Record an applied command id (until it expires); forget the expired ones."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM commands_seen WHERE expires_at < ?", (now,))
+            db.execute(
+                "INSERT OR REPLACE INTO commands_seen (command_id, expires_at) VALUES (?, ?)",
+                (command_id, expires_at),
+            )
 
     def pending(self, limit: int = 100, *, after_seq: int = 0) -> list[Event]:
         """Unacked events with seq > `after_seq`, oldest first."""
@@ -184,12 +385,14 @@ class Outbox:
                 log.warning("ignoring ack up to seq %d: last issued seq is %s", up_to_seq, last)
                 return 0
             cursor = db.execute("DELETE FROM events WHERE seq <= ?", (up_to_seq,))
+        self._count -= cursor.rowcount
         return cursor.rowcount
 
     def __len__(self) -> int:
-        with self._reading() as db:
-            (count,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
-        return int(count)
+        """Events waiting for the server's ack."""
+        if self._db is None:
+            raise OutboxClosedError(f"outbox {self.path} is closed")
+        return self._count
 
     def close(self) -> None:
         with self._lock:

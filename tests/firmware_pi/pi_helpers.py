@@ -13,6 +13,7 @@ from firmware_pi.config import ControllerConfig
 from firmware_pi.link import Incoming, LinkEvent, LinkUp
 from protocol import (
     Ack,
+    AuthRequest,
     Event,
     Level,
     MachineSettings,
@@ -64,7 +65,9 @@ def make_snapshot(
                 badge_digest(key, BOB), "m-bob", Level.TRAINER, expires_at=int(WALL_START) + 3600
             ),
             PermissionEntry(
-                badge_digest(key, CAROL), "m-carol", Level.AUTONOMOUS,
+                badge_digest(key, CAROL),
+                "m-carol",
+                Level.AUTONOMOUS,
                 expires_at=int(WALL_START) - 1,
             ),
         ),
@@ -83,6 +86,8 @@ def make_config(data_dir: Path, **overrides: Any) -> ControllerConfig:
         "broker_url": "mqtt://127.0.0.1:1",  # nothing listens there: always offline
         "key_hex": KEY_HEX,
         "data_dir": data_dir,
+        # No online check unless a test asks for one: a stranger is denied at once.
+        "auth_timeout_s": 0,
     }
     values.update(overrides)
     return ControllerConfig.from_dict(values)
@@ -114,6 +119,7 @@ class FakeLink:
         self._connected = False
         self._inbox: list[LinkEvent] = []
         self.published: list[Event] = []
+        self.auth_requests: list[AuthRequest] = []
         self.started = False
         self.stopped = False
 
@@ -133,6 +139,13 @@ class FakeLink:
             return False
         with self._lock:
             self.published.append(event)
+        return True
+
+    def publish_auth_request(self, request: AuthRequest) -> bool:
+        if not self._connected:
+            return False
+        with self._lock:
+            self.auth_requests.append(request)
         return True
 
     def drain(self) -> list[LinkEvent]:

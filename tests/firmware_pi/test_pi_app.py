@@ -129,7 +129,8 @@ def test_app_denies_unknown_badge(
 
     wait_until(lambda: len(app.outbox) == 1)
     assert (app.outbox.pending()[0].kind, app.outbox.pending()[0].data["reason"]) == (
-        EventKind.BADGE_DENIED, "unknown_badge",
+        EventKind.BADGE_DENIED,
+        "unknown_badge",
     )
     assert pin_factory.pin(RELAY).state is False
 
@@ -147,7 +148,8 @@ def test_app_switches_relay_off_on_second_tap(
     wait_until(lambda: not app.hardware.relay.is_active)
     assert pin_factory.pin(RELAY).state is False
     assert [e.kind for e in app.outbox.pending()] == [
-        EventKind.SESSION_STARTED, EventKind.SESSION_ENDED,
+        EventKind.SESSION_STARTED,
+        EventKind.SESSION_ENDED,
     ]
 
 
@@ -211,7 +213,9 @@ def test_app_deletes_rejected_events_covered_by_ack(
 
 
 def test_app_ignores_ack_for_another_outbox(
-    build_app: BuildApp, stored_snapshot: PermissionSnapshot, fake_link: FakeLink,
+    build_app: BuildApp,
+    stored_snapshot: PermissionSnapshot,
+    fake_link: FakeLink,
     fake_clock: FakeClock,
 ) -> None:
     fake_link.connect()
@@ -260,7 +264,9 @@ def test_app_resends_unacked_events_after_reconnect(
 
 
 def test_app_resends_events_unacked_too_long(
-    build_app: BuildApp, stored_snapshot: PermissionSnapshot, fake_link: FakeLink,
+    build_app: BuildApp,
+    stored_snapshot: PermissionSnapshot,
+    fake_link: FakeLink,
     fake_clock: FakeClock,
 ) -> None:
     fake_link.connect()
@@ -307,7 +313,9 @@ def test_app_stamps_events_with_clock_and_boot(
 
 
 def test_app_takes_newer_signed_config(
-    build_app: BuildApp, stored_snapshot: PermissionSnapshot, fake_link: FakeLink,
+    build_app: BuildApp,
+    stored_snapshot: PermissionSnapshot,
+    fake_link: FakeLink,
     controller_config: ControllerConfig,
 ) -> None:
     app = build_app()
@@ -346,7 +354,9 @@ def test_app_takes_first_config_without_stored_snapshot(
     ],
 )
 def test_app_ignores_config_it_must_not_use(
-    build_app: BuildApp, stored_snapshot: PermissionSnapshot, fake_link: FakeLink,
+    build_app: BuildApp,
+    stored_snapshot: PermissionSnapshot,
+    fake_link: FakeLink,
     payload: bytes,
 ) -> None:
     app = build_app()
@@ -359,7 +369,9 @@ def test_app_ignores_config_it_must_not_use(
 
 
 def test_app_stores_only_accepted_config(
-    build_app: BuildApp, stored_snapshot: PermissionSnapshot, fake_link: FakeLink,
+    build_app: BuildApp,
+    stored_snapshot: PermissionSnapshot,
+    fake_link: FakeLink,
     controller_config: ControllerConfig,
 ) -> None:
     stored = controller_config.snapshot_path.read_bytes()
@@ -390,7 +402,9 @@ def test_app_ignores_older_config(
 
 
 def test_app_stop_ends_session_with_shutdown_and_relay_off(
-    build_app: BuildApp, stored_snapshot: PermissionSnapshot, pin_factory: MockFactory,
+    build_app: BuildApp,
+    stored_snapshot: PermissionSnapshot,
+    pin_factory: MockFactory,
     controller_config: ControllerConfig,
 ) -> None:
     app = build_app()
@@ -402,7 +416,8 @@ def test_app_stop_ends_session_with_shutdown_and_relay_off(
 
     assert pin_factory.pin(RELAY).state is False
     assert pending_kinds(controller_config) == [
-        EventKind.SESSION_STARTED, EventKind.SESSION_ENDED,
+        EventKind.SESSION_STARTED,
+        EventKind.SESSION_ENDED,
     ]
     with Outbox(controller_config.outbox_path) as outbox:
         assert outbox.pending()[-1].data["reason"] == "shutdown"
@@ -429,7 +444,9 @@ def test_app_switches_relay_off_at_construction(
 
 
 def test_app_keeps_relay_off_after_restart_during_session(
-    build_app: BuildApp, stored_snapshot: PermissionSnapshot, controller_config: ControllerConfig,
+    build_app: BuildApp,
+    stored_snapshot: PermissionSnapshot,
+    controller_config: ControllerConfig,
 ) -> None:
     first = build_app()
     first.start()
@@ -490,7 +507,9 @@ class BrokenReader(CardReader):
 
 
 def test_app_switches_relay_off_when_loop_fails(
-    build_app: BuildApp, stored_snapshot: PermissionSnapshot, pin_factory: MockFactory,
+    build_app: BuildApp,
+    stored_snapshot: PermissionSnapshot,
+    pin_factory: MockFactory,
 ) -> None:
     app = build_app(reader=BrokenReader())
     app.hardware.relay.on()
@@ -503,7 +522,8 @@ def test_app_switches_relay_off_when_loop_fails(
 
 
 def test_app_decides_offline_without_broker(
-    controller_config: ControllerConfig, stored_snapshot: PermissionSnapshot,
+    controller_config: ControllerConfig,
+    stored_snapshot: PermissionSnapshot,
     pin_factory: MockFactory,
 ) -> None:
     # The real MQTT link, pointed at a port where nothing listens.

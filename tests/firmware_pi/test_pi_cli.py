@@ -55,7 +55,10 @@ def test_cli_run_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     env = dict(os.environ, GPIOZERO_PIN_FACTORY="mock")
     process = subprocess.Popen(
         [sys.executable, "-m", "firmware_pi", "run", "--config", str(config)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 10

@@ -93,7 +93,7 @@ def test_config_parses_broker_url(url: str, expected: BrokerAddress) -> None:
         ({"broker_url": "mqtt://host:99999"}, "broker_url"),
         ({"key_hex": "zz"}, "key_hex"),
         ({"key_hex": "00" * 31}, "key_hex"),
-        ({"reader": "mfrc522"}, "reader"),
+        ({"reader": "pn532"}, "reader"),
         ({"relay_pin": True}, "relay_pin"),
         ({"relay_active_high": "yes"}, "relay_active_high"),
         ({"red_led_pin": 17}, "red_led_pin"),

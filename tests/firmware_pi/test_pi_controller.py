@@ -283,12 +283,24 @@ def test_controller_keeps_session_across_new_snapshot() -> None:
     controller = make_controller()
     controller.tap(ALICE, at(0))
 
-    effects = controller.set_snapshot(make_snapshot(version=2, out_of_service=True), at(5))
+    effects = controller.set_snapshot(make_snapshot(version=2, heartbeat_interval_s=30), at(5))
 
-    assert effects == []
+    assert events(effects) == []
+    assert SetRelay(on=False) not in effects
     assert controller.session is not None
     assert controller.snapshot is not None
     assert controller.snapshot.version == 2
+
+
+def test_controller_ends_session_when_snapshot_says_out_of_service() -> None:
+    controller = make_controller()
+    controller.tap(ALICE, at(0))
+
+    effects = controller.set_snapshot(make_snapshot(version=2, out_of_service=True), at(5))
+
+    assert only_event(effects).data["reason"] == "out_of_service"
+    assert SetRelay(on=False) in effects
+    assert controller.session is None
 
 
 def test_controller_decides_from_the_newest_snapshot() -> None:

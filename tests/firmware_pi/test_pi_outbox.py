@@ -54,7 +54,11 @@ def test_outbox_gives_each_event_its_own_id(outbox: Outbox) -> None:
 def test_outbox_refuses_data_outside_the_protocol(outbox: Outbox) -> None:
     with pytest.raises(ProtocolError):
         outbox.append(
-            EventKind.FAULT, {"code": "x"}, wall_time=0, mono_time=0, boot_id="b",
+            EventKind.FAULT,
+            {"code": "x"},
+            wall_time=0,
+            mono_time=0,
+            boot_id="b",
             controller_id=CONTROLLER_ID,
         )
 
