@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from protocol import Level
@@ -444,3 +444,111 @@ class EnrollmentRepository(_Repository):
             .order_by(Enrollment.created_at.desc())
         )
         return self.session.scalars(query).first()
+
+
+# -- audit log queries, personal data and retention (privacy) ----------------------------
+
+
+class AuditQueries(_Repository):
+    """The audit log read in id order, in batches (for exports that stream every row)."""
+
+    def batch(
+        self,
+        *,
+        after_id: int = 0,
+        limit: int = 500,
+        actor_id: str | None = None,
+        action: str | None = None,
+        object_type: str | None = None,
+        object_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Sequence[AuditEntry]:
+        query = select(AuditEntry).where(AuditEntry.id > after_id)
+        if actor_id:
+            query = query.where(AuditEntry.actor_id == actor_id)
+        if action:
+            query = query.where(AuditEntry.action == action)
+        if object_type:
+            query = query.where(AuditEntry.object_type == object_type)
+        if object_id:
+            query = query.where(AuditEntry.object_id == object_id)
+        if since:
+            query = query.where(AuditEntry.at >= since)
+        if until:
+            query = query.where(AuditEntry.at < until)
+        return self.session.scalars(query.order_by(AuditEntry.id).limit(limit)).all()
+
+    def about(self, member_id: str, objects: Sequence[tuple[str, str]]) -> Sequence[AuditEntry]:
+        """Entries where the member acted, or about the member or one of the objects."""
+        conditions = [
+            AuditEntry.actor_id == member_id,
+            (AuditEntry.object_type == "member") & (AuditEntry.object_id == member_id),
+        ]
+        by_type: dict[str, list[str]] = {}
+        for object_type, object_id in objects:
+            by_type.setdefault(object_type, []).append(object_id)
+        for object_type, ids in by_type.items():
+            conditions.append(
+                (AuditEntry.object_type == object_type) & AuditEntry.object_id.in_(ids)
+            )
+        query = select(AuditEntry).where(or_(*conditions)).order_by(AuditEntry.id)
+        return self.session.scalars(query).all()
+
+
+class PersonalDataQueries(_Repository):
+    """Every row that is about one member (export and erasure)."""
+
+    def trainings_of(self, member_id: str) -> Sequence[Training]:
+        query = select(Training).where(Training.member_id == member_id).order_by(Training.id)
+        return self.session.scalars(query).all()
+
+    def sessions_of(self, member_id: str, badge_uids: Sequence[str]) -> Sequence[UsageSession]:
+        """Sessions of the member or opened with one of their badges."""
+        condition = UsageSession.member_id == member_id
+        if badge_uids:
+            condition = or_(condition, UsageSession.badge_uid.in_(list(badge_uids)))
+        query = (
+            select(UsageSession).where(condition).order_by(UsageSession.started_at, UsageSession.id)
+        )
+        return self.session.scalars(query).all()
+
+    def denials_of(self, member_id: str, badge_uids: Sequence[str]) -> Sequence[BadgeDenial]:
+        """Refused taps of the member or of any of their badges."""
+        condition = BadgeDenial.member_id == member_id
+        if badge_uids:
+            condition = or_(condition, BadgeDenial.badge_uid.in_(list(badge_uids)))
+        query = select(BadgeDenial).where(condition).order_by(BadgeDenial.at, BadgeDenial.id)
+        return self.session.scalars(query).all()
+
+    def enrollments_of(self, member_id: str) -> Sequence[Enrollment]:
+        query = select(Enrollment).where(Enrollment.member_id == member_id).order_by(Enrollment.id)
+        return self.session.scalars(query).all()
+
+    def raw_events_mentioning(self, text: str) -> Sequence[RawEvent]:
+        query = select(RawEvent).where(RawEvent.payload.contains(text, autoescape=True))
+        return self.session.scalars(query).all()
+
+
+class RawEventRetention(_Repository):
+    def purge(self, received_before: datetime) -> int:
+        """Delete raw events received before the time whose (controller, outbox, seq) the
+        stream has acknowledged (or that carry no seq): their duplicates are still
+        recognised by the stream's acked_seq, while events above a gap, which the ack
+        computation still needs, are kept."""
+        acked = (
+            select(OutboxStream.acked_seq)
+            .where(
+                OutboxStream.controller_id == RawEvent.controller_id,
+                OutboxStream.outbox_id == RawEvent.outbox_id,
+            )
+            .scalar_subquery()
+        )
+        condition = RawEvent.received_at < received_before
+        removable = or_(RawEvent.seq.is_(None), RawEvent.seq <= func.coalesce(acked, 0))
+        result = self.session.execute(
+            delete(RawEvent)
+            .where(condition, removable)
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)

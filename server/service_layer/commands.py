@@ -251,3 +251,24 @@ class RevokeApiToken:
     token_id: int
     actor: Principal | None = None
     at: datetime = field(default_factory=utcnow)
+
+
+# -- privacy and retention ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EraseMember:
+    """Pseudonymise a member (GDPR erasure), keeping the accounting records."""
+
+    member_id: str
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class PurgeRawEvents:
+    """Delete stored raw controller events received more than `older_than_days` ago."""
+
+    older_than_days: int
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)

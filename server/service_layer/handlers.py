@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from server.service_layer import accounts, machines, members, trainings
+from server.service_layer import accounts, machines, members, privacy, trainings
 from server.service_layer import commands as cmds
 from server.service_layer.configs import publish_configs
 from server.service_layer.ingest import ingest_event, record_controller_status
@@ -35,4 +35,6 @@ HANDLERS: dict[type, Callable[[Any, SqlAlchemyUnitOfWork], Any]] = {
     cmds.Logout: accounts.logout,
     cmds.CreateApiToken: accounts.create_api_token,
     cmds.RevokeApiToken: accounts.revoke_api_token,
+    cmds.EraseMember: privacy.erase_member,
+    cmds.PurgeRawEvents: privacy.purge_raw_events,
 }
