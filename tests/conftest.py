@@ -185,3 +185,19 @@ def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing() -> Iterator[None]:
+    """argon2id with minimal cost in tests: production keeps the library's defaults.
+
+    The hash is meant to be slow; hundreds of test members would make the suite crawl.
+    """
+    from argon2 import PasswordHasher
+
+    from server.adapters import secrets
+
+    original = secrets._hasher
+    secrets._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    secrets._hasher = original

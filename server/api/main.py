@@ -10,13 +10,25 @@ from dashboards import STATIC_DIR
 from server import __version__
 from server.api.routes import auth, machines, members, pages, sessions, trainings
 from server.bootstrap import ServerRuntime
-from server.domain.errors import ConflictError, DomainError, NotFoundError
+from server.domain.errors import (
+    AuthenticationError,
+    ConflictError,
+    DomainError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+
+_STATUS = (
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (PermissionDeniedError, 403),
+    (AuthenticationError, 401),
+)
 
 
 def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
-    status = (
-        404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, ConflictError) else 422
-    )
+    """A rule the request broke: 4xx with the rule's message."""
+    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 422)
     return JSONResponse(status_code=status, content={"detail": str(exc)})
 
 

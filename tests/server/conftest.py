@@ -68,7 +68,7 @@ class EventFactory:
             seq=self.seq,
             boot_id=self.boot_id,
             wall_time=self.wall,
-            mono_time=self.wall - 1_799_990_000.0,
+            mono_time=1000.0 + self.seq,
             kind=kind,
             data=data,
         )
@@ -89,17 +89,27 @@ def lab(runtime: ServerRuntime) -> ServerRuntime:
     """
     bus = runtime.bus
     bus.handle(cmds.AddMachine("laser", "Laser cutter", SITE, key_hex=KEY_HEX))
-    bus.handle(cmds.AddMember("Ada Lovelace", email="ada@example.org", member_id="ada"))
+    bus.handle(
+        cmds.AddMember(
+            "Ada Lovelace", email="ada@example.org", member_id="ada", password=password_of("ada")
+        )
+    )
     bus.handle(cmds.RegisterBadge("ada", "04A1B2C3"))
     bus.handle(cmds.GrantTraining("ada", "laser", Level.AUTONOMOUS))
-    bus.handle(cmds.AddMember("Nora Newcomer", member_id="nora"))
+    bus.handle(cmds.AddMember("Nora Newcomer", member_id="nora", password=password_of("nora")))
     bus.handle(cmds.RegisterBadge("nora", "04FFEE01"))
-    bus.handle(cmds.AddMember("Tom Trainer", member_id="tom"))
+    bus.handle(cmds.AddMember("Tom Trainer", member_id="tom", password=password_of("tom")))
     bus.handle(cmds.GrantTraining("tom", "laser", Level.TRAINER))
     for member_id, role in (("mona", Role.MANAGER), ("tess", Role.TREASURER), ("root", Role.ADMIN)):
-        bus.handle(cmds.AddMember(member_id.title(), member_id=member_id))
+        bus.handle(
+            cmds.AddMember(member_id.title(), member_id=member_id, password=password_of(member_id))
+        )
         bus.handle(cmds.SetRoles(member_id, frozenset({role})))
     return runtime
+
+
+def password_of(member_id: str) -> str:
+    return f"{member_id}-password-123"
 
 
 Headers = Callable[[str], dict[str, str]]
