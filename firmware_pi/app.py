@@ -124,6 +124,10 @@ class ControllerApp(Generic[ReaderT]):
         self._oops_lock = threading.Lock()
         self._was_connected = False
         self._full_logged_at = float("-inf")
+        self._stepping = False
+        # How long each iteration waits for a tap; 0 when stepped by tests or benchmarks.
+        self.read_timeout_s = READ_TIMEOUT_S
+        self._shut_down = False
 
         self._stop_requested = threading.Event()
         self._thread: threading.Thread | None = None
@@ -161,16 +165,29 @@ class ControllerApp(Generic[ReaderT]):
     def stop(self, timeout: float = 10.0) -> None:
         """End any session (reason `shutdown`), switch the relay off and close everything."""
         self._stop_requested.set()
-        if not self._ran:
-            # Built but never started: there is no loop to do the closing.
+        if not self._ran or self._stepping:
+            # Never started, or stepped by the caller: there is no loop to do the closing.
             self._ran = True
-            self._shutdown()
+            if not self._shut_down:
+                self._shutdown()
             return
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.error("main loop did not stop within %.1f s; switching the relay off", timeout)
                 self.hardware.relay.off()
+
+    def begin(self) -> None:
+        """Start without a loop thread: the caller then calls step() (tests, benchmarks)."""
+        self._claim_run()
+        self._stepping = True
+        self._start_up()
+
+    def step(self) -> None:
+        """One main-loop iteration in the caller's thread, after begin()."""
+        if not self._stepping:
+            raise RuntimeError("step() needs begin()")
+        self._step()
 
     def report_oops(self) -> None:
         """Press the oops button from code (simulate, tests); safe from any thread."""
@@ -212,12 +229,7 @@ class ControllerApp(Generic[ReaderT]):
 
     def _run(self) -> None:
         try:
-            self._recover()
-            self.link.start()
-            self.hardware.leds.offline = not self.connected
-            now = self.clock.now()
-            self._apply([ShowSignal(self.controller.resting_signal())], now)
-            self.notifier.ready(f"controller {self.config.controller_id} running")
+            self._start_up()
             while not self._stop_requested.is_set():
                 self._step()
         except BaseException as exc:
@@ -228,6 +240,15 @@ class ControllerApp(Generic[ReaderT]):
             self._shutdown()
 
     # -- main loop ----------------------------------------------------------------------
+
+    def _start_up(self) -> None:
+        self._recover()
+        self.link.start()
+        self.hardware.leds.offline = not self.connected
+        self._was_connected = self.connected
+        now = self.clock.now()
+        self._apply([ShowSignal(self.controller.resting_signal())], now)
+        self.notifier.ready(f"controller {self.config.controller_id} running")
 
     def _recover(self) -> None:
         """Close a session the previous run left open (crash, power cut); relay stays off."""
@@ -247,7 +268,7 @@ class ControllerApp(Generic[ReaderT]):
         )
 
     def _step(self) -> None:
-        uid = self.reader.read(READ_TIMEOUT_S)
+        uid = self.reader.read(self.read_timeout_s)
         if uid is not None:
             now = self.clock.now()
             try:
@@ -442,6 +463,7 @@ class ControllerApp(Generic[ReaderT]):
     # -- shutdown -----------------------------------------------------------------------
 
     def _shutdown(self) -> None:
+        self._shut_down = True
         self.notifier.stopping()
         try:
             now = self.clock.now()
