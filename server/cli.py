@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -13,6 +16,8 @@ from server.config import Settings
 from server.service_layer.messagebus import MessageBus
 
 app = typer.Typer(help="fablab-monitor server.", no_args_is_help=True)
+T = TypeVar("T")
+
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -89,33 +94,139 @@ def demo(
 
 @app.command("add-machine")
 def add_machine(machine_id: str, name: str) -> None:
-    """Register a machine and its controller; prints the controller's snapshot key once."""
+    """Register a machine and its controller (and a training type of the same id);
+    prints the controller's snapshot key once."""
     from server.service_layer.commands import AddMachine
 
-    bus = _bus()
-    key = bus.handle(AddMachine(machine_id, name, Settings().site))
+    with _admin_bus() as bus:
+        key = _handle(bus, AddMachine(machine_id, name, Settings().site))
     typer.echo(f"machine {machine_id} added; controller key (keep it secret): {key}")
 
 
 @app.command("add-member")
 def add_member(name: str, email: str | None = None, badge: str | None = None) -> None:
-    """Add a member, optionally with a badge UID."""
+    """Add a member, optionally with a badge UID; prints the member id."""
     from server.service_layer.commands import AddMember, RegisterBadge
 
-    bus = _bus()
-    member_id = bus.handle(AddMember(name, email=email))
-    if badge:
-        bus.handle(RegisterBadge(member_id, badge))
+    with _admin_bus() as bus:
+        member_id = _handle(bus, AddMember(name, email=email))
+        if badge:
+            _handle(bus, RegisterBadge(member_id, badge))
     typer.echo(member_id)
 
 
 @app.command("grant")
-def grant(member_id: str, machine_id: str, level: Level = Level.AUTONOMOUS) -> None:
-    """Grant a member the training on a machine."""
+def grant(
+    member_id: str,
+    training_type_id: Annotated[
+        str, typer.Argument(help="Training type (each machine has one of its own id).")
+    ],
+    level: Level = Level.AUTONOMOUS,
+) -> None:
+    """Grant a member a training (the machines it covers then accept their badge)."""
     from server.service_layer.commands import GrantTraining
 
-    _bus().handle(GrantTraining(member_id, machine_id, level, granted_by="cli"))
-    typer.echo(f"{member_id} may use {machine_id} ({level.value})")
+    with _admin_bus() as bus:
+        _handle(bus, GrantTraining(member_id, training_type_id, level, granted_by="cli"))
+    typer.echo(f"{member_id} holds {training_type_id} ({level.value})")
+
+
+@app.command("create-admin")
+def create_admin(
+    email: str,
+    name: Annotated[str, typer.Option("--name", help="The admin's name.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Create a member with the admin role, who can then log in to the web pages."""
+    from server.domain.access import Role
+    from server.service_layer.commands import AddMember, SetRoles
+    from server.service_layer.imports import EMAIL_PATTERN
+
+    email = email.strip().lower()
+    if not EMAIL_PATTERN.match(email):
+        _fail(f"not an email address: {email!r}")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with _admin_bus() as bus:
+        member_id = _handle(bus, AddMember(name, email=email, password=password))
+        _handle(bus, SetRoles(member_id, frozenset({Role.ADMIN})))
+    typer.echo(f"admin {email} created (member {member_id})")
+
+
+@app.command("import-members")
+def import_members(
+    file: Annotated[Path, typer.Argument(help="CSV: name,email,category,badge_uid header.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check only.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Import members and badges from CSV, reporting each line; exits 1 if a line failed."""
+    import json
+
+    from server.service_layer import imports
+
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror or exc}")
+    with _admin_bus() as bus:
+        report = _call(lambda: imports.import_members(bus, data, None, dry_run=dry_run))
+    typer.echo(json.dumps(report.as_dict(), indent=2) if as_json else imports.format_report(report))
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command("purge-events")
+def purge_events(
+    days: Annotated[
+        int | None,
+        typer.Option(
+            "--days", min=1, help="Keep this many days (default: FABLAB_RAW_EVENT_RETENTION_DAYS)."
+        ),
+    ] = None,
+) -> None:
+    """Delete raw controller events older than the retention period (sessions are kept)."""
+    from server.service_layer.commands import PurgeRawEvents
+
+    keep = days if days is not None else Settings().raw_event_retention_days
+    with _admin_bus() as bus:
+        count = _handle(bus, PurgeRawEvents(keep))
+    typer.echo(f"purged {count} raw events older than {keep} days")
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+def _call(action: Callable[[], T]) -> T:
+    """Run an action; a rule it breaks is printed as an error (exit status 1)."""
+    from server.domain.errors import DomainError
+
+    try:
+        return action()
+    except DomainError as exc:
+        _fail(str(exc))
+
+
+def _handle(bus: MessageBus, cmd: object) -> Any:
+    return _call(lambda: bus.handle(cmd))
+
+
+@contextmanager
+def _admin_bus() -> Iterator[MessageBus]:
+    """A bus over the configured database, acting as the shell administrator (no actor);
+    configs are republished by the running server."""
+    from server.bootstrap import ServerRuntime
+
+    runtime = ServerRuntime(Settings(), mqtt_enabled=False)
+    try:
+        yield runtime.bus
+    finally:
+        runtime.engine.dispose()
 
 
 def _bus() -> MessageBus:

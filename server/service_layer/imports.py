@@ -28,7 +28,7 @@ MAX_NAME = 200
 MAX_EMAIL = 320
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _HEADER_HELP = f"the first line must name the columns: {','.join(COLUMNS)} (name is required)"
 
 
@@ -154,7 +154,7 @@ def _row(columns: tuple[str, ...], values: list[str]) -> MemberRow:
     if len(name) > MAX_NAME or _CONTROL.search(name):
         raise DomainError(f"name must be at most {MAX_NAME} printable characters")
     email = cells.get("email", "").lower() or None
-    if email is not None and (len(email) > MAX_EMAIL or not _EMAIL.match(email)):
+    if email is not None and (len(email) > MAX_EMAIL or not EMAIL_PATTERN.match(email)):
         raise DomainError(f"not an email address: {email[:80]!r}")
     category = cells.get("category", "") or "member"
     raw_uid = cells.get("badge_uid", "")
