@@ -185,8 +185,11 @@ def erase_member(cmd: cmds.EraseMember, uow: SqlAlchemyUnitOfWork) -> ErasureRes
         raise PermissionDeniedError(
             f"erasing a member with the role(s) {', '.join(held)} needs the admin role"
         )
-    # Before anything is revoked: the machines whose snapshots list the member's badges.
+    # Before anything is revoked: the machines whose snapshots list the member's badges
+    # (all of them for a member with a lab-wide role, who may be listed as staff).
     machines = guards.machines_of_member(uow, member.id)
+    if held:
+        machines |= set(uow.machines.ids())
     personal = PersonalDataQueries(uow.session)
     badges = list(uow.badges.of_member(member.id))
     replacement = {b.uid: erased_badge_uid(b.id) for b in badges}

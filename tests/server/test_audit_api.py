@@ -29,9 +29,10 @@ ROOT = Principal("root", frozenset({Role.ADMIN}))
 
 
 def mount(app: FastAPI, router: APIRouter) -> FastAPI:
-    """Include the router unless the app already serves its paths."""
-    served = {getattr(r, "path", None) for r in app.routes}
-    if not any(getattr(r, "path", None) in served for r in router.routes):
+    """Include the router unless the app already does (once main.py mounts it)."""
+    included = any(getattr(r, "original_router", None) is router for r in app.router.routes)
+    served = {getattr(r, "path", None) for r in app.router.routes}
+    if not included and not any(getattr(r, "path", None) in served for r in router.routes):
         app.include_router(router)
     return app
 

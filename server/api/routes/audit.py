@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict
 
 from server.adapters.orm import AuditEntry
 from server.adapters.repository import AuditQueries
@@ -24,6 +25,7 @@ from server.service_layer.privacy import audit_entry_dict
 router = APIRouter(prefix="/api", tags=["audit"])
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
 EXPORT_BATCH = 500
 CSV_COLUMNS = ("id", "at", "actor_id", "action", "object_type", "object_id", "before", "after")
 
@@ -52,6 +54,16 @@ class AuditEntryPublic(BaseModel):
     object_id: str
     before: Any = None
     after: Any = None
+
+
+def _iso_only(value: object) -> object:
+    """Only ISO 8601 text: pydantic would also read a bare number as a Unix time."""
+    if isinstance(value, str) and not _ISO_DATETIME.match(value):
+        raise ValueError("use an ISO 8601 date-time with a time zone, e.g. 2026-11-22T10:00:00Z")
+    return value
+
+
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
 
 
 @dataclass(frozen=True)
@@ -89,8 +101,8 @@ def audit_filters(
         str | None, Query(max_length=40, pattern=_PRINTABLE, description="e.g. member, badge")
     ] = None,
     object_id: Annotated[str | None, Query(max_length=100, pattern=_PRINTABLE)] = None,
-    since: Annotated[AwareDatetime | None, Query(description="From this time (inclusive).")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Before this time.")] = None,
+    since: Annotated[IsoDateTime | None, Query(description="From this time (inclusive).")] = None,
+    until: Annotated[IsoDateTime | None, Query(description="Before this time.")] = None,
 ) -> AuditFilters:
     return AuditFilters(actor, action, object_type, object_id, since, until)
 
