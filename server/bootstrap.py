@@ -5,7 +5,12 @@ from __future__ import annotations
 import logging
 
 from server.adapters.db import make_engine, make_session_factory
-from server.adapters.mqtt import IngestWorker, ServerMqttLink, ingest_subscriptions
+from server.adapters.mqtt import (
+    IngestWorker,
+    ServerMqttLink,
+    dispatch_by_kind,
+    ingest_subscriptions,
+)
 from server.api.ratelimit import LoginRateLimiter
 from server.config import Settings
 from server.service_layer.commands import OutgoingMessage
@@ -24,6 +29,7 @@ class ServerRuntime:
         self.session_factory = make_session_factory(self.engine)
         self.bus = MessageBus(self.new_uow, publish=self._publish)
         self.ingest = IngestWorker(self.bus)
+        self.auth_worker = IngestWorker(self.bus, name="auth")
         self.login_limiter = LoginRateLimiter()
         self.link: ServerMqttLink | None = None
         if mqtt_enabled:
@@ -31,7 +37,7 @@ class ServerRuntime:
                 settings.mqtt_url,
                 client_id=settings.mqtt_client_id,
                 subscriptions=ingest_subscriptions(settings.site, settings.mqtt_shared_group),
-                on_message=self.ingest.submit,
+                on_message=dispatch_by_kind(self.ingest, self.auth_worker),
                 on_connect=self.ingest.request_republish,
                 username=settings.mqtt_username,
                 password=settings.mqtt_password,
@@ -46,6 +52,7 @@ class ServerRuntime:
 
     def start(self, *, wait: float | None = 5.0) -> None:
         self.ingest.start()
+        self.auth_worker.start()
         if self.link is not None:
             self.link.start(wait=wait)
 
@@ -53,6 +60,7 @@ class ServerRuntime:
         if self.link is not None:
             self.link.stop()
         self.ingest.stop()
+        self.auth_worker.stop()
         self.engine.dispose()
 
     def __enter__(self) -> ServerRuntime:

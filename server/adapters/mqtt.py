@@ -16,6 +16,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from protocol import ProtocolError, TopicKind, parse_topic, shared_filter, subscription_filter
 from server.service_layer.commands import (
+    AnswerAuthRequest,
     IngestEvent,
     OutgoingMessage,
     PublishConfigs,
@@ -125,7 +126,8 @@ class ServerMqttLink:
 
 def ingest_subscriptions(site: str, shared_group: str | None = None) -> list[str]:
     """The filters ingest listens on; a shared group spreads them over server processes."""
-    filters = [subscription_filter(kind, site) for kind in (TopicKind.EVENTS, TopicKind.STATUS)]
+    kinds = (TopicKind.EVENTS, TopicKind.STATUS, TopicKind.AUTH_REQUEST)
+    filters = [subscription_filter(kind, site) for kind in kinds]
     if shared_group:
         return [shared_filter(shared_group, f) for f in filters]
     return filters
@@ -137,8 +139,9 @@ _REPUBLISH = object()
 class IngestWorker:
     """Applies incoming messages one at a time on its own thread; never dies on bad input."""
 
-    def __init__(self, bus: MessageBus) -> None:
+    def __init__(self, bus: MessageBus, *, name: str = "ingest") -> None:
         self.bus = bus
+        self.name = name
         self.stats: Counter[str] = Counter()
         self._queue: queue.Queue[object] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -155,7 +158,7 @@ class IngestWorker:
         self._queue.put(_REPUBLISH)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -197,3 +200,16 @@ class IngestWorker:
         elif kind is TopicKind.STATUS:
             ok = self.bus.handle(RecordControllerStatus(topic, payload))
             self.stats["status_ok" if ok else "status_invalid"] += 1
+        elif kind is TopicKind.AUTH_REQUEST:
+            answered = self.bus.handle(AnswerAuthRequest(topic, payload))
+            self.stats["auth_answered" if answered else "auth_invalid"] += 1
+
+
+def dispatch_by_kind(ingest: IngestWorker, auth: IngestWorker) -> Callable[[str, bytes], None]:
+    """Route online checks to their own worker: a tap must not wait behind a backlog."""
+
+    def on_message(topic: str, payload: bytes) -> None:
+        target = auth if topic.endswith("/" + TopicKind.AUTH_REQUEST.value) else ingest
+        target.submit(topic, payload)
+
+    return on_message

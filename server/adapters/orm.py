@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -142,6 +143,12 @@ class Machine(Base):
     idle_timeout_s: Mapped[int] = mapped_column(Integer, default=0)
     max_duration_s: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_interval_s: Mapped[int] = mapped_column(Integer, default=60)
+    # Buzzer warning this long before an idle-timeout or max-duration stop.
+    warning_s: Mapped[int] = mapped_column(Integer, default=60, server_default="60")
+    # Hold mode: how long the badge may leave the reader before the session ends.
+    card_removal_grace_s: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    # Supervised members: time for a supervisor's badge to confirm the session.
+    supervisor_window_s: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
     out_of_service: Mapped[bool] = mapped_column(Boolean, default=False)
     out_of_service_reason: Mapped[str | None] = mapped_column(String(500))
     snapshot_version: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -262,6 +269,14 @@ class UsageSession(Base):
     snapshot_version: Mapped[int | None] = mapped_column(BigInteger)
     # Decided by the controller from a snapshot older than the one the server had issued.
     stale_snapshot: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A manager switched the out-of-service machine on for maintenance.
+    maintenance_override: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    # Who confirmed a supervised member's session.
+    supervisor_member_id: Mapped[str | None] = mapped_column(String(64))
+    # Granted by the server's online answer rather than from the snapshot.
+    decided_online: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (Index("ix_usage_session_open", "machine_id", "ended_at"),)
 

@@ -20,6 +20,7 @@ from server.adapters.orm import (
     Machine,
     Member,
     MemberCategory,
+    MemberRole,
     OutboxStream,
     RawEvent,
     Training,
@@ -67,6 +68,15 @@ class MemberRepository(_Repository):
         total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
         page = query.order_by(Member.name, Member.id).limit(limit).offset(offset)
         return self.session.scalars(page).all(), total
+
+    def with_roles(self, roles: set[str]) -> set[str]:
+        """Ids of active members holding any of the lab-wide roles."""
+        query = (
+            select(MemberRole.member_id)
+            .join(Member, Member.id == MemberRole.member_id)
+            .where(MemberRole.role.in_(roles), Member.active.is_(True))
+        )
+        return set(self.session.scalars(query).all())
 
     def names(self, member_ids: set[str]) -> dict[str, str]:
         """Display names of the given members."""

@@ -35,6 +35,15 @@ class CurrentSession(BaseModel):
     busy: bool
 
 
+class MachineSettingsPublic(BaseModel):
+    idle_timeout_s: int
+    max_duration_s: int
+    heartbeat_interval_s: int
+    warning_s: int
+    card_removal_grace_s: int
+    supervisor_window_s: int
+
+
 class MachinePublic(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -72,6 +81,7 @@ class MachinePublic(BaseModel):
     out_of_service: bool
     out_of_service_reason: str | None
     snapshot_version: int
+    settings: MachineSettingsPublic
     controller: ControllerPublic | None
     current_session: CurrentSession | None
 
@@ -136,6 +146,7 @@ BadgeUid = Annotated[
     ),
 ]
 Seconds = Annotated[int, Field(ge=0, le=7 * 24 * 3600)]
+Window = Annotated[int, Field(ge=0, le=3600)]
 
 
 class StrictModel(BaseModel):
@@ -287,6 +298,9 @@ class MachineCreate(StrictModel):
     idle_timeout_s: Seconds = 0
     max_duration_s: Seconds = 0
     heartbeat_interval_s: int = Field(default=60, ge=5, le=3600)
+    warning_s: Window = 60
+    card_removal_grace_s: Window = 3
+    supervisor_window_s: Window = 30
     training_type_ids: list[Slug] = Field(default_factory=list, max_length=20)
 
 
@@ -296,10 +310,21 @@ class MachineUpdate(StrictModel):
     idle_timeout_s: Seconds | None = None
     max_duration_s: Seconds | None = None
     heartbeat_interval_s: int | None = Field(default=None, ge=5, le=3600)
+    warning_s: Window | None = None
+    card_removal_grace_s: Window | None = None
+    supervisor_window_s: Window | None = None
 
 
 class OutOfServiceRequest(StrictModel):
     reason: Reason
+
+
+class LockRequest(StrictModel):
+    reason: Reason | None = None
+
+
+class LockPublic(BaseModel):
+    command_id: str | None = Field(description="None when the machine has no controller.")
 
 
 class ControllerCredentialsPublic(BaseModel):

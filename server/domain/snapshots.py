@@ -12,6 +12,8 @@ from protocol import (
     MachineSettings,
     PermissionEntry,
     PermissionSnapshot,
+    StaffEntry,
+    StaffRole,
     badge_digest,
 )
 from protocol._fields import canonical
@@ -25,6 +27,16 @@ class BadgeGrant:
     member_id: str
     level: Level
     expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StaffGrant:
+    """An active badge with staff roles on the machine (supervisor, manager)."""
+
+    badge_uid: str
+    member_id: str
+    roles: tuple[StaffRole, ...]
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,7 @@ def build_snapshot(
     grants: Iterable[BadgeGrant],
     previous: PublishedVersion,
     now: datetime,
+    staff: Iterable[StaffGrant] = (),
 ) -> tuple[PermissionSnapshot, str]:
     """The snapshot to publish and its content digest.
 
@@ -65,6 +78,18 @@ def build_snapshot(
         ),
         key=lambda e: e.badge_digest,
     )
+    staff_entries = sorted(
+        (
+            StaffEntry(
+                badge_digest=badge_digest(key, g.badge_uid),
+                member_id=g.member_id,
+                roles=tuple(sorted(g.roles)),
+                expires_at=None if g.expires_at is None else int(g.expires_at.timestamp()),
+            )
+            for g in staff
+        ),
+        key=lambda e: e.badge_digest,
+    )
     draft = PermissionSnapshot(
         site=site,
         machine=machine_id,
@@ -73,6 +98,7 @@ def build_snapshot(
         issued_at=0,
         settings=settings,
         permissions=tuple(entries),
+        staff=tuple(staff_entries),
     )
     content = draft.to_dict()
     del content["version"], content["issued_at"]

@@ -132,6 +132,9 @@ class AddMachine:
     idle_timeout_s: int = 0
     max_duration_s: int = 0
     heartbeat_interval_s: int = 60
+    warning_s: int = 60
+    card_removal_grace_s: int = 3
+    supervisor_window_s: int = 30
     controller_id: str | None = None
     key_hex: str | None = None
     # A training type of the same id and name, covering this machine, is created unless
@@ -149,8 +152,30 @@ class UpdateMachine:
     idle_timeout_s: int | None = None
     max_duration_s: int | None = None
     heartbeat_interval_s: int | None = None
+    warning_s: int | None = None
+    card_removal_grace_s: int | None = None
+    supervisor_window_s: int | None = None
     actor: Principal | None = None
     at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class LockMachine:
+    """End the session running on the machine now (badges keep working afterwards)."""
+
+    machine_id: str
+    reason: str | None = None
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class AnswerAuthRequest:
+    """A controller asks whether a badge missing from its snapshot may start a session."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime = field(default_factory=utcnow)
 
 
 @dataclass(frozen=True)

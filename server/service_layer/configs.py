@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from protocol import MachineSettings, Mode, config_topic, encode_config
+from protocol import Level, MachineSettings, Mode, StaffRole, config_topic, encode_config
 from server.adapters.orm import Machine
-from server.domain.snapshots import BadgeGrant, PublishedVersion, build_snapshot
+from server.domain.access import Role
+from server.domain.snapshots import BadgeGrant, PublishedVersion, StaffGrant, build_snapshot
 from server.domain.trainings import effective_permissions
 from server.service_layer.commands import OutgoingMessage, PublishConfigs
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -21,6 +22,9 @@ def machine_settings(machine: Machine) -> MachineSettings:
         heartbeat_interval_s=machine.heartbeat_interval_s,
         out_of_service=machine.out_of_service,
         out_of_service_reason=machine.out_of_service_reason,
+        warning_s=machine.warning_s,
+        card_removal_grace_s=machine.card_removal_grace_s,
+        supervisor_window_s=machine.supervisor_window_s,
     )
 
 
@@ -35,6 +39,25 @@ def machine_grants(uow: SqlAlchemyUnitOfWork, machine_id: str, now: datetime) ->
     ]
 
 
+def machine_staff(
+    uow: SqlAlchemyUnitOfWork, machine_id: str, grants: list[BadgeGrant]
+) -> list[StaffGrant]:
+    """Trainers on the machine supervise; managers may override out-of-service."""
+    roles: dict[str, set[StaffRole]] = {}
+    expiry: dict[str, datetime | None] = {}
+    for grant in grants:
+        if grant.level is Level.TRAINER:
+            roles.setdefault(grant.member_id, set()).add(StaffRole.SUPERVISOR)
+            expiry[grant.member_id] = grant.expires_at
+    for member_id in uow.members.with_roles({Role.MANAGER.value, Role.ADMIN.value}):
+        roles.setdefault(member_id, set()).add(StaffRole.MANAGER)
+        expiry[member_id] = None  # a manager's override does not lapse with a training
+    return [
+        StaffGrant(uid, member_id, tuple(sorted(roles[member_id])), expiry.get(member_id))
+        for member_id, uid in uow.trainings.active_badges(set(roles))
+    ]
+
+
 def publish_configs(cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork) -> list[str]:
     """Build, sign and version the config of the machines; the messages go out after commit."""
     ids = sorted(cmd.machine_ids) if cmd.machine_ids is not None else uow.machines.ids()
@@ -45,6 +68,7 @@ def publish_configs(cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork) -> list[str]
         if machine is None or controller is None:
             continue
         grants = machine_grants(uow, machine.id, cmd.at)
+        staff = machine_staff(uow, machine.id, grants)
         snapshot, digest = build_snapshot(
             site=machine.site,
             machine_id=machine.id,
@@ -56,6 +80,7 @@ def publish_configs(cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork) -> list[str]
                 machine.snapshot_version, machine.snapshot_issued_at, machine.snapshot_digest
             ),
             now=cmd.at,
+            staff=staff,
         )
         machine.snapshot_version = snapshot.version
         machine.snapshot_issued_at = snapshot.issued_at

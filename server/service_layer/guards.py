@@ -36,7 +36,11 @@ def training_type(uow: SqlAlchemyUnitOfWork, training_type_id: str) -> TrainingT
 
 
 def machines_of_member(uow: SqlAlchemyUnitOfWork, member_id: str) -> set[str]:
-    """Machines whose snapshot may list the member (covered by any of their trainings)."""
+    """Machines whose snapshot may list the member: covered by their trainings, or
+    every machine for managers and admins (their badges override out-of-service)."""
+    person = uow.members.get(member_id)
+    if person is not None and {r.role for r in person.roles} & {"manager", "admin"}:
+        return set(uow.machines.ids())
     types = {v.training_type_id for v in uow.trainings.views(member_ids={member_id})}
     machines: set[str] = set()
     for type_id in types:

@@ -7,6 +7,7 @@ from typing import Any
 
 from server.service_layer import accounts, machines, members, privacy, trainings
 from server.service_layer import commands as cmds
+from server.service_layer.auth_requests import answer_auth_request
 from server.service_layer.configs import publish_configs
 from server.service_layer.ingest import ingest_event, record_controller_status
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -31,6 +32,8 @@ HANDLERS: dict[type, Callable[[Any, SqlAlchemyUnitOfWork], Any]] = {
     cmds.UpdateTrainingType: trainings.update_training_type,
     cmds.GrantTraining: trainings.grant_training,
     cmds.RevokeTraining: trainings.revoke_training,
+    cmds.LockMachine: machines.lock_machine,
+    cmds.AnswerAuthRequest: answer_auth_request,
     cmds.Login: accounts.login,
     cmds.Logout: accounts.logout,
     cmds.CreateApiToken: accounts.create_api_token,

@@ -20,6 +20,7 @@ from protocol import (
 )
 from server.adapters.orm import BadgeDenial, Controller, RawEvent, UsageSession
 from server.domain.streams import advance_acked
+from server.service_layer.audit import record
 from server.service_layer.commands import IngestEvent, OutgoingMessage, RecordControllerStatus
 from server.service_layer.members import complete_enrollment
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -180,6 +181,12 @@ def _apply(
             usage.ended_at = _wall(data.get("ended_wall_time", event.wall_time))
             usage.end_reason = data["reason"]
             usage.busy = False
+    elif kind is EventKind.BADGE_ENROLLED:
+        enrolled = complete_enrollment(uow, controller.machine_id, data["badge_uid"], received_at)
+        if enrolled is None:
+            logger.warning("badge %s read for enrollment, none pending", data["badge_uid"])
+    elif kind is EventKind.OOPS_REPORTED:
+        _oops(uow, controller, event, received_at)
     elif kind in (EventKind.BUSY_STARTED, EventKind.BUSY_ENDED):
         usage_or_none = uow.sessions.get(data["session_id"]) if data.get("session_id") else None
         if usage_or_none is not None and usage_or_none.ended_at is None:
@@ -199,11 +206,31 @@ def _session_started(uow: SqlAlchemyUnitOfWork, controller: Controller, event: E
     usage.started_at = _wall(event.wall_time)
     usage.boot_id = event.boot_id
     usage.snapshot_version = data["snapshot_version"]
+    usage.maintenance_override = bool(data.get("maintenance_override", False))
+    usage.supervisor_member_id = data.get("supervisor_member_id")
+    usage.decided_online = bool(data.get("decided_online", False))
     usage.stale_snapshot = data["snapshot_version"] < controller.machine.snapshot_version
     if member is None:
         logger.warning("session %s by unknown member %s", usage.id, data["member_id"])
     if usage.stale_snapshot:
         logger.warning("session %s decided on stale snapshot %s", usage.id, usage.snapshot_version)
+
+
+def _oops(
+    uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event, received_at: datetime
+) -> None:
+    """A member pressed the machine's oops button: it is out of service until a manager says."""
+    machine = controller.machine
+    before = {"out_of_service": machine.out_of_service}
+    message = event.data.get("message") or "no details given"
+    machine.out_of_service = True
+    machine.out_of_service_reason = f"oops reported: {message}"[:500]
+    record(
+        uow, actor=None, action="machine.oops", object_type="machine", object_id=machine.id,
+        before=before, after={"out_of_service": True, "member_id": event.data.get("member_id")},
+        at=received_at, system_actor=event.data.get("member_id") or controller.id,
+    )  # fmt: skip
+    uow.machines_to_publish.add(machine.id)
 
 
 def _get_or_open(uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event) -> UsageSession:

@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from protocol import ProtocolError, check_segment
+from protocol import CommandKind, ProtocolError, check_segment
 from server.adapters.orm import Controller, Machine, TrainingType
 from server.adapters.secrets import mosquitto_password_hash
 from server.domain.access import Role
@@ -14,6 +14,7 @@ from server.domain.errors import ConflictError, DomainError
 from server.service_layer import commands as cmds
 from server.service_layer import guards
 from server.service_layer.audit import record
+from server.service_layer.controller_commands import send_command
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 MAX_TIMEOUT_S = 7 * 24 * 3600
@@ -36,6 +37,9 @@ def machine_facts(machine: Machine) -> dict[str, Any]:
         "idle_timeout_s": machine.idle_timeout_s,
         "max_duration_s": machine.max_duration_s,
         "heartbeat_interval_s": machine.heartbeat_interval_s,
+        "warning_s": machine.warning_s,
+        "card_removal_grace_s": machine.card_removal_grace_s,
+        "supervisor_window_s": machine.supervisor_window_s,
         "out_of_service": machine.out_of_service,
         "out_of_service_reason": machine.out_of_service_reason,
     }
@@ -45,6 +49,12 @@ def _check_durations(*values: int | None) -> None:
     for value in values:
         if value is not None and not 0 <= value <= MAX_TIMEOUT_S:
             raise DomainError(f"durations must be between 0 and {MAX_TIMEOUT_S} seconds")
+
+
+def _check_windows(*values: int | None) -> None:
+    for value in values:
+        if value is not None and not 0 <= value <= 3600:
+            raise DomainError("warning, grace and supervisor windows must be 0 to 3600 seconds")
 
 
 def add_machine(cmd: cmds.AddMachine, uow: SqlAlchemyUnitOfWork) -> str:
@@ -58,6 +68,7 @@ def add_machine(cmd: cmds.AddMachine, uow: SqlAlchemyUnitOfWork) -> str:
     _check_durations(cmd.idle_timeout_s, cmd.max_duration_s)
     if not 5 <= cmd.heartbeat_interval_s <= 3600:
         raise DomainError("heartbeat_interval_s must be between 5 and 3600")
+    _check_windows(cmd.warning_s, cmd.card_removal_grace_s, cmd.supervisor_window_s)
     if uow.machines.get(cmd.machine_id):
         raise ConflictError(f"machine {cmd.machine_id} already exists")
     if uow.controllers.get(controller_id):
@@ -73,6 +84,9 @@ def add_machine(cmd: cmds.AddMachine, uow: SqlAlchemyUnitOfWork) -> str:
         idle_timeout_s=cmd.idle_timeout_s,
         max_duration_s=cmd.max_duration_s,
         heartbeat_interval_s=cmd.heartbeat_interval_s,
+        warning_s=cmd.warning_s,
+        card_removal_grace_s=cmd.card_removal_grace_s,
+        supervisor_window_s=cmd.supervisor_window_s,
         out_of_service=False,
         snapshot_version=0,
         snapshot_issued_at=0,
@@ -104,8 +118,18 @@ def update_machine(cmd: cmds.UpdateMachine, uow: SqlAlchemyUnitOfWork) -> None:
     _check_durations(cmd.idle_timeout_s, cmd.max_duration_s)
     if cmd.heartbeat_interval_s is not None and not 5 <= cmd.heartbeat_interval_s <= 3600:
         raise DomainError("heartbeat_interval_s must be between 5 and 3600")
+    _check_windows(cmd.warning_s, cmd.card_removal_grace_s, cmd.supervisor_window_s)
     before = machine_facts(machine)
-    for name in ("name", "idle_timeout_s", "max_duration_s", "heartbeat_interval_s"):
+    settings = (
+        "name",
+        "idle_timeout_s",
+        "max_duration_s",
+        "heartbeat_interval_s",
+        "warning_s",
+        "card_removal_grace_s",
+        "supervisor_window_s",
+    )
+    for name in settings:
         value = getattr(cmd, name)
         if value is not None:
             setattr(machine, name, value)
@@ -133,7 +157,22 @@ def set_out_of_service(cmd: cmds.SetOutOfService, uow: SqlAlchemyUnitOfWork) -> 
         before=before, after=machine_facts(machine), at=cmd.at,
     )  # fmt: skip
     uow.commit()
+    kind = CommandKind.OUT_OF_SERVICE if cmd.out_of_service else CommandKind.BACK_IN_SERVICE
+    send_command(uow, machine, kind, cmd.at, reason=cmd.reason)
     uow.machines_to_publish.add(machine.id)
+
+
+def lock_machine(cmd: cmds.LockMachine, uow: SqlAlchemyUnitOfWork) -> str | None:
+    """Stop the running session now; returns the command id (None: no controller)."""
+    guards.require(cmd.actor, Role.MANAGER)
+    machine = guards.machine(uow, cmd.machine_id)
+    command_id = send_command(uow, machine, CommandKind.LOCK, cmd.at, reason=cmd.reason)
+    record(
+        uow, actor=cmd.actor, action="machine.lock", object_type="machine", object_id=machine.id,
+        before=None, after={"reason": cmd.reason, "command_id": command_id}, at=cmd.at,
+    )  # fmt: skip
+    uow.commit()
+    return command_id
 
 
 def issue_controller_credentials(

@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from protocol import ProtocolError, normalize_uid
+from protocol import CommandKind, ProtocolError, normalize_uid
 from server.adapters.orm import Badge, Enrollment, Member, MemberCategory, MemberRole
 from server.adapters.secrets import hash_password, verify_password
 from server.domain.access import GRANTABLE_ROLES, Role
@@ -20,6 +20,7 @@ from server.domain.errors import (
 from server.service_layer import commands as cmds
 from server.service_layer import guards
 from server.service_layer.audit import record
+from server.service_layer.controller_commands import send_command
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 BADGE_STATUSES = ("active", "lost", "blocked")
@@ -116,6 +117,8 @@ def set_roles(cmd: cmds.SetRoles, uow: SqlAlchemyUnitOfWork) -> None:
     if cmd.actor is not None and cmd.actor.member_id == member.id and Role.ADMIN not in cmd.roles:
         raise DomainError("you cannot remove your own admin role")
     before = member_facts(member)
+    # Managers' badges are on every machine (maintenance override): republish all.
+    uow.machines_to_publish |= set(uow.machines.ids())
     member.roles = [MemberRole(member_id=member.id, role=r.value) for r in sorted(cmd.roles)]
     uow.flush()
     record(
@@ -203,7 +206,7 @@ def set_badge_status(cmd: cmds.SetBadgeStatus, uow: SqlAlchemyUnitOfWork) -> Non
 
 def start_enrollment(cmd: cmds.StartEnrollment, uow: SqlAlchemyUnitOfWork) -> int:
     guards.require(cmd.actor, Role.MANAGER)
-    guards.machine(uow, cmd.machine_id)
+    machine = guards.machine(uow, cmd.machine_id)
     guards.member(uow, cmd.member_id)
     if not 10 <= cmd.window_s <= 900:
         raise DomainError("the enrollment window must be between 10 and 900 seconds")
@@ -216,6 +219,9 @@ def start_enrollment(cmd: cmds.StartEnrollment, uow: SqlAlchemyUnitOfWork) -> in
     )
     uow.enrollments.add(enrollment)
     uow.commit()
+    # The controller reports the next badge as badge_enrolled instead of deciding on it;
+    # an older controller denies it as unknown, which completes the enrollment too.
+    send_command(uow, machine, CommandKind.ENROLL_BADGE, cmd.at, timeout_s=cmd.window_s)
     return enrollment.id
 
 

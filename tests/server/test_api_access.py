@@ -93,6 +93,9 @@ TABLE: dict[tuple[str, str], Case] = {
     ("POST", "/api/machines/{machine_id}/back-in-service"): Case(
         MANAGERS, path="/api/machines/laser/back-in-service"
     ),
+    ("POST", "/api/machines/{machine_id}/lock"): Case(
+        MANAGERS, path="/api/machines/laser/lock", body=lambda _: {"reason": "closing time"}
+    ),
     ("POST", "/api/machines/{machine_id}/controller/credentials"): Case(
         MANAGERS, path="/api/machines/laser/controller/credentials"
     ),

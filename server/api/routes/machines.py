@@ -14,8 +14,11 @@ from server.api.schemas import (
     CurrentSession,
     EnrollmentCreate,
     EnrollmentPublic,
+    LockPublic,
+    LockRequest,
     MachineCreate,
     MachinePublic,
+    MachineSettingsPublic,
     MachineUpdate,
     OutOfServiceRequest,
 )
@@ -73,6 +76,14 @@ def _public(
         out_of_service=machine.out_of_service,
         out_of_service_reason=machine.out_of_service_reason,
         snapshot_version=machine.snapshot_version,
+        settings=MachineSettingsPublic(
+            idle_timeout_s=machine.idle_timeout_s,
+            max_duration_s=machine.max_duration_s,
+            heartbeat_interval_s=machine.heartbeat_interval_s,
+            warning_s=machine.warning_s,
+            card_removal_grace_s=machine.card_removal_grace_s,
+            supervisor_window_s=machine.supervisor_window_s,
+        ),
         controller=ControllerPublic(
             id=controller.id,
             state=controller.state,
@@ -145,6 +156,9 @@ def create_machine(
             idle_timeout_s=body.idle_timeout_s,
             max_duration_s=body.max_duration_s,
             heartbeat_interval_s=body.heartbeat_interval_s,
+            warning_s=body.warning_s,
+            card_removal_grace_s=body.card_removal_grace_s,
+            supervisor_window_s=body.supervisor_window_s,
             training_type_ids=tuple(body.training_type_ids),
             actor=principal,
         )
@@ -169,6 +183,9 @@ def update_machine(
             idle_timeout_s=body.idle_timeout_s,
             max_duration_s=body.max_duration_s,
             heartbeat_interval_s=body.heartbeat_interval_s,
+            warning_s=body.warning_s,
+            card_removal_grace_s=body.card_removal_grace_s,
+            supervisor_window_s=body.supervisor_window_s,
             actor=principal,
         )
     )
@@ -197,6 +214,15 @@ def back_in_service(
     runtime.bus.handle(cmds.SetOutOfService(machine_id, False, actor=principal))
     uow.session.expire_all()
     return _public(uow, _machine(uow, machine_id), _open_by_machine(uow).get(machine_id), principal)
+
+
+@router.post("/{machine_id}/lock", response_model=LockPublic, responses=NOT_FOUND)
+def lock(
+    machine_id: MachineId, body: LockRequest, runtime: RuntimeDep, principal: ManagerPrincipal
+) -> LockPublic:
+    """End the session running on the machine now (relay off); badges work again after."""
+    command_id = runtime.bus.handle(cmds.LockMachine(machine_id, body.reason, actor=principal))
+    return LockPublic(command_id=command_id)
 
 
 @router.post(
