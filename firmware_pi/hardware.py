@@ -147,6 +147,7 @@ class StatusLeds(_ClosingContext):
         self._signal = Signal.IDLE  # the last signal shown (transient ones included)
         self._base = Signal.IDLE  # the lasting state under transient signals
         self._offline = False
+        self._red_shown = "off"
 
     @property
     def signal(self) -> Signal:
@@ -211,7 +212,16 @@ class StatusLeds(_ClosingContext):
             return itertools.cycle(OFFLINE_FRAMES)
         return None
 
+    def _red_mode(self) -> str:
+        if self._base in (Signal.OUT_OF_SERVICE, Signal.ENROLLING):
+            return self._base.value
+        return "offline" if self._offline else "off"
+
     def _show_red(self, *, flash: tuple[int, ...] | None) -> None:
+        mode = self._red_mode()
+        if flash is None and mode == self._red_shown:
+            return  # already showing it: don't restart the animation thread
+        self._red_shown = mode if flash is None else "flash"
         rest = self._red_rest()
         if flash is not None:
             _animate(self.red, itertools.chain(flash, rest if rest is not None else (0,)))
