@@ -94,12 +94,21 @@ class Lab:
         return self.server.new_uow()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def e2e_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'server.sqlite3'}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_url")
+    upgrade(url)
+    return url
+
+
 @pytest.fixture
-def lab(mosquitto: MosquittoServer, tmp_path: Path) -> Iterator[Lab]:
+def lab(mosquitto: MosquittoServer, tmp_path: Path, e2e_database_url: str) -> Iterator[Lab]:
     """Server and controller of a one-machine lab, running, with the first snapshot in."""
     site = f"e2e{next(_sites)}"
-    database_url = f"sqlite:///{tmp_path / 'server.sqlite3'}"
-    upgrade(database_url)
+    database_url = e2e_database_url
     lab = Lab(site, mosquitto, database_url, tmp_path)
     server = lab.start_server()
     bus = server.bus
