@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -9,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from dashboards import STATIC_DIR
 from server import __version__
 from server.api.routes import auth, machines, members, pages, sessions, trainings
+from server.api.schemas import ErrorPublic
 from server.bootstrap import ServerRuntime
 from server.domain.errors import (
     AuthenticationError,
@@ -26,15 +29,27 @@ _STATUS = (
 )
 
 
+# 422 stays FastAPI's: a body or parameter that does not fit the schema (detail: a list).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorPublic, "description": "Breaks a rule of the lab; the message says which"},
+    401: {"model": ErrorPublic, "description": "Not logged in, or the login or token has ended"},
+    403: {"model": ErrorPublic, "description": "Your role does not allow this"},
+    404: {"model": ErrorPublic, "description": "No such object, or not yours to see"},
+    409: {"model": ErrorPublic, "description": "Conflicts with what already exists"},
+    429: {"model": ErrorPublic, "description": "Too many attempts: wait and retry"},
+}
+
+
 def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     """A rule the request broke: 4xx with the rule's message."""
-    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 422)
+    status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 400)
     return JSONResponse(status_code=status, content={"detail": str(exc)})
 
 
 def create_app(runtime: ServerRuntime) -> FastAPI:
     """The API and pages over an already wired runtime (its start/stop is the caller's)."""
     app = FastAPI(
+        responses=ERROR_RESPONSES,
         title="fablab-monitor",
         version=__version__,
         description=(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Generic, Literal, TypeVar
 
+from fastapi import Path as PathParam
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from protocol import Level, Mode
@@ -122,13 +123,15 @@ SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_PRINTABLE)
 ]
+# Explicit ranges, not \s: Python and JSON Schema (ECMA) regexes disagree on what \s is.
+_EMAIL_PART = r"[^@\x00-\x20\x7f-\x9f]+"
 Email = Annotated[
     str,
     StringConstraints(
         strip_whitespace=True,
         to_lower=True,
         max_length=320,
-        pattern=r"^[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+$",
+        pattern=rf"^{_EMAIL_PART}@{_EMAIL_PART}\.{_EMAIL_PART}$",
     ),
 ]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_PRINTABLE)]
@@ -146,7 +149,15 @@ BadgeUid = Annotated[
     ),
 ]
 Seconds = Annotated[int, Field(ge=0, le=7 * 24 * 3600)]
+# Database row ids: bounded so that no request can overflow a 32-bit integer column.
+RowId = Annotated[int, PathParam(ge=1, le=2_147_483_647)]
 Window = Annotated[int, Field(ge=0, le=3600)]
+
+
+class ErrorPublic(BaseModel):
+    """Every error answer: a message saying what is wrong."""
+
+    detail: str
 
 
 class StrictModel(BaseModel):

@@ -14,6 +14,7 @@ from server.api.schemas import (
     MeUpdate,
     NewApiTokenPublic,
     PasswordChange,
+    RowId,
 )
 from server.domain.errors import AuthenticationError, NotFoundError
 from server.service_layer import commands as cmds
@@ -144,5 +145,5 @@ def create_token(
 @router.delete(
     "/me/tokens/{token_id}", status_code=204, responses={404: {"description": "No such token"}}
 )
-def revoke_token(token_id: int, runtime: RuntimeDep, principal: CurrentPrincipal) -> None:
+def revoke_token(token_id: RowId, runtime: RuntimeDep, principal: CurrentPrincipal) -> None:
     runtime.bus.handle(cmds.RevokeApiToken(principal.member_id, token_id, actor=principal))

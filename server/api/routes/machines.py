@@ -21,6 +21,7 @@ from server.api.schemas import (
     MachineSettingsPublic,
     MachineUpdate,
     OutOfServiceRequest,
+    RowId,
 )
 from server.domain.access import Principal
 from server.domain.floor import controller_online, machine_state
@@ -268,7 +269,7 @@ def enroll(
     responses={404: {"description": "No such enrollment"}},
 )
 def get_enrollment(
-    machine_id: MachineId, enrollment_id: int, uow: UowDep, _: ManagerPrincipal
+    machine_id: MachineId, enrollment_id: RowId, uow: UowDep, _: ManagerPrincipal
 ) -> EnrollmentPublic:
     """Poll an enrollment: `badge_uid` is set once the badge was tapped."""
     found = uow.enrollments.get(enrollment_id)

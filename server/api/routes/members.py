@@ -26,6 +26,7 @@ from server.api.schemas import (
     MemberUpdate,
     Page,
     RolesUpdate,
+    RowId,
 )
 from server.domain.access import Principal, Role
 from server.domain.errors import NotFoundError
@@ -79,7 +80,7 @@ def list_members(
     category: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9_-]+$")] = None,
     active: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Page[MemberPublic]:
     """Members by name, filtered by a search on name or email, category or activity."""
     rows, total = uow.members.page(
@@ -183,7 +184,11 @@ def add_badge(
     responses={404: {"description": "No such badge"}},
 )
 def update_badge(
-    badge_id: int, body: BadgeUpdate, runtime: RuntimeDep, uow: UowDep, principal: ManagerPrincipal
+    badge_id: RowId,
+    body: BadgeUpdate,
+    runtime: RuntimeDep,
+    uow: UowDep,
+    principal: ManagerPrincipal,
 ) -> BadgePublic:
     """Mark a badge lost or blocked (it stops working at once), or active again."""
     runtime.bus.handle(cmds.SetBadgeStatus(badge_id, body.status, actor=principal))

@@ -15,7 +15,7 @@ from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 router = APIRouter(prefix="/api", tags=["sessions"])
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
-Offset = Annotated[int, Query(ge=0, description="items to skip")]
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="items to skip")]
 SlugQuery = Annotated[str | None, Query(max_length=63, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 MemberQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 

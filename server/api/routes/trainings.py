@@ -144,7 +144,7 @@ def list_trainings(
     training_type: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")] = None,
     include_revoked: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> Page[TrainingPublic]:
     """Trainings with when each lapses; makers see their own (`member` defaults to them)."""
     if member is None and not principal.is_manager and training_type is None:
