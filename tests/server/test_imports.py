@@ -181,12 +181,12 @@ def test_imports_semicolons_bom_crlf_and_any_column_order(
         (b'name\n"unterminated\n', "not valid CSV"),
     ],
 )
-def test_imports_unreadable_file_is_422_with_a_message_and_imports_nothing(
+def test_imports_unreadable_file_is_400_with_a_message_and_imports_nothing(
     lab: ServerRuntime, client: TestClient, auth: Headers, body: bytes, message: str
 ) -> None:
     before = _members(lab)
     response = client.post("/api/members/import", content=body, headers={**CSV, **auth("mona")})
-    assert response.status_code == 422, response.text
+    assert response.status_code == 400, response.text
     assert message in response.json()["detail"]
     assert _members(lab) == before
 

@@ -107,9 +107,9 @@ async def _read_body(request: Request) -> bytes:
         }
     },
     responses={
+        400: {"description": "Unreadable file: not UTF-8, no header, unknown columns…"},
         413: {"description": "The file is larger than 2 MB"},
         415: {"description": "The body is not sent as text/csv"},
-        422: {"description": "Unreadable file: not UTF-8, no header, unknown columns"},
     },
 )
 async def import_members_csv(

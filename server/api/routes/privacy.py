@@ -166,8 +166,8 @@ def export_member_data(
     response_model=ErasurePublic,
     responses={
         **NOT_FOUND,
+        400: {"description": "You cannot erase yourself"},
         403: {"description": "Not a manager, or the member holds a role and you are no admin"},
-        422: {"description": "You cannot erase yourself"},
     },
 )
 def erase_member(
