@@ -15,6 +15,7 @@ from server.api.ratelimit import LoginRateLimiter
 from server.config import Settings
 from server.service_layer.commands import OutgoingMessage
 from server.service_layer.messagebus import MessageBus
+from server.service_layer.privacy import RetentionWorker
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,10 @@ class ServerRuntime:
         self.auth_worker = IngestWorker(self.bus, name="auth")
         self.login_limiter = LoginRateLimiter()
         self.link: ServerMqttLink | None = None
+        self.retention: RetentionWorker | None = None
         if mqtt_enabled:
+            # Only the server process purges: CLI runs and tests wire no background work.
+            self.retention = RetentionWorker(self.bus, settings.raw_event_retention_days)
             self.link = ServerMqttLink(
                 settings.mqtt_url,
                 client_id=settings.mqtt_client_id,
@@ -53,12 +57,16 @@ class ServerRuntime:
     def start(self, *, wait: float | None = 5.0) -> None:
         self.ingest.start()
         self.auth_worker.start()
+        if self.retention is not None:
+            self.retention.start()
         if self.link is not None:
             self.link.start(wait=wait)
 
     def stop(self) -> None:
         if self.link is not None:
             self.link.stop()
+        if self.retention is not None:
+            self.retention.stop()
         self.ingest.stop()
         self.auth_worker.stop()
         self.engine.dispose()

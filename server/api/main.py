@@ -10,7 +10,17 @@ from fastapi.staticfiles import StaticFiles
 
 from dashboards import STATIC_DIR
 from server import __version__
-from server.api.routes import auth, machines, members, pages, sessions, trainings
+from server.api.routes import (
+    audit,
+    auth,
+    imports,
+    machines,
+    members,
+    pages,
+    privacy,
+    sessions,
+    trainings,
+)
 from server.api.schemas import ErrorPublic
 from server.bootstrap import ServerRuntime
 from server.domain.errors import (
@@ -61,7 +71,9 @@ def create_app(runtime: ServerRuntime) -> FastAPI:
     )
     app.state.runtime = runtime
     app.add_exception_handler(DomainError, _domain_error)
-    for module in (auth, members, machines, trainings, sessions, pages):
+    # imports before members: /members/import must not be taken for /members/{member_id}.
+    routers = (auth, imports, members, privacy, machines, trainings, sessions, audit, pages)
+    for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 

@@ -41,6 +41,7 @@ class Case:
     path: str | None = None  # concrete path when the route has parameters
     body: Body | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    content: Callable[[str], bytes] | None = None  # a raw body (CSV), instead of JSON
 
 
 def _none(_: str) -> None:
@@ -126,6 +127,14 @@ TABLE: dict[tuple[str, str], Case] = {
     ("GET", "/api/denials"): Case(MANAGERS),
     ("GET", "/api/ingest/stats"): Case(MANAGERS),
     ("GET", "/api/health"): Case(EVERYONE),
+    ("GET", "/api/audit"): Case(MANAGERS),
+    ("GET", "/api/audit/export"): Case(MANAGERS, params={"format": "csv"}),
+    ("GET", "/api/me/export"): Case(LOGGED_IN),
+    ("GET", "/api/members/{member_id}/export"): Case(MANAGERS, path="/api/members/ada/export"),
+    ("POST", "/api/members/{member_id}/erase"): Case(MANAGERS, path="/api/members/ada/erase"),
+    ("POST", "/api/members/import"): Case(
+        MANAGERS, content=lambda who: f"name,email\nNew {who},new-{who}@example.org\n".encode()
+    ),
     ("GET", "/"): Case(EVERYONE),
 }
 
@@ -159,8 +168,16 @@ def test_api_access_route_lets_through_only_its_roles(
     for who in sorted(EVERYONE):
         headers = {} if who == ANON else auth(who)
         body = (case.body or _none)(who)
+        raw = case.content(who) if case.content else None
+        if raw is not None:
+            headers = {**headers, "Content-Type": "text/csv"}
         response = client.request(
-            method, case.path or template, json=body, params=case.params, headers=headers
+            method,
+            case.path or template,
+            json=body if raw is None else None,
+            content=raw,
+            params=case.params,
+            headers=headers,
         )
         assert response.status_code < 500, (who, response.text)
         refused = response.status_code in (401, 403, 404)
