@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -24,10 +25,15 @@ logger = logging.getLogger(__name__)
 DEMO_SITE = "lab"
 
 
+DEMO_BUSY_PIN = 5  # the simulated current sensor of each machine
+
+
 @dataclass
 class _MachineSchedule:
     next_action_at: float
     member: DemoMember | None = None
+    busy_from: float | None = None  # the tool draws current between these times
+    busy_until: float | None = None
 
 
 @dataclass
@@ -35,6 +41,7 @@ class SimulatedFloor:
     """Members walking up to machines: trained ones mostly, sometimes someone who is not."""
 
     taps: dict[str, Callable[[str], None]]  # machine id -> tap(badge uid)
+    busy: dict[str, Callable[[bool], None]] = field(default_factory=dict)  # current sensor
     members: tuple[DemoMember, ...] = DEMO_MEMBERS
     pace: float = 1.0  # multiplies every delay
     seed: int | None = None
@@ -59,8 +66,15 @@ class SimulatedFloor:
         while not self._stop.wait(0.2):
             now = time.monotonic()
             for machine_id, slot in schedule.items():
+                self._drive_busy(machine_id, slot, now)
                 if now >= slot.next_action_at:
                     self._act(rng, machine_id, slot, schedule, now)
+
+    def _drive_busy(self, machine_id: str, slot: _MachineSchedule, now: float) -> None:
+        sensor = self.busy.get(machine_id)
+        if sensor is None or slot.busy_from is None or slot.busy_until is None:
+            return
+        sensor(slot.busy_from <= now < slot.busy_until)
 
     def _act(
         self,
@@ -71,6 +85,9 @@ class SimulatedFloor:
         now: float,
     ) -> None:
         if slot.member is not None:
+            if machine_id in self.busy:
+                self.busy[machine_id](False)
+            slot.busy_from = slot.busy_until = None
             self.taps[machine_id](slot.member.badge_uid)  # tap out
             slot.member = None
             slot.next_action_at = now + rng.uniform(3, 10) * self.pace
@@ -82,7 +99,11 @@ class SimulatedFloor:
         if trained and rng.random() < 0.8:
             slot.member = rng.choice(trained)
             self.taps[machine_id](slot.member.badge_uid)
-            slot.next_action_at = now + rng.uniform(8, 40) * self.pace
+            length = rng.uniform(8, 40) * self.pace
+            slot.next_action_at = now + length
+            # Setting up first, then the tool runs for most of the session.
+            slot.busy_from = now + length * rng.uniform(0.1, 0.3)
+            slot.busy_until = now + length * rng.uniform(0.7, 0.95)
         else:  # someone without the training tries: the controller refuses
             untrained = [m for m in self.members if machine_id not in m.trainings]
             if untrained:
@@ -104,10 +125,22 @@ def _controller_configs(
                 key_hex=m.controller.key_hex,
                 data_dir=data_dir / "controllers" / m.id,
                 reader="simulated",
+                busy_pin=DEMO_BUSY_PIN,
             )
             for m in uow.machines.all()
             if m.controller is not None
         ]
+
+
+def _current_sensor(pins: Any) -> Callable[[bool], None]:
+    """Drive a mock pin as a machine's current-sense switch would."""
+    pin = pins.pin(DEMO_BUSY_PIN)
+
+    def drive(busy: bool) -> None:
+        if busy != bool(pin.state):
+            pin.drive_high() if busy else pin.drive_low()
+
+    return drive
 
 
 def run_demo(
@@ -144,6 +177,7 @@ def run_demo(
     runtime = ServerRuntime(settings)
     controllers = []
     readers: dict[str, SimulatedReader] = {}
+    sensors: dict[str, Callable[[bool], None]] = {}
     floor = None
     try:
         with runtime.new_uow() as uow:
@@ -153,12 +187,12 @@ def run_demo(
         runtime.start()
         for config in _controller_configs(runtime, data_dir, broker_url):
             readers[config.machine] = SimulatedReader()
-            app = build_controller(
-                config, pin_factory=MockFactory(), reader=readers[config.machine]
-            )
+            pins = MockFactory()
+            sensors[config.machine] = _current_sensor(pins)
+            app = build_controller(config, pin_factory=pins, reader=readers[config.machine])
             app.start()
             controllers.append(app)
-        floor = SimulatedFloor({m: r.tap for m, r in readers.items()}, pace=pace)
+        floor = SimulatedFloor({m: r.tap for m, r in readers.items()}, sensors, pace=pace)
         floor.start()
         url = f"http://127.0.0.1:{port}/"
         logger.info("demo running: %s (broker %s, data in %s)", url, broker_url, data_dir)

@@ -99,7 +99,9 @@ class ServerMqttLink:
             message.topic, message.payload, qos=message.qos, retain=message.retain
         )
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            logger.warning("publish to %s not sent now (rc=%s)", message.topic, info.rc)
+            # Retained configs are all republished on (re)connect: only other losses matter.
+            level = logging.DEBUG if message.retain else logging.WARNING
+            logger.log(level, "publish to %s not sent now (rc=%s)", message.topic, info.rc)
 
     def _handle_connect(
         self, client: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object

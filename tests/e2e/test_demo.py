@@ -101,6 +101,11 @@ def test_demo_machines_come_into_use_and_sessions_grow(demo: Demo) -> None:
     wait_until(lambda: _get(demo.port, "/api/denials", admin)["total"] > 0, 30, "a refused tap")
     named = _get(demo.port, "/api/sessions", admin)["items"]
     assert all(s["member_name"] for s in named), "the admin sees who worked"
+    wait_until(
+        lambda: any(s["busy_seconds"] > 0 for s in _get(demo.port, "/api/sessions")["items"]),
+        30,
+        "busy time from the simulated current sensors",
+    )
     code, output = demo.interrupt()
     assert code == 0, output
     assert "demo running on http://127.0.0.1:" in output

@@ -136,5 +136,6 @@ def list_denials(
 def ingest_stats(runtime: RuntimeDep, uow: UowDep, _: ManagerPrincipal) -> IngestStatsPublic:
     """Counters of the ingest worker since start, and stored events by status."""
     return IngestStatsPublic(
-        counters=dict(runtime.ingest.stats), stored_events=uow.events.count_by_status()
+        counters=dict(runtime.ingest.stats + runtime.auth_worker.stats),
+        stored_events=uow.events.count_by_status(),
     )
