@@ -197,6 +197,58 @@ def purge_events(
     typer.echo(f"purged {count} raw events older than {keep} days")
 
 
+@app.command("controller-credentials")
+def controller_credentials(
+    machine_id: str,
+    broker: Annotated[
+        str | None, typer.Option(help="Broker URL the controller uses (default: the server's).")
+    ] = None,
+) -> None:
+    """Issue a machine controller's MQTT login and snapshot key; prints its config to copy.
+
+    The old login and key stop working. Then run `fablab mosquitto-passwd` for the broker.
+    """
+    from server.service_layer.commands import IssueControllerCredentials
+
+    settings = Settings()
+    with _admin_bus() as bus:
+        issued = _handle(bus, IssueControllerCredentials(machine_id))
+    typer.echo(
+        "# /etc/fablab/controller.toml (keep it readable by the controller only)\n"
+        f'controller_id = "{issued.controller_id}"\n'
+        f'site = "{settings.site}"\n'
+        f'machine = "{machine_id}"\n'
+        f'broker_url = "{broker or settings.mqtt_url}"\n'
+        f'username = "{issued.mqtt_username}"\n'
+        f'password = "{issued.mqtt_password}"\n'
+        f'key_hex = "{issued.key_hex}"\n'
+        'data_dir = "/var/lib/fablab-pi"'
+    )
+
+
+@app.command("mosquitto-passwd")
+def mosquitto_passwd() -> None:
+    """Print the controllers' lines of a Mosquitto password file (`username:hash`).
+
+    Append the server's own line with `mosquitto_passwd`, point `password_file` at the
+    result and reload Mosquitto; deploy/mosquitto/acl limits each controller to its topics.
+    """
+    from server.bootstrap import ServerRuntime
+
+    runtime = ServerRuntime(Settings(), mqtt_enabled=False)
+    try:
+        with runtime.new_uow() as uow:
+            lines = [
+                f"{c.mqtt_username}:{c.mqtt_password_hash}"
+                for c in uow.controllers.all()
+                if c.mqtt_username and c.mqtt_password_hash
+            ]
+    finally:
+        runtime.engine.dispose()
+    for line in lines:
+        typer.echo(line)
+
+
 def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(1)

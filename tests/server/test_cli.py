@@ -180,3 +180,27 @@ def test_cli_purge_events(cli: CliRunner, runtime_of: ServerRuntime) -> None:
     with runtime_of.new_uow() as uow:
         assert uow.session.scalar(select(func.count()).select_from(RawEvent)) == 1
     assert _run(cli, "purge-events", "--days", "0").exit_code == 2
+
+
+def test_cli_controller_credentials_print_a_config_that_loads(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    from firmware_pi.config import ControllerConfig
+
+    _run(cli, "add-machine", "lathe", "Metal lathe")
+    result = _run(cli, "controller-credentials", "lathe", "--broker", "mqtt://broker:1883")
+    assert result.exit_code == 0, result.output
+    config_file = tmp_path / "controller.toml"
+    config_file.write_text(result.output)
+    config = ControllerConfig.load(config_file)
+    assert (config.controller_id, config.username) == ("lathe", "controller-lathe")
+    assert config.broker_url == "mqtt://broker:1883"
+
+
+def test_cli_mosquitto_passwd_lists_issued_controller_logins(cli: CliRunner) -> None:
+    _run(cli, "add-machine", "lathe", "Metal lathe")
+    _run(cli, "controller-credentials", "lathe")
+    [line] = _run(cli, "mosquitto-passwd").output.splitlines()
+    username, password_hash = line.split(":", 1)
+    assert username == "controller-lathe"
+    assert password_hash.startswith("$7$101$")
