@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from protocol import Level
@@ -374,6 +375,32 @@ class CategoryRepository(_Repository):
         return self.session.scalars(select(MemberCategory).order_by(MemberCategory.id)).all()
 
 
+def _filter_audit(
+    query: Select[Any],
+    actor_id: str | None,
+    action: str | None,
+    object_type: str | None,
+    object_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> Select[Any]:
+    """The audit log's filters, shared by the paged list and the streaming export."""
+    equal = (
+        (AuditEntry.actor_id, actor_id),
+        (AuditEntry.action, action),
+        (AuditEntry.object_type, object_type),
+        (AuditEntry.object_id, object_id),
+    )
+    for column, value in equal:
+        if value:
+            query = query.where(column == value)
+    if since:
+        query = query.where(AuditEntry.at >= since)
+    if until:
+        query = query.where(AuditEntry.at < until)
+    return query
+
+
 class AuditRepository(_Repository):
     def add(self, entry: AuditEntry) -> None:
         self.session.add(entry)
@@ -390,19 +417,9 @@ class AuditRepository(_Repository):
         limit: int = 100,
         offset: int = 0,
     ) -> tuple[Sequence[AuditEntry], int]:
-        query = select(AuditEntry)
-        if actor_id:
-            query = query.where(AuditEntry.actor_id == actor_id)
-        if action:
-            query = query.where(AuditEntry.action == action)
-        if object_type:
-            query = query.where(AuditEntry.object_type == object_type)
-        if object_id:
-            query = query.where(AuditEntry.object_id == object_id)
-        if since:
-            query = query.where(AuditEntry.at >= since)
-        if until:
-            query = query.where(AuditEntry.at < until)
+        query = _filter_audit(
+            select(AuditEntry), actor_id, action, object_type, object_id, since, until
+        )
         total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
         page = query.order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
         return self.session.scalars(page.limit(limit).offset(offset)).all(), total
@@ -477,19 +494,10 @@ class AuditQueries(_Repository):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Sequence[AuditEntry]:
-        query = select(AuditEntry).where(AuditEntry.id > after_id)
-        if actor_id:
-            query = query.where(AuditEntry.actor_id == actor_id)
-        if action:
-            query = query.where(AuditEntry.action == action)
-        if object_type:
-            query = query.where(AuditEntry.object_type == object_type)
-        if object_id:
-            query = query.where(AuditEntry.object_id == object_id)
-        if since:
-            query = query.where(AuditEntry.at >= since)
-        if until:
-            query = query.where(AuditEntry.at < until)
+        query = _filter_audit(
+            select(AuditEntry).where(AuditEntry.id > after_id),
+            actor_id, action, object_type, object_id, since, until,
+        )  # fmt: skip
         return self.session.scalars(query.order_by(AuditEntry.id).limit(limit)).all()
 
     def about(self, member_id: str, objects: Sequence[tuple[str, str]]) -> Sequence[AuditEntry]:

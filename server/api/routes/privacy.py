@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from server.adapters.orm import utcnow
 from server.api.deps import CurrentPrincipal, ManagerPrincipal, RuntimeDep, UowDep
+from server.api.routes.audit import AuditEntryPublic
 from server.service_layer import commands as cmds
 from server.service_layer.privacy import ErasureResult, export_member
 
@@ -93,15 +94,8 @@ class ExportedApiToken(BaseModel):
     revoked_at: datetime | None
 
 
-class ExportedAuditEntry(BaseModel):
-    id: int
-    at: datetime
-    actor_id: str | None
-    action: str
-    object_type: str
-    object_id: str
-    before: Any = None
-    after: Any = None
+# The same shape as the audit log API's entries.
+ExportedAuditEntry = AuditEntryPublic
 
 
 class MemberDataExport(BaseModel):
