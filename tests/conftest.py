@@ -179,6 +179,19 @@ def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
         drop_database(postgres_url, name)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty server database migrated to head, once on SQLite and once on PostgreSQL."""
+    from server.adapters.migrations import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'server.sqlite3'}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_url")
+    upgrade(url)
+    return url
+
+
 # -- misc --------------------------------------------------------------------------------
 
 

@@ -16,7 +16,6 @@ from firmware_pi.bootstrap import build_controller
 from firmware_pi.config import ControllerConfig
 from firmware_pi.reader import SimulatedReader
 from protocol import Level
-from server.adapters.migrations import upgrade
 from server.bootstrap import ServerRuntime
 from server.config import Settings
 from server.service_layer import commands as cmds
@@ -94,21 +93,10 @@ class Lab:
         return self.server.new_uow()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def e2e_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'server.sqlite3'}"
-    else:
-        url = request.getfixturevalue("fresh_postgres_url")
-    upgrade(url)
-    return url
-
-
 @pytest.fixture
-def lab(mosquitto: MosquittoServer, tmp_path: Path, e2e_database_url: str) -> Iterator[Lab]:
+def lab(mosquitto: MosquittoServer, tmp_path: Path, database_url: str) -> Iterator[Lab]:
     """Server and controller of a one-machine lab, running, with the first snapshot in."""
     site = f"e2e{next(_sites)}"
-    database_url = e2e_database_url
     lab = Lab(site, mosquitto, database_url, tmp_path)
     server = lab.start_server()
     bus = server.bus

@@ -5,13 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from protocol import Event, EventKind, Level
-from server.adapters.migrations import upgrade
 from server.bootstrap import ServerRuntime
 from server.config import Settings
 from server.domain.access import Role
@@ -20,17 +18,6 @@ from server.service_layer.commands import OutgoingMessage
 
 SITE = "lab"
 KEY_HEX = "11" * 32
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database migrated to head, once on SQLite and once on PostgreSQL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'server.sqlite3'}"
-    else:
-        url = request.getfixturevalue("fresh_postgres_url")
-    upgrade(url)
-    return url
 
 
 @pytest.fixture
