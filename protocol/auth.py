@@ -77,6 +77,14 @@ class AuthResponse:
     reason: DenyReason | None = None
 
     def __post_init__(self) -> None:
+        # Accept the enums' string values too (as decoded JSON gives them), never a typo.
+        try:
+            if self.level is not None:
+                object.__setattr__(self, "level", Level(self.level))
+            if self.reason is not None:
+                object.__setattr__(self, "reason", DenyReason(self.reason))
+        except ValueError as exc:
+            raise ProtocolError("response", str(exc)) from None
         if self.granted and (self.member_id is None or self.level is None):
             raise ProtocolError("response.member_id", "a grant needs member_id and level")
         if not self.granted and self.reason is None:

@@ -26,6 +26,7 @@ from protocol import (
     AuthResponse,
     Command,
     CommandKind,
+    DenyReason,
     EndReason,
     EventKind,
     Level,
@@ -175,7 +176,7 @@ class World:
             response = AuthResponse(
                 self.auth[-1], "c", arg, int(self.wall),
                 member_id="m-new" if arg else None, level=Level.AUTONOMOUS if arg else None,
-                reason=None if arg else "not_trained",  # type: ignore[arg-type]
+                reason=None if arg else DenyReason.NOT_TRAINED,
             )
             self.apply(c.auth_response(response, self.now))
         elif action == "command":

@@ -103,3 +103,13 @@ def test_auth_response_validation_names_field(changes: dict[str, Any], field: st
     with pytest.raises(ProtocolError) as info:
         verify_auth_response(payload, KEY)
     assert info.value.field == field
+
+
+def test_auth_response_reason_given_as_text_becomes_the_enum() -> None:
+    response = AuthResponse("r1", "c", False, 0, reason="not_trained")  # type: ignore[arg-type]
+    assert response.reason is DenyReason.NOT_TRAINED
+
+
+def test_auth_response_unknown_reason_text_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        AuthResponse("r1", "c", False, 0, reason="nope")  # type: ignore[arg-type]
