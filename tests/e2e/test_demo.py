@@ -15,7 +15,7 @@ import pytest
 
 from server.seed import DEMO_ADMIN_EMAIL, DEMO_ADMIN_PASSWORD
 from tests.e2e.conftest import wait_until
-from tests.fixtures import free_port
+from tests.fixtures import MosquittoServer, free_port
 
 
 def _get(port: int, path: str, headers: dict[str, str] | None = None) -> Any:
@@ -47,21 +47,12 @@ def _answers(port: int) -> bool:
 
 
 class Demo:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *extra: str) -> None:
         self.port = free_port()
+        command = [sys.executable, "-m", "server.cli", "demo", "--port", str(self.port)]
+        command += ["--data-dir", str(data_dir), "--pace", "0.3", *extra]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "server.cli",
-                "demo",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(data_dir),
-                "--pace",
-                "0.3",
-            ],
+            command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -123,3 +114,19 @@ def test_demo_reuses_its_data_dir_on_next_run(tmp_path: Path, demo: Demo) -> Non
         assert _get(again.port, "/api/sessions")["total"] > 0, "earlier sessions kept"
     finally:
         again.interrupt()
+
+
+def test_demo_runs_on_an_external_broker(tmp_path: Path, mosquitto: MosquittoServer) -> None:
+    demo = Demo(tmp_path / "data", "--broker", mosquitto.url)
+    try:
+        wait_until(lambda: _answers(demo.port) or demo.process.poll() is not None, 30)
+        wait_until(
+            lambda: any(m["state"] == "in_use" for m in _get(demo.port, "/api/machines")),
+            timeout=30,
+            what="a machine in use through Mosquitto",
+        )
+        assert _get(demo.port, "/api/health")["mqtt_connected"]
+    finally:
+        code, output = demo.interrupt()
+    assert code == 0, output
+    assert "embedded MQTT broker" not in output
