@@ -64,6 +64,9 @@ class NullLink:
     def publish_auth_request(self, request: AuthRequest) -> bool:
         return False
 
+    def publish_status(self) -> bool:
+        return False
+
     def drain(self) -> list:  # type: ignore[type-arg]
         return []
 

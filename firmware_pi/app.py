@@ -142,6 +142,7 @@ class ControllerApp(Generic[ReaderT]):
         self._oldest_pending: int | None = None
         self._oldest_pending_since = 0.0
         self._outbox_changed = True
+        self._status_announced_at: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -267,6 +268,17 @@ class ControllerApp(Generic[ReaderT]):
             now,
         )
 
+    def _announce_status(self, now: Instant) -> None:
+        """Say `online` again every heartbeat interval, sessions or not: the server counts
+        a controller silent for three intervals as offline."""
+        snapshot = self.controller.snapshot
+        interval = snapshot.settings.heartbeat_interval_s if snapshot else 60
+        due = self._status_announced_at is None or (
+            now.mono - self._status_announced_at >= interval
+        )
+        if due and self.connected and self.link.publish_status():
+            self._status_announced_at = now.mono
+
     def _step(self) -> None:
         uid = self.reader.read(self.read_timeout_s)
         if uid is not None:
@@ -297,6 +309,7 @@ class ControllerApp(Generic[ReaderT]):
             self.hardware.buzzer.play(Signal.OFFLINE)
         self._was_connected = connected
         self._publish_pending(now)
+        self._announce_status(now)
         self.notifier.ping(now.mono)
         self.iterations += 1
 

@@ -77,6 +77,10 @@ class Link(Protocol):
 
     def publish_auth_request(self, request: AuthRequest) -> bool: ...
 
+    def publish_status(self) -> bool:
+        """Re-announce `online` (retained): the server's liveness heartbeat when idle."""
+        ...
+
     def drain(self) -> list[LinkEvent]: ...
 
     def stop(self, timeout: float = 2.0) -> None: ...
@@ -174,6 +178,17 @@ class MqttLink:
             return False
         info = self._client.publish(
             self._events_topic, event.encode(), qos=QOS_AT_LEAST_ONCE
+        )
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def publish_status(self) -> bool:
+        if not self.connected:
+            return False
+        info = self._client.publish(
+            self._status_topic,
+            self._status(ControllerState.ONLINE),
+            qos=QOS_AT_LEAST_ONCE,
+            retain=True,
         )
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 

@@ -29,17 +29,16 @@ def controller_online(
     status: str,
     last_seen_at: datetime | None,
     heartbeat_interval_s: int,
-    session_open: bool,
     now: datetime,
     missed_heartbeats: int = 3,
 ) -> bool:
-    """Online per its retained status; during a session, also heard from recently.
+    """Online per its retained status and heard from within `missed_heartbeats` intervals.
 
-    A controller sends heartbeats while a session runs: after `missed_heartbeats` of
-    them are missing it counts as offline even if its last will was not published.
+    A controller re-announces its status every heartbeat interval (and sends session
+    heartbeats), so silence means it is gone even if its last will was never published.
     """
     if status != "online":
         return False
-    if not session_open or last_seen_at is None:
+    if last_seen_at is None:
         return True
     return now - last_seen_at <= timedelta(seconds=missed_heartbeats * heartbeat_interval_s)

@@ -120,6 +120,7 @@ class FakeLink:
         self._inbox: list[LinkEvent] = []
         self.published: list[Event] = []
         self.auth_requests: list[AuthRequest] = []
+        self.status_announcements = 0
         self.started = False
         self.stopped = False
 
@@ -146,6 +147,13 @@ class FakeLink:
             return False
         with self._lock:
             self.auth_requests.append(request)
+        return True
+
+    def publish_status(self) -> bool:
+        if not self._connected:
+            return False
+        with self._lock:
+            self.status_announcements += 1
         return True
 
     def drain(self) -> list[LinkEvent]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -558,3 +559,21 @@ def test_app_builds_from_example_like_config_file(tmp_path: Path, pin_factory: M
     app.stop()
 
     assert (tmp_path / "data" / "outbox.sqlite3").exists()
+
+
+def test_app_announces_online_status_every_heartbeat_interval_when_idle(
+    build_app: BuildApp,
+    stored_snapshot: PermissionSnapshot,
+    fake_clock: FakeClock,
+    fake_link: FakeLink,
+) -> None:
+    app = build_app()
+    fake_link.connect()
+    app.start()
+    wait_until(lambda: fake_link.status_announcements == 1)
+    fake_clock.advance(stored_snapshot.settings.heartbeat_interval_s - 1)
+    time.sleep(0.1)
+    assert fake_link.status_announcements == 1, "not before the interval"
+    fake_clock.advance(1)
+    wait_until(lambda: fake_link.status_announcements == 2)
+    assert app.controller.session is None

@@ -67,7 +67,6 @@ def _public(
                 status=controller.state,
                 last_seen_at=controller.last_seen_at,
                 heartbeat_interval_s=machine.heartbeat_interval_s,
-                session_open=open_session is not None,
                 now=utcnow(),
                 missed_heartbeats=missed_heartbeats,
             ),

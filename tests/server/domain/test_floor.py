@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from server.domain.floor import MachineState, machine_state
+from datetime import UTC, datetime, timedelta
+
+from server.domain.floor import MachineState, controller_online, machine_state
 
 
 def test_machine_state_free_when_online_and_unused() -> None:
@@ -30,4 +32,25 @@ def test_machine_state_out_of_service_when_flagged() -> None:
     assert (
         machine_state(controller_online=True, out_of_service=True, in_use=False)
         is MachineState.OUT_OF_SERVICE
+    )
+
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def test_controller_online_when_heard_within_three_intervals() -> None:
+    seen = NOW - timedelta(seconds=170)
+    assert controller_online(status="online", last_seen_at=seen, heartbeat_interval_s=60, now=NOW)
+
+
+def test_controller_offline_after_three_missed_heartbeats() -> None:
+    seen = NOW - timedelta(seconds=181)
+    assert not controller_online(
+        status="online", last_seen_at=seen, heartbeat_interval_s=60, now=NOW
+    )
+
+
+def test_controller_offline_when_its_will_said_so() -> None:
+    assert not controller_online(
+        status="offline", last_seen_at=NOW, heartbeat_interval_s=60, now=NOW
     )
