@@ -281,6 +281,28 @@ class UsageSession(Base):
     __table_args__ = (Index("ix_usage_session_open", "machine_id", "ended_at"),)
 
 
+class ControllerCommand(Base):
+    """A signed command sent to a controller, kept until it is applied or expires.
+
+    The exact payload is kept so that a resend carries the same command id, which the
+    controller ignores once it has applied it.
+    """
+
+    __tablename__ = "controller_command"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the command id
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machine.id"), index=True)
+    controller_id: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(30))
+    reason: Mapped[str | None] = mapped_column(String(500))
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    payload: Mapped[str] = mapped_column(Text)
+    sent_count: Mapped[int] = mapped_column(Integer, default=1)
+    applied_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    applied_message: Mapped[str | None] = mapped_column(String(500))
+
+
 class BadgeDenial(Base):
     """A refused tap: unknown badge, untrained member, machine out of service…"""
 

@@ -16,6 +16,7 @@ from server.adapters.orm import (
     Badge,
     BadgeDenial,
     Controller,
+    ControllerCommand,
     Enrollment,
     LoginSession,
     Machine,
@@ -573,3 +574,33 @@ class RawEventRetention(_Repository):
             .execution_options(synchronize_session=False)
         )
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+class ControllerCommandRepository(_Repository):
+    def add(self, command: ControllerCommand) -> None:
+        self.session.add(command)
+
+    def get(self, command_id: str) -> ControllerCommand | None:
+        return self.session.get(ControllerCommand, command_id)
+
+    def pending(self, controller_id: str, now: datetime) -> Sequence[ControllerCommand]:
+        """Unapplied, unexpired commands of the controller, oldest first."""
+        query = (
+            select(ControllerCommand)
+            .where(
+                ControllerCommand.controller_id == controller_id,
+                ControllerCommand.applied_at.is_(None),
+                ControllerCommand.expires_at > now,
+            )
+            .order_by(ControllerCommand.issued_at)
+        )
+        return self.session.scalars(query).all()
+
+    def of_machine(self, machine_id: str, limit: int = 50) -> Sequence[ControllerCommand]:
+        query = (
+            select(ControllerCommand)
+            .where(ControllerCommand.machine_id == machine_id)
+            .order_by(ControllerCommand.issued_at.desc())
+            .limit(limit)
+        )
+        return self.session.scalars(query).all()

@@ -330,6 +330,20 @@ class OutOfServiceRequest(StrictModel):
     reason: Reason
 
 
+class CommandPublic(BaseModel):
+    """A command sent to the machine's controller and whether it was carried out."""
+
+    id: str
+    kind: str
+    reason: str | None
+    issued_at: datetime
+    expires_at: datetime
+    sent_count: int
+    status: Literal["pending", "applied", "expired"]
+    applied_at: datetime | None
+    applied_message: str | None
+
+
 class LockRequest(StrictModel):
     reason: Reason | None = None
 

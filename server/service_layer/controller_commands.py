@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from protocol import Command, CommandKind, command_topic, encode_command
-from server.adapters.orm import Machine
+from server.adapters.orm import ControllerCommand, Machine
 from server.service_layer.commands import OutgoingMessage
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
@@ -23,10 +23,12 @@ def send_command(
     reason: str | None = None,
     timeout_s: int | None = None,
 ) -> str | None:
-    """Queue a signed command for the machine's controller; returns its id (None: no controller).
+    """Record and queue a signed command for the machine's controller; returns its id
+    (None: no controller).
 
-    Commands are not retained: the state they set (out of service…) is also in the
-    machine's signed config, which is, so a controller offline now still converges.
+    Commands are not retained: a controller away now gets it when it comes back online
+    (`resend_pending`), until it confirms it or it expires. What they set (out of
+    service…) is also in the machine's signed, retained config.
     """
     controller = machine.controller
     if controller is None:
@@ -44,5 +46,49 @@ def send_command(
         timeout_s=timeout_s,
     )
     payload = encode_command(command, bytes.fromhex(controller.key_hex))
+    uow.commands.add(
+        ControllerCommand(
+            id=command.command_id,
+            machine_id=machine.id,
+            controller_id=controller.id,
+            kind=kind.value,
+            reason=reason,
+            issued_at=at,
+            expires_at=at + timedelta(seconds=COMMAND_VALIDITY_S),
+            payload=payload.decode(),
+            sent_count=1,
+        )
+    )
+    uow.commit()
     uow.outgoing.append(OutgoingMessage(command_topic(machine.site, machine.id), payload, qos=1))
     return command.command_id
+
+
+def resend_pending(uow: SqlAlchemyUnitOfWork, machine: Machine, now: datetime) -> int:
+    """Queue again the commands the controller has not confirmed (same bytes, same id).
+
+    Called when the controller says it is online: a command published while it was
+    away is delivered now; one it already applied is ignored by it as a replay.
+    """
+    controller = machine.controller
+    if controller is None:
+        return 0
+    pending = uow.commands.pending(controller.id, now)
+    topic = command_topic(machine.site, machine.id)
+    for command in pending:
+        command.sent_count += 1
+        uow.outgoing.append(OutgoingMessage(topic, command.payload.encode(), qos=1))
+    return len(pending)
+
+
+def mark_applied(
+    uow: SqlAlchemyUnitOfWork, command_id: str, at: datetime, message: str | None
+) -> bool:
+    """The controller reports the command carried out; False if it is not one of ours."""
+    command = uow.commands.get(command_id)
+    if command is None:
+        return False
+    if command.applied_at is None:
+        command.applied_at = at
+        command.applied_message = message[:500] if message else None
+    return True

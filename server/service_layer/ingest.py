@@ -22,6 +22,7 @@ from server.adapters.orm import BadgeDenial, Controller, RawEvent, UsageSession
 from server.domain.streams import advance_acked
 from server.service_layer.audit import record
 from server.service_layer.commands import IngestEvent, OutgoingMessage, RecordControllerStatus
+from server.service_layer.controller_commands import mark_applied, resend_pending
 from server.service_layer.members import complete_enrollment
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
@@ -187,6 +188,9 @@ def _apply(
             logger.warning("badge %s read for enrollment, none pending", data["badge_uid"])
     elif kind is EventKind.OOPS_REPORTED:
         _oops(uow, controller, event, received_at)
+    elif kind is EventKind.COMMAND_APPLIED:
+        if not mark_applied(uow, data["command_id"], received_at, data.get("message")):
+            logger.warning("controller %s applied unknown command %s", controller.id, data)
     elif kind in (EventKind.BUSY_STARTED, EventKind.BUSY_ENDED):
         usage_or_none = uow.sessions.get(data["session_id"]) if data.get("session_id") else None
         if usage_or_none is not None and usage_or_none.ended_at is None:
@@ -279,5 +283,7 @@ def record_controller_status(cmd: RecordControllerStatus, uow: SqlAlchemyUnitOfW
     controller.boot_id = status.boot_id
     controller.firmware_version = status.firmware_version
     controller.last_seen_at = cmd.received_at
+    if status.state is ControllerState.ONLINE:
+        resend_pending(uow, controller.machine, cmd.received_at)
     uow.commit()
     return True

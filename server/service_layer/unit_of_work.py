@@ -36,6 +36,7 @@ class SqlAlchemyUnitOfWork:
         self.audit = repo.AuditRepository(self.session)
         self.credentials = repo.CredentialRepository(self.session)
         self.enrollments = repo.EnrollmentRepository(self.session)
+        self.commands = repo.ControllerCommandRepository(self.session)
         self.sessions = repo.UsageSessionRepository(self.session)
         self.denials = repo.DenialRepository(self.session)
         self.events = repo.EventRepository(self.session)

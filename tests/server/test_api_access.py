@@ -94,6 +94,9 @@ TABLE: dict[tuple[str, str], Case] = {
     ("POST", "/api/machines/{machine_id}/back-in-service"): Case(
         MANAGERS, path="/api/machines/laser/back-in-service"
     ),
+    ("GET", "/api/machines/{machine_id}/commands"): Case(
+        MANAGERS, path="/api/machines/laser/commands"
+    ),
     ("POST", "/api/machines/{machine_id}/lock"): Case(
         MANAGERS, path="/api/machines/laser/lock", body=lambda _: {"reason": "closing time"}
     ),

@@ -8,6 +8,8 @@ import uuid
 from protocol import (
     AuthRequest,
     CommandKind,
+    ControllerState,
+    ControllerStatus,
     EventKind,
     Level,
     StaffRole,
@@ -16,6 +18,7 @@ from protocol import (
     badge_digest,
     command_topic,
     config_topic,
+    status_topic,
     verify_auth_response,
     verify_command,
     verify_config,
@@ -129,3 +132,31 @@ def test_link_snapshot_lists_trainers_as_supervisors_and_managers(
     assert tom is not None and tom.roles == (StaffRole.SUPERVISOR,)
     assert mona is not None and mona.roles == (StaffRole.MANAGER,)
     assert snapshot.lookup(badge_digest(KEY, "04A0A0A0")) is None  # not trained to use it
+
+
+def _online(lab: ServerRuntime) -> None:
+    status = ControllerStatus("laser", ControllerState.ONLINE, "0.2.0", "boot-2", time.time())
+    lab.bus.handle(cmds.RecordControllerStatus(status_topic(SITE, "laser"), status.encode()))
+
+
+def test_link_unconfirmed_command_is_resent_when_controller_comes_online(
+    lab: ServerRuntime, sent: list[OutgoingMessage]
+) -> None:
+    command_id = lab.bus.handle(cmds.LockMachine("laser", "closing", actor=MONA))
+    _online(lab)
+    resent = [m for m in sent if m.topic == command_topic(SITE, "laser")]
+    assert len(resent) == 2
+    assert resent[0].payload == resent[1].payload, "the same command id, so no double effect"
+    assert verify_command(resent[1].payload, KEY, now=time.time()).command_id == command_id
+
+
+def test_link_applied_command_is_not_resent(
+    lab: ServerRuntime, sent: list[OutgoingMessage], ingest: Ingest, events: EventFactory
+) -> None:
+    command_id = lab.bus.handle(cmds.LockMachine("laser", "closing", actor=MONA))
+    ingest(events(EventKind.COMMAND_APPLIED, command_id=command_id, command="lock"))
+    _online(lab)
+    assert len([m for m in sent if m.topic == command_topic(SITE, "laser")]) == 1
+    with lab.new_uow() as uow:
+        command = uow.commands.get(command_id)
+        assert command is not None and command.applied_at is not None

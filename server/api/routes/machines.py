@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Path
 from server.adapters.orm import Machine, UsageSession, utcnow
 from server.api.deps import ManagerPrincipal, OptionalPrincipal, RuntimeDep, UowDep
 from server.api.schemas import (
+    CommandPublic,
     ControllerCredentialsPublic,
     ControllerPublic,
     CurrentSession,
@@ -223,6 +224,27 @@ def lock(
     """End the session running on the machine now (relay off); badges work again after."""
     command_id = runtime.bus.handle(cmds.LockMachine(machine_id, body.reason, actor=principal))
     return LockPublic(command_id=command_id)
+
+
+@router.get("/{machine_id}/commands", response_model=list[CommandPublic], responses=NOT_FOUND)
+def list_commands(machine_id: MachineId, uow: UowDep, _: ManagerPrincipal) -> list[CommandPublic]:
+    """The latest commands sent to the machine's controller: pending, applied or expired."""
+    _machine(uow, machine_id)
+    now = utcnow()
+    return [
+        CommandPublic(
+            id=c.id,
+            kind=c.kind,
+            reason=c.reason,
+            issued_at=c.issued_at,
+            expires_at=c.expires_at,
+            sent_count=c.sent_count,
+            status="applied" if c.applied_at else "expired" if c.expires_at <= now else "pending",
+            applied_at=c.applied_at,
+            applied_message=c.applied_message,
+        )
+        for c in uow.commands.of_machine(machine_id)
+    ]
 
 
 @router.post(
