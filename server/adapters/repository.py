@@ -37,6 +37,14 @@ class _Repository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
+    def _page(
+        self, query: Select[Any], *order_by: Any, limit: int, offset: int
+    ) -> tuple[Sequence[Any], int]:
+        """One page of the query in the given order, and how many rows match in all."""
+        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        page = query.order_by(*order_by).limit(limit).offset(offset)
+        return self.session.scalars(page).all(), total
+
 
 class MemberRepository(_Repository):
     def get(self, member_id: str) -> Member | None:
@@ -67,9 +75,7 @@ class MemberRepository(_Repository):
             query = query.where(Member.category == category)
         if active is not None:
             query = query.where(Member.active.is_(active))
-        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        page = query.order_by(Member.name, Member.id).limit(limit).offset(offset)
-        return self.session.scalars(page).all(), total
+        return self._page(query, Member.name, Member.id, limit=limit, offset=offset)
 
     def with_roles(self, roles: set[str]) -> set[str]:
         """Ids of active members holding any of the lab-wide roles."""
@@ -165,9 +171,9 @@ class TrainingRepository(_Repository):
             query = query.where(Training.training_type_id == training_type_id)
         if not include_revoked:
             query = query.where(Training.revoked_at.is_(None))
-        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        page = query.order_by(Training.granted_at.desc(), Training.id.desc())
-        return self.session.scalars(page.limit(limit).offset(offset)).all(), total
+        return self._page(
+            query, Training.granted_at.desc(), Training.id.desc(), limit=limit, offset=offset
+        )
 
     def views(
         self, *, machine_id: str | None = None, member_ids: set[str] | None = None
@@ -294,9 +300,9 @@ class UsageSessionRepository(_Repository):
             query = query.where(UsageSession.member_id == member_id)
         if open_only:
             query = query.where(UsageSession.ended_at.is_(None))
-        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        page = query.order_by(UsageSession.started_at.desc(), UsageSession.id)
-        return self.session.scalars(page.limit(limit).offset(offset)).all(), total
+        return self._page(
+            query, UsageSession.started_at.desc(), UsageSession.id, limit=limit, offset=offset
+        )
 
 
 class DenialRepository(_Repository):
@@ -309,9 +315,9 @@ class DenialRepository(_Repository):
         query = select(BadgeDenial)
         if machine_id:
             query = query.where(BadgeDenial.machine_id == machine_id)
-        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        page = query.order_by(BadgeDenial.at.desc(), BadgeDenial.id.desc())
-        return self.session.scalars(page.limit(limit).offset(offset)).all(), total
+        return self._page(
+            query, BadgeDenial.at.desc(), BadgeDenial.id.desc(), limit=limit, offset=offset
+        )
 
 
 class EventRepository(_Repository):
@@ -421,9 +427,9 @@ class AuditRepository(_Repository):
         query = _filter_audit(
             select(AuditEntry), actor_id, action, object_type, object_id, since, until
         )
-        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        page = query.order_by(AuditEntry.at.desc(), AuditEntry.id.desc())
-        return self.session.scalars(page.limit(limit).offset(offset)).all(), total
+        return self._page(
+            query, AuditEntry.at.desc(), AuditEntry.id.desc(), limit=limit, offset=offset
+        )
 
 
 class CredentialRepository(_Repository):
