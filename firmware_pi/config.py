@@ -6,19 +6,23 @@ import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from firmware_pi import __version__
-from protocol import ProtocolError, check_segment
+from protocol import BrokerAddress, ProtocolError, check_segment
 
 MIN_KEY_BYTES = 32
 READER_KINDS = ("simulated", "mfrc522", "keyboard")
 _PIN_KEYS = ("relay_pin", "green_led_pin", "red_led_pin", "buzzer_pin", "busy_pin", "oops_pin")
-_INT_KEYS = ("mfrc522_bus", "mfrc522_device", "mfrc522_rst_pin", "busy_mcp3008_channel",
-             "snapshot_max_age_s", "outbox_max_events")
+_INT_KEYS = (
+    "mfrc522_bus",
+    "mfrc522_device",
+    "mfrc522_rst_pin",
+    "busy_mcp3008_channel",
+    "snapshot_max_age_s",
+    "outbox_max_events",
+)
 _FLOAT_KEYS = ("busy_threshold", "auth_timeout_s")
 _BOOL_KEYS = ("relay_active_high", "busy_active_high")
-_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
 
 class ConfigError(ValueError):
@@ -30,34 +34,12 @@ class ConfigError(ValueError):
         self.message = message
 
 
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where the MQTT broker listens, parsed from `mqtt://host:port` or `mqtts://host:port`."""
-
-    host: str
-    port: int
-    tls: bool
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError("broker_url", f"not a valid URL ({exc})") from None
-        if parts.scheme not in _DEFAULT_PORTS:
-            raise ConfigError("broker_url", "must start with mqtt:// or mqtts://")
-        if not parts.hostname:
-            raise ConfigError("broker_url", "has no host")
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ConfigError("broker_url", "must be only mqtt://host:port")
-        if parts.username or parts.password:
-            raise ConfigError("broker_url", "put credentials in username/password, not the URL")
-        return cls(
-            host=parts.hostname,
-            port=port if port is not None else _DEFAULT_PORTS[parts.scheme],
-            tls=parts.scheme == "mqtts",
-        )
+def parse_broker_url(url: str) -> BrokerAddress:
+    """The broker address, or a ConfigError naming `broker_url`."""
+    try:
+        return BrokerAddress.parse(url)
+    except ProtocolError as exc:
+        raise ConfigError("broker_url", exc.message) from None
 
 
 @dataclass(frozen=True)
@@ -98,7 +80,7 @@ class ControllerConfig:
                 check_segment(getattr(self, key), key)
             except ProtocolError as exc:
                 raise ConfigError(key, exc.message) from None
-        BrokerAddress.parse(self.broker_url)
+        parse_broker_url(self.broker_url)
         _decode_key(self.key_hex)
         if self.reader not in READER_KINDS:
             raise ConfigError("reader", f"must be one of: {', '.join(READER_KINDS)}")
@@ -137,7 +119,7 @@ class ControllerConfig:
 
     @property
     def broker(self) -> BrokerAddress:
-        return BrokerAddress.parse(self.broker_url)
+        return parse_broker_url(self.broker_url)
 
     @property
     def outbox_path(self) -> Path:

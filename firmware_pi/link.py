@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 
-from firmware_pi.config import BrokerAddress
 from protocol import (
     AuthRequest,
+    BrokerAddress,
     ControllerState,
     ControllerStatus,
     Event,

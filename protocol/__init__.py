@@ -10,6 +10,7 @@ from protocol.auth import (
     encode_auth_response,
     verify_auth_response,
 )
+from protocol.broker import BrokerAddress
 from protocol.commands import Command, CommandKind, encode_command, verify_command
 from protocol.errors import (
     ExpiredError,
@@ -63,6 +64,7 @@ __all__ = [
     "Ack",
     "AuthRequest",
     "AuthResponse",
+    "BrokerAddress",
     "Command",
     "CommandKind",
     "ControllerState",

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from protocol import check_segment
+from protocol import BrokerAddress, check_segment
 
 
 class Settings(BaseSettings):
@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     secure_cookies: bool = False
     # Raw controller events older than this are purged (sessions and bills are kept).
     raw_event_retention_days: int = Field(default=365, ge=1)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url_is_a_broker(cls, value: str) -> str:
+        BrokerAddress.parse(value)  # ProtocolError is a ValueError: a clear settings error
+        return value
 
     @field_validator("site")
     @classmethod

@@ -7,14 +7,19 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import cast
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from protocol import ProtocolError, TopicKind, parse_topic, shared_filter, subscription_filter
+from protocol import (
+    BrokerAddress,
+    ProtocolError,
+    TopicKind,
+    parse_topic,
+    shared_filter,
+    subscription_filter,
+)
 from server.service_layer.commands import (
     AnswerAuthRequest,
     IngestEvent,
@@ -26,22 +31,6 @@ from server.service_layer.ingest import IngestOutcome
 from server.service_layer.messagebus import MessageBus
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        """`mqtt://host:port` or `mqtts://host:port`; ValueError otherwise."""
-        parsed = urlparse(url)
-        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
-            raise ValueError(f"broker URL must be mqtt://host:port or mqtts://host:port: {url!r}")
-        tls = parsed.scheme == "mqtts"
-        return cls(parsed.hostname, parsed.port or (8883 if tls else 1883), tls)
 
 
 class ServerMqttLink:

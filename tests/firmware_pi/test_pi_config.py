@@ -9,7 +9,8 @@ import pytest
 from pi_helpers import KEY, KEY_HEX, make_config
 
 from firmware_pi import __version__
-from firmware_pi.config import BrokerAddress, ConfigError, ControllerConfig
+from firmware_pi.config import ConfigError, ControllerConfig
+from protocol import BrokerAddress
 
 EXAMPLE = Path(__file__).parents[2] / "firmware_pi" / "example-config.toml"
 
