@@ -136,16 +136,12 @@ class IngestWorker:
         self.stats: Counter[str] = Counter()
         self._queue: queue.Queue[object] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._idle = threading.Event()
-        self._idle.set()
 
     def submit(self, topic: str, payload: bytes) -> None:
-        self._idle.clear()
         self._queue.put((topic, payload))
 
     def request_republish(self) -> None:
         """Republish every machine's config (after connecting: retained copies may be gone)."""
-        self._idle.clear()
         self._queue.put(_REPUBLISH)
 
     def start(self) -> None:
@@ -156,9 +152,6 @@ class IngestWorker:
         self._queue.put(None)
         if self._thread:
             self._thread.join(timeout=10)
-
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        return self._idle.wait(timeout)
 
     def _run(self) -> None:
         while True:
@@ -171,8 +164,6 @@ class IngestWorker:
                 # The database may be down: nothing was acked, the controller resends.
                 self.stats["errors"] += 1
                 logger.exception("ingest failed; the message will be resent by its controller")
-            if self._queue.empty():
-                self._idle.set()
 
     def _process(self, item: object) -> None:
         if item is _REPUBLISH:

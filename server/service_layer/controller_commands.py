@@ -23,8 +23,8 @@ def send_command(
     reason: str | None = None,
     timeout_s: int | None = None,
 ) -> str | None:
-    """Record and queue a signed command for the machine's controller; returns its id
-    (None: no controller).
+    """Record and queue a signed command for the machine's controller, in the caller's
+    transaction (sent once it commits); returns its id (None: no controller).
 
     Commands are not retained: a controller away now gets it when it comes back online
     (`resend_pending`), until it confirms it or it expires. What they set (out of
@@ -59,7 +59,6 @@ def send_command(
             sent_count=1,
         )
     )
-    uow.commit()
     uow.outgoing.append(OutgoingMessage(command_topic(machine.site, machine.id), payload, qos=1))
     return command.command_id
 

@@ -156,9 +156,9 @@ def set_out_of_service(cmd: cmds.SetOutOfService, uow: SqlAlchemyUnitOfWork) -> 
         uow, actor=cmd.actor, action=action, object_type="machine", object_id=machine.id,
         before=before, after=machine_facts(machine), at=cmd.at,
     )  # fmt: skip
-    uow.commit()
     kind = CommandKind.OUT_OF_SERVICE if cmd.out_of_service else CommandKind.BACK_IN_SERVICE
     send_command(uow, machine, kind, cmd.at, reason=cmd.reason)
+    uow.commit()
     uow.machines_to_publish.add(machine.id)
 
 

@@ -218,10 +218,10 @@ def start_enrollment(cmd: cmds.StartEnrollment, uow: SqlAlchemyUnitOfWork) -> in
         expires_at=cmd.at + timedelta(seconds=cmd.window_s),
     )
     uow.enrollments.add(enrollment)
-    uow.commit()
     # The controller reports the next badge as badge_enrolled instead of deciding on it;
     # an older controller denies it as unknown, which completes the enrollment too.
     send_command(uow, machine, CommandKind.ENROLL_BADGE, cmd.at, timeout_s=cmd.window_s)
+    uow.commit()
     return enrollment.id
 
 
