@@ -175,6 +175,17 @@ class TrainingRepository(_Repository):
             query, Training.granted_at.desc(), Training.id.desc(), limit=limit, offset=offset
         )
 
+    def lapsable(self, training_type_ids: set[str] | None = None) -> Sequence[Training]:
+        """Unrevoked trainings of types that lapse for disuse (of the given types if set)."""
+        query = (
+            select(Training)
+            .join(TrainingType, TrainingType.id == Training.training_type_id)
+            .where(Training.revoked_at.is_(None), TrainingType.lapse_months.is_not(None))
+        )
+        if training_type_ids is not None:
+            query = query.where(Training.training_type_id.in_(training_type_ids))
+        return self.session.scalars(query).all()
+
     def views(
         self, *, machine_id: str | None = None, member_ids: set[str] | None = None
     ) -> list[TrainingView]:

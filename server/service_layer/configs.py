@@ -40,16 +40,17 @@ def machine_grants(uow: SqlAlchemyUnitOfWork, machine_id: str, now: datetime) ->
 
 
 def machine_staff(
-    uow: SqlAlchemyUnitOfWork, machine_id: str, grants: list[BadgeGrant]
+    uow: SqlAlchemyUnitOfWork, grants: list[BadgeGrant], managers: set[str]
 ) -> list[StaffGrant]:
-    """Trainers on the machine supervise; managers may override out-of-service."""
+    """Trainers on the machine supervise; managers (every machine) may override
+    out-of-service."""
     roles: dict[str, set[StaffRole]] = {}
     expiry: dict[str, datetime | None] = {}
     for grant in grants:
         if grant.level is Level.TRAINER:
             roles.setdefault(grant.member_id, set()).add(StaffRole.SUPERVISOR)
             expiry[grant.member_id] = grant.expires_at
-    for member_id in uow.members.with_roles({Role.MANAGER.value, Role.ADMIN.value}):
+    for member_id in managers:
         roles.setdefault(member_id, set()).add(StaffRole.MANAGER)
         expiry[member_id] = None  # a manager's override does not lapse with a training
     return [
@@ -62,13 +63,14 @@ def publish_configs(cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork) -> list[str]
     """Build, sign and version the config of the machines; the messages go out after commit."""
     ids = sorted(cmd.machine_ids) if cmd.machine_ids is not None else uow.machines.ids()
     published = []
+    managers = uow.members.with_roles({Role.MANAGER.value, Role.ADMIN.value})
     for machine_id in ids:
         machine = uow.machines.get(machine_id)
         controller = machine.controller if machine else None
         if machine is None or controller is None:
             continue
         grants = machine_grants(uow, machine.id, cmd.at)
-        staff = machine_staff(uow, machine.id, grants)
+        staff = machine_staff(uow, grants, managers)
         snapshot, digest = build_snapshot(
             site=machine.site,
             machine_id=machine.id,

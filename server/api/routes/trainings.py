@@ -210,15 +210,16 @@ def lapsing_trainings(
     principal: TrainerPrincipal,
     within_days: Annotated[int, Query(ge=0, le=3650)] = 30,
 ) -> list[TrainingPublic]:
-    """Live trainings that lapse for disuse within `within_days` (soonest first)."""
-    rows, _ = uow.trainings.page(limit=100_000)
-    if not principal.is_manager:
-        rows = [t for t in rows if t.training_type_id in principal.trainer_of]
-    horizon = utcnow() + timedelta(days=within_days)
+    """Live trainings that lapse for disuse within `within_days` (soonest first).
+
+    Managers see every training; trainers those of the trainings they are trainer of.
+    """
+    types = None if principal.is_manager else set(principal.trainer_of)
     now = utcnow()
+    horizon = now + timedelta(days=within_days)
     lapsing = [
         t
-        for t in _trainings_public(uow, list(rows))
+        for t in _trainings_public(uow, list(uow.trainings.lapsable(types)))
         if t.lapses_at is not None and now < t.lapses_at <= horizon
     ]
     return sorted(lapsing, key=lambda t: t.lapses_at or now)
