@@ -287,6 +287,15 @@ class UsageSessionRepository(_Repository):
         query = select(UsageSession).where(UsageSession.ended_at.is_(None))
         return self.session.scalars(query).all()
 
+    def latest_open(self, machine_id: str) -> UsageSession | None:
+        """The machine's running session (the latest, should a stale one linger)."""
+        query = (
+            select(UsageSession)
+            .where(UsageSession.machine_id == machine_id, UsageSession.ended_at.is_(None))
+            .order_by(UsageSession.started_at.desc())
+        )
+        return self.session.scalars(query).first()
+
     def page(
         self,
         *,

@@ -24,6 +24,7 @@ from server.api.schemas import (
     OutOfServiceRequest,
     RowId,
 )
+from server.bootstrap import ServerRuntime
 from server.domain.access import Principal
 from server.domain.floor import controller_online, machine_state
 from server.service_layer import commands as cmds
@@ -126,13 +127,24 @@ def _machine(uow: SqlAlchemyUnitOfWork, machine_id: str) -> Machine:
     return machine
 
 
+def _machine_public(
+    uow: SqlAlchemyUnitOfWork,
+    runtime: ServerRuntime,
+    machine_id: str,
+    viewer: Principal | None,
+) -> MachinePublic:
+    """One machine's live state, read afresh (after a change the request just made)."""
+    uow.session.expire_all()
+    missed = runtime.settings.controller_offline_after_missed_heartbeats
+    machine = _machine(uow, machine_id)
+    return _public(uow, machine, uow.sessions.latest_open(machine_id), viewer, missed)
+
+
 @router.get("/{machine_id}", response_model=MachinePublic, responses=NOT_FOUND)
 def get_machine(
     machine_id: MachineId, uow: UowDep, viewer: OptionalPrincipal, runtime: RuntimeDep
 ) -> MachinePublic:
-    machine = _machine(uow, machine_id)
-    missed = runtime.settings.controller_offline_after_missed_heartbeats
-    return _public(uow, machine, _open_by_machine(uow).get(machine_id), viewer, missed)
+    return _machine_public(uow, runtime, machine_id, viewer)
 
 
 @router.post(
@@ -164,7 +176,7 @@ def create_machine(
             actor=principal,
         )
     )
-    return _public(uow, _machine(uow, body.id), None, principal)
+    return _machine_public(uow, runtime, body.id, principal)
 
 
 @router.patch("/{machine_id}", response_model=MachinePublic, responses=NOT_FOUND)
@@ -190,8 +202,7 @@ def update_machine(
             actor=principal,
         )
     )
-    uow.session.expire_all()
-    return _public(uow, _machine(uow, machine_id), _open_by_machine(uow).get(machine_id), principal)
+    return _machine_public(uow, runtime, machine_id, principal)
 
 
 @router.post("/{machine_id}/out-of-service", response_model=MachinePublic, responses=NOT_FOUND)
@@ -204,8 +215,7 @@ def out_of_service(
 ) -> MachinePublic:
     """Refuse every badge on the machine (a manager may still override at the machine)."""
     runtime.bus.handle(cmds.SetOutOfService(machine_id, True, body.reason, actor=principal))
-    uow.session.expire_all()
-    return _public(uow, _machine(uow, machine_id), _open_by_machine(uow).get(machine_id), principal)
+    return _machine_public(uow, runtime, machine_id, principal)
 
 
 @router.post("/{machine_id}/back-in-service", response_model=MachinePublic, responses=NOT_FOUND)
@@ -213,8 +223,7 @@ def back_in_service(
     machine_id: MachineId, runtime: RuntimeDep, uow: UowDep, principal: ManagerPrincipal
 ) -> MachinePublic:
     runtime.bus.handle(cmds.SetOutOfService(machine_id, False, actor=principal))
-    uow.session.expire_all()
-    return _public(uow, _machine(uow, machine_id), _open_by_machine(uow).get(machine_id), principal)
+    return _machine_public(uow, runtime, machine_id, principal)
 
 
 @router.post("/{machine_id}/lock", response_model=LockPublic, responses=NOT_FOUND)
