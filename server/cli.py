@@ -281,12 +281,5 @@ def _admin_bus() -> Iterator[MessageBus]:
         runtime.engine.dispose()
 
 
-def _bus() -> MessageBus:
-    """A bus over the configured database; configs are republished by the running server."""
-    from server.bootstrap import ServerRuntime
-
-    return ServerRuntime(Settings(), mqtt_enabled=False).bus
-
-
 if __name__ == "__main__":
     app()

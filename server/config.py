@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -45,8 +44,3 @@ class Settings(BaseSettings):
     @classmethod
     def _site_is_slug(cls, value: str) -> str:
         return check_segment(value, "site")
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()

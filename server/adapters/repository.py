@@ -131,9 +131,6 @@ class ControllerRepository(_Repository):
     def add(self, controller: Controller) -> None:
         self.session.add(controller)
 
-    def for_machine(self, machine_id: str) -> Controller | None:
-        return self.session.scalar(select(Controller).where(Controller.machine_id == machine_id))
-
     def all(self) -> Sequence[Controller]:
         return self.session.scalars(select(Controller).order_by(Controller.id)).all()
 

@@ -44,10 +44,6 @@ class Principal:
         return self.has(Role.MANAGER)
 
 
-def highest_level(levels: list[Level]) -> Level:
-    return max(levels, key=LEVEL_RANK.__getitem__)
-
-
 def may_grant(actor: Principal, training_type_id: str, level: Level) -> bool:
     """Managers grant any level; a trainer of the type grants up to autonomous."""
     if actor.is_manager:
