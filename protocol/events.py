@@ -231,12 +231,19 @@ class Ack:
 
     `rejected` lists the seqs among them that failed validation: they are kept by the
     server as rejected events and must not be sent again.
+
+    `conflicts` lists seqs of this outbox that the server already holds under a
+    *different* event id (an outbox restored from a backup, or another publisher on
+    the stream). They are never covered by `up_to_seq`; a controller that sees one, or
+    an `up_to_seq` beyond the last seq it issued, starts a new outbox stream for its
+    unacknowledged events instead of deleting them.
     """
 
     controller_id: str
     outbox_id: str
     up_to_seq: int
     rejected: tuple[int, ...] = ()
+    conflicts: tuple[int, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
     def encode(self) -> bytes:
@@ -247,6 +254,7 @@ class Ack:
                 "outbox_id": self.outbox_id,
                 "up_to_seq": self.up_to_seq,
                 "rejected": list(self.rejected),
+                "conflicts": list(self.conflicts),
             }
         )
 
@@ -254,15 +262,24 @@ class Ack:
     def decode(cls, payload: bytes | str) -> Ack:
         d = f.load_object(payload, "ack")
         f.check_schema_version(d, SCHEMA_VERSION)
-        rejected = f.req_list(d, "rejected")
-        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in rejected):
-            raise ProtocolError("rejected", "must be a list of positive integers")
+        rejected = _seq_list(f.req_list(d, "rejected"), "rejected")
+        # Optional: acks from servers before it was introduced carry no conflicts.
+        conflicts = _seq_list(d.get("conflicts") or [], "conflicts")
         return cls(
             controller_id=f.req_str(d, "controller_id", max_len=64),
             outbox_id=f.req_str(d, "outbox_id", max_len=64),
             up_to_seq=f.req_int(d, "up_to_seq"),
-            rejected=tuple(rejected),
+            rejected=rejected,
+            conflicts=conflicts,
         )
+
+
+def _seq_list(values: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(values, list) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in values
+    ):
+        raise ProtocolError(name, "must be a list of positive integers")
+    return tuple(values)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ acks = st.builds(
     outbox_id=ids,
     up_to_seq=counts,
     rejected=st.lists(seqs, max_size=5).map(tuple),
+    conflicts=st.lists(seqs, max_size=3).map(tuple),
 )
 
 statuses = st.builds(

@@ -243,6 +243,9 @@ def _ack_dict(**overrides: Any) -> dict[str, Any]:
         ("rejected", ["3"]),
         ("rejected", [True]),
         ("rejected", 3),
+        ("conflicts", [0]),
+        ("conflicts", ["3"]),
+        ("conflicts", 3),
         ("up_to_seq", -1),
         ("up_to_seq", "12"),
         ("outbox_id", ""),
@@ -255,6 +258,14 @@ def test_ack_decode_bad_field_is_named(field: str, value: Any) -> None:
 
 def test_ack_decode_up_to_zero_means_nothing_committed() -> None:
     assert Ack.decode(_encode(_ack_dict(up_to_seq=0, rejected=[]))).up_to_seq == 0
+
+
+def test_ack_decode_without_conflicts_means_none() -> None:
+    assert Ack.decode(_encode(_ack_dict())).conflicts == ()
+
+
+def test_ack_decode_reads_conflicts() -> None:
+    assert Ack.decode(_encode(_ack_dict(conflicts=[13, 14]))).conflicts == (13, 14)
 
 
 def test_ack_decode_non_object_names_the_payload() -> None:
