@@ -269,7 +269,10 @@ class AnalogInput(Protocol):
 class BusySensor(_ClosingContext):
     """Whether the tool is working: a digital current-sense switch, or an ADC threshold.
 
-    Digital: `pin` with the sensor's contact (`active_high`, `pull_up` as wired).
+    Digital: `pin` with the sensor's output; `active_high` is the sensor's polarity
+    (False: the pin goes low while the tool works). `pull_up`: the internal pull
+    resistor; None (default) pulls toward the sensor's idle level (down for an
+    active-high sensor, up for an active-low one), so an unplugged sensor reads idle.
     Analog: `mcp3008_channel` (0-7) and `threshold` (0..1 of full scale); the reading
     must cross `threshold ± hysteresis` to change state, so a current hovering at the
     threshold does not flap. `adc` injects any object with a `value` (tests, other ADCs).
@@ -279,7 +282,7 @@ class BusySensor(_ClosingContext):
         self,
         *,
         pin: PinSpec | None = None,
-        pull_up: bool | None = False,
+        pull_up: bool | None = None,
         active_high: bool = True,
         bounce_time: float | None = 0.05,
         mcp3008_channel: int | None = None,
@@ -293,6 +296,7 @@ class BusySensor(_ClosingContext):
         self.threshold = threshold
         self.hysteresis = hysteresis
         self._analog_state = False
+        self._inverted = False
         if adc is None and mcp3008_channel is not None:
             from gpiozero import MCP3008  # only when an ADC is configured
 
@@ -300,13 +304,13 @@ class BusySensor(_ClosingContext):
         if self._adc is None:
             if pin is None:
                 raise ValueError("BusySensor needs a pin or an MCP3008 channel")
+            pull = (not active_high) if pull_up is None else pull_up
             self._digital = DigitalInputDevice(
-                pin,
-                pull_up=pull_up,
-                active_state=None if pull_up is not None else active_high,
-                bounce_time=bounce_time,
-                pin_factory=pin_factory,
+                pin, pull_up=pull, bounce_time=bounce_time, pin_factory=pin_factory
             )
+            # With a pull resistor gpiozero takes the pulled level as inactive; the
+            # sensor's own polarity decides, so invert when the two disagree.
+            self._inverted = pull == active_high
 
     @property
     def kind(self) -> str:
@@ -323,7 +327,7 @@ class BusySensor(_ClosingContext):
     @property
     def is_busy(self) -> bool:
         if self._digital is not None:
-            return bool(self._digital.is_active)
+            return bool(self._digital.is_active) != self._inverted
         value = self.reading
         if self._analog_state:
             self._analog_state = value > self.threshold - self.hysteresis

@@ -213,3 +213,15 @@ def test_cli_simulate_drives_the_controller_from_stdin(tmp_path: Path) -> None:
     assert "relay off, no session, busy=True" in result.output
     assert "stopped; relay off" in result.output
     wait_until(lambda: True)
+
+
+@pytest.mark.parametrize("pull_up", [None, True, False])
+def test_busy_sensor_active_low_reads_low_pin_as_busy(
+    pin_factory: MockFactory, pull_up: bool | None
+) -> None:
+    with BusySensor(pin=5, active_high=False, pull_up=pull_up, pin_factory=pin_factory,
+                    bounce_time=None) as sensor:
+        pin_factory.pin(5).drive_high()
+        assert not sensor.is_busy
+        pin_factory.pin(5).drive_low()
+        assert sensor.is_busy

@@ -553,3 +553,53 @@ def test_scenario_busy_pin_and_buzzer_on_mock_pins(tmp_path: Path) -> None:
     with Outbox(cfg.outbox_path) as outbox:
         data = [json.loads(json.dumps(e.data)) for e in outbox.pending()]
     assert data[-1]["reason"] == "shutdown"
+
+
+@pytest.mark.parametrize("active_high", [True, False], ids=["active-high", "active-low"])
+def test_scenario_busy_sensor_polarity_from_config_keeps_session_while_working(
+    tmp_path: Path, active_high: bool
+) -> None:
+    """Issue 7 defect 5: `busy_active_high = false` read through config → bootstrap →
+    hardware: an active-low sensor pulling its pin low means *working*."""
+    pins = MockFactory()
+    cfg = make_config(tmp_path / "data", busy_pin=BUSY, busy_active_high=active_high)
+    cfg.data_dir.mkdir(parents=True)
+    cfg.snapshot_path.write_bytes(signed_config(lab_snapshot(idle_timeout_s=600, warning_s=60)))
+    clock = FakeClock()
+    app = build_controller(cfg, pin_factory=pins, reader=SimulatedReader(), clock=clock,
+                           link=FakeLink())
+    app.read_timeout_s = 0.0
+    busy_pin = pins.pin(BUSY)
+
+    def sensor(working: bool) -> None:
+        if working == active_high:
+            busy_pin.drive_high()
+        else:
+            busy_pin.drive_low()
+
+    try:
+        sensor(False)
+        app.begin()
+        app.step()
+        assert app.hardware.busy is not None and not app.hardware.busy.is_busy
+        app.reader.tap(ALICE)
+        app.step()
+        sensor(True)
+        for _ in range(700):  # working for 700 s, past the 600 s idle timeout
+            clock.advance(1)
+            app.step()
+        assert pins.pin(RELAY).state, "idle timeout cut the power of a working tool"
+        kinds = [e.kind for e in app.outbox.pending(limit=1000)]
+        assert EventKind.BUSY_STARTED in kinds
+        assert EventKind.SESSION_ENDED not in kinds
+        sensor(False)
+        for _ in range(601):
+            clock.advance(1)
+            app.step()
+        assert not pins.pin(RELAY).state
+        ended = [e.data for e in app.outbox.pending(limit=1000)
+                 if e.kind is EventKind.SESSION_ENDED]
+        assert ended[-1]["reason"] == "idle_timeout"
+        assert ended[-1]["busy_seconds"] == pytest.approx(700, abs=2)
+    finally:
+        app.stop()
