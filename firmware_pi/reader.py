@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REARM_S = 0.7  # a card must be away this long before it counts as a new tap
 DEFAULT_POLL_S = 0.05
+# ISO/IEC 14443-3 type A: SELECT codes of cascade levels 1-3, the cascade tag that
+# starts an incomplete level, the SAK bit saying the UID continues, and HLTA.
+_SELECT_CODES = (0x93, 0x95, 0x97)
+_CASCADE_TAG = 0x88
+_SAK_CASCADE = 0x04
+_HLTA = 0x50
 
 
 class CardReader(abc.ABC):
@@ -211,10 +217,12 @@ class MFRC522Reader(_PollingReader):
     """An MFRC522 on SPI through the `mfrc522` package (pip install mfrc522).
 
     Each poll wakes every card in the field (WUPA, so a card left on the reader keeps
-    answering) and reads its UID by anticollision (cascade level 1: the 4-byte UID, or
-    for 7-byte UIDs the first level's 0x88 + 3 bytes, which is stable per card).
-    Misses between reads of a card lying on the reader are normal (ISO 14443 state
-    changes); the Debouncer's `rearm_s` and the hold grace period absorb them.
+    answering), reads its whole UID by anticollision and select through every cascade
+    level of ISO/IEC 14443-3 (4, 7 or 10 bytes: two NTAG or DESFire cards that share
+    their first bytes are two badges), then halts it (HLTA) so that the next poll's
+    WUPA wakes it again. A frame that fails its BCC, CRC_A or cascade rules is a miss,
+    never a partial UID. Misses between reads of a card lying on the reader are
+    normal; the Debouncer's `rearm_s` and the hold grace period absorb them.
     """
 
     senses_presence = True
@@ -250,10 +258,47 @@ class MFRC522Reader(_PollingReader):
         status, _bits = chip.MFRC522_Request(chip.PICC_REQALL)
         if status != chip.MI_OK:
             return None
-        status, uid = chip.MFRC522_Anticoll()
-        if status != chip.MI_OK or len(uid) < 4:
+        uid: list[int] = []
+        for select in _SELECT_CODES:
+            level = self._cascade_level(select)
+            if level is None:
+                return None
+            data, sak = level
+            if data[0] == _CASCADE_TAG:
+                if not sak & _SAK_CASCADE:
+                    return None  # a cascade tag, yet the card says the UID is complete
+                uid += data[1:]
+                continue
+            if sak & _SAK_CASCADE:
+                return None  # the card says more follows, but this level has no tag
+            uid += data
+            self._halt()
+            return bytes(uid).hex().upper()
+        return None  # more than three cascade levels: not a type A card
+
+    def _cascade_level(self, select: int) -> tuple[list[int], int] | None:
+        """ANTICOLLISION then SELECT at one cascade level: its 4 bytes and the SAK."""
+        chip = self.chip
+        chip.Write_MFRC522(chip.BitFramingReg, 0x00)
+        status, data, _bits = chip.MFRC522_ToCard(chip.PCD_TRANSCEIVE, [select, 0x20])
+        if status != chip.MI_OK or len(data) != 5:
             return None
-        return bytes(uid[:4]).hex().upper()
+        if data[0] ^ data[1] ^ data[2] ^ data[3] != data[4]:
+            return None  # BCC mismatch: a collision or a noisy read
+        frame = [select, 0x70, *data]
+        frame += chip.CalulateCRC(frame)
+        status, answer, bits = chip.MFRC522_ToCard(chip.PCD_TRANSCEIVE, frame)
+        if status != chip.MI_OK or bits != 24 or len(answer) < 3:
+            return None
+        if list(answer[1:3]) != chip.CalulateCRC([answer[0]]):
+            return None
+        return list(data[:4]), answer[0]
+
+    def _halt(self) -> None:
+        """HLTA: the card goes quiet until the next WUPA (it does not answer HLTA)."""
+        chip = self.chip
+        frame = [_HLTA, 0x00]
+        chip.MFRC522_ToCard(chip.PCD_TRANSCEIVE, frame + chip.CalulateCRC(frame))
 
     def describe(self) -> str:
         return f"MFRC522 on SPI (chip version 0x{self.version:02X}, reset pin {self.rst_pin})"

@@ -16,21 +16,116 @@ import pytest
 from firmware_pi.reader import MFRC522Reader
 
 # Registers and commands of the MFRC522 datasheet.
-COMMAND, COMM_IRQ, ERROR, FIFO_DATA, FIFO_LEVEL, CONTROL, BIT_FRAMING, VERSION = (
-    0x01, 0x04, 0x06, 0x09, 0x0A, 0x0C, 0x0D, 0x37)
-TRANSCEIVE, IDLE, SOFT_RESET = 0x0C, 0x00, 0x0F
-REQA, WUPA, ANTICOLL = 0x26, 0x52, 0x93
+COMMAND, COMM_IRQ, DIV_IRQ, ERROR, FIFO_DATA, FIFO_LEVEL, CONTROL, BIT_FRAMING = (
+    0x01, 0x04, 0x05, 0x06, 0x09, 0x0A, 0x0C, 0x0D)
+CRC_RESULT_MSB, CRC_RESULT_LSB, VERSION = 0x21, 0x22, 0x37
+TRANSCEIVE, CALC_CRC, IDLE, SOFT_RESET = 0x0C, 0x03, 0x00, 0x0F
+# PICC commands of ISO/IEC 14443-3.
+REQA, WUPA, HLTA = 0x26, 0x52, 0x50
+SEL_CL1, SEL_CL2, SEL_CL3 = 0x93, 0x95, 0x97
+CASCADE_TAG = 0x88
+SAK_CASCADE = 0x04  # SAK bit 3: the UID is not complete at this level
+
+
+def crc_a(data: list[int]) -> list[int]:
+    """ISO/IEC 14443-3 CRC_A (initial 0x6363), low byte first."""
+    crc = 0x6363
+    for byte in data:
+        byte ^= crc & 0xFF
+        byte = (byte ^ (byte << 4)) & 0xFF
+        crc = ((crc >> 8) ^ (byte << 8) ^ (byte << 3) ^ (byte >> 4)) & 0xFFFF
+    return [crc & 0xFF, crc >> 8]
+
+
+class SimulatedCard:
+    """A PICC of ISO/IEC 14443-3 type A with a 4, 7 or 10-byte UID.
+
+    States IDLE, READY (at cascade level `level`), ACTIVE, HALT. WUPA wakes it from
+    IDLE or HALT, REQA only from IDLE; at each cascade level it answers ANTICOLLISION
+    with 4 bytes and their BCC (a cascade tag 0x88 and 3 UID bytes while the UID
+    continues at the next level) and SELECT with a SAK (cascade bit set while the UID
+    is incomplete) and CRC_A. HLTA halts an ACTIVE card; anything else unexpected
+    sends it back to IDLE, as the standard says.
+    """
+
+    def __init__(self, uid: bytes, *, sak: int = 0x00) -> None:
+        if len(uid) not in (4, 7, 10):
+            raise ValueError("a type A UID has 4, 7 or 10 bytes")
+        self.uid = uid
+        self.sak = sak  # the final SAK (e.g. 0x00 NTAG, 0x20 DESFire, 0x08 Classic)
+        self.state = "IDLE"
+        self.level = 0  # cascade level index while READY: 0, 1, 2
+
+    @property
+    def levels(self) -> int:
+        return {4: 1, 7: 2, 10: 3}[len(self.uid)]
+
+    def atqa(self) -> list[int]:
+        size_bits = {4: 0x00, 7: 0x40, 10: 0x80}[len(self.uid)]
+        return [0x04 | size_bits, 0x00]
+
+    def level_bytes(self, level: int) -> list[int]:
+        """The 4 UID-CLn bytes of a cascade level (with the cascade tag if not last)."""
+        last = level == self.levels - 1
+        chunk = list(self.uid[3 * level:3 * level + (4 if last else 3)])
+        return chunk if last else [CASCADE_TAG, *chunk]
+
+    def receive(self, frame: list[int]) -> list[int] | None:
+        """The card's answer to one frame, or None (silence)."""
+        if frame == [WUPA] and self.state in ("IDLE", "HALT"):
+            self.state, self.level = "READY", 0
+            return self.atqa()
+        if frame == [REQA] and self.state == "IDLE":
+            self.state, self.level = "READY", 0
+            return self.atqa()
+        if self.state == "READY" and frame[:1] == [(SEL_CL1, SEL_CL2, SEL_CL3)[self.level]]:
+            return self._cascade(frame)
+        if self.state == "ACTIVE" and frame[:2] == [HLTA, 0x00]:
+            self.state = "HALT"
+            return None
+        self.state = "IDLE"  # an unexpected frame: back to IDLE, silently
+        return None
+
+    def _cascade(self, frame: list[int]) -> list[int] | None:
+        data = self.level_bytes(self.level)
+        bcc = data[0] ^ data[1] ^ data[2] ^ data[3]
+        if frame[1:] == [0x20]:  # ANTICOLLISION: the whole UID-CLn, no bits known yet
+            return [*data, bcc]
+        if len(frame) == 9 and frame[1] == 0x70 and frame[2:7] == [*data, bcc]:
+            if frame[7:] != crc_a(frame[:7]):
+                self.state = "IDLE"
+                return None
+            if self.level < self.levels - 1:
+                self.level += 1
+                sak = SAK_CASCADE
+            else:
+                self.state = "ACTIVE"
+                sak = self.sak & ~SAK_CASCADE
+            return [sak, *crc_a([sak])]
+        self.state = "IDLE"
+        return None
 
 
 class SimulatedChip:
-    """Enough of an MFRC522 for REQA/WUPA and cascade-level-1 anticollision."""
+    """Enough of an MFRC522 for WUPA/REQA, anticollision and select at every cascade
+    level, HLTA and the coprocessor's CRC_A, with one card (or none) in the field."""
 
     def __init__(self) -> None:
         self.regs = [0] * 64
         self.regs[VERSION] = 0x92
         self.fifo: list[int] = []
-        self.card: bytes | None = None  # 4-byte UID of the card in the field
+        self._card: SimulatedCard | None = None
         self.transfers = 0
+        self.frames: list[list[int]] = []  # every frame sent to the card
+
+    @property
+    def card(self) -> SimulatedCard | None:
+        return self._card
+
+    @card.setter
+    def card(self, card: SimulatedCard | bytes | None) -> None:
+        """Put a card (or its UID: a fresh card in the field, state IDLE) or none."""
+        self._card = SimulatedCard(card) if isinstance(card, bytes) else card
 
     def xfer2(self, data: list[int]) -> list[int]:
         self.transfers += 1
@@ -49,14 +144,19 @@ class SimulatedChip:
             self.fifo.append(value)
         elif address == FIFO_LEVEL and value & 0x80:
             self.fifo.clear()
-        elif address == COMM_IRQ:
+        elif address in (COMM_IRQ, DIV_IRQ):
             # Bit 7 set: set the marked bits; clear: clear them.
             if value & 0x80:
-                self.regs[COMM_IRQ] |= value & 0x7F
+                self.regs[address] |= value & 0x7F
             else:
-                self.regs[COMM_IRQ] &= ~value & 0x7F
+                self.regs[address] &= ~value & 0x7F
         elif address == COMMAND:
             self.regs[COMMAND] = value
+            if value == CALC_CRC:
+                low, high = crc_a(self.fifo)
+                self.fifo = []
+                self.regs[CRC_RESULT_LSB], self.regs[CRC_RESULT_MSB] = low, high
+                self.regs[DIV_IRQ] |= 0x04  # CRCIRq
         elif address == BIT_FRAMING:
             self.regs[BIT_FRAMING] = value
             if value & 0x80 and self.regs[COMMAND] == TRANSCEIVE:
@@ -66,20 +166,14 @@ class SimulatedChip:
 
     def transceive(self) -> None:
         sent, self.fifo = self.fifo, []
+        self.frames.append(sent)
         self.regs[ERROR] = 0
         self.regs[CONTROL] = 0
-        if self.card is None:
+        answer = None if self._card is None else self._card.receive(sent)
+        if answer is None:
             self.regs[COMM_IRQ] = 0x01 | 0x10  # timer + idle: no answer
             return
-        if sent[:1] in ([REQA], [WUPA]):
-            self.fifo = [0x04, 0x00]  # ATQA
-        elif sent[:2] == [ANTICOLL, 0x20]:
-            uid = list(self.card)
-            bcc = uid[0] ^ uid[1] ^ uid[2] ^ uid[3]
-            self.fifo = [*uid, bcc]
-        else:
-            self.regs[COMM_IRQ] = 0x01 | 0x10
-            return
+        self.fifo = answer
         self.regs[COMM_IRQ] = 0x20 | 0x10  # rx + idle
 
 
@@ -204,3 +298,71 @@ def test_mfrc522_reader_explains_missing_package(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "mfrc522", None)
     with pytest.raises(RuntimeError, match="mfrc522"):
         MFRC522Reader(start=False)
+
+
+@pytest.mark.parametrize(
+    "uid",
+    [
+        pytest.param("04A1B2C3", id="4-byte"),
+        pytest.param("04112233445566", id="7-byte-ntag"),
+        pytest.param("04112233445566778899", id="10-byte"),
+    ],
+)
+def test_mfrc522_reader_reads_the_full_uid_through_every_cascade_level(
+    chip: SimulatedChip, uid: str
+) -> None:
+    """Issue 7 defect 9: a 7- or 10-byte UID is read in full, not cut to 0x88 + 3 bytes."""
+    reader = make_reader(Clock())
+    chip.card = bytes.fromhex(uid)
+
+    reader.poll_once()
+
+    assert reader.read(0) == uid
+    assert reader.errors == 0
+    reader.close()
+
+
+def test_mfrc522_reader_tells_apart_7_byte_cards_sharing_their_first_bytes(
+    chip: SimulatedChip,
+) -> None:
+    """Two NTAGs of one maker share the first cascade level (0x88 04 11 22)."""
+    clock = Clock()
+    reader = make_reader(clock)
+    chip.card = SimulatedCard(bytes.fromhex("04112233445566"), sak=0x00)
+    reader.poll_once()
+    chip.card = SimulatedCard(bytes.fromhex("041122AABBCCDD"), sak=0x20)
+    clock.t += 0.05
+    reader.poll_once()
+
+    assert [reader.read(0), reader.read(0)] == ["04112233445566", "041122AABBCCDD"]
+    reader.close()
+
+
+def test_mfrc522_reader_keeps_reading_a_7_byte_card_left_on_it(chip: SimulatedChip) -> None:
+    """Every poll reads the card again (it is halted after each read and woken by WUPA)."""
+    clock = Clock()
+    reader = make_reader(clock)
+    chip.card = bytes.fromhex("04112233445566")
+    for _ in range(20):
+        reader.poll_once()
+        clock.t += 0.05
+    assert reader.read(0) == "04112233445566"
+    assert reader.read(0) is None
+    assert reader.present() == "04112233445566"
+    assert chip.card is not None and chip.card.state == "HALT"
+    reader.close()
+
+
+def test_simulated_card_answers_cascade_levels_as_iso_14443_says() -> None:
+    card = SimulatedCard(bytes.fromhex("04112233445566"), sak=0x20)
+    assert card.receive([WUPA]) == [0x44, 0x00]  # ATQA: double-size UID
+    cl1 = card.receive([SEL_CL1, 0x20])
+    assert cl1 == [CASCADE_TAG, 0x04, 0x11, 0x22, CASCADE_TAG ^ 0x04 ^ 0x11 ^ 0x22]
+    select1 = [SEL_CL1, 0x70, *cl1]
+    assert card.receive([*select1, *crc_a(select1)]) == [SAK_CASCADE, *crc_a([SAK_CASCADE])]
+    cl2 = card.receive([SEL_CL2, 0x20])
+    assert cl2 is not None and cl2[:4] == [0x33, 0x44, 0x55, 0x66]
+    select2 = [SEL_CL2, 0x70, *cl2]
+    assert card.receive([*select2, *crc_a(select2)]) == [0x20, *crc_a([0x20])]
+    assert card.state == "ACTIVE"
+    assert card.receive([WUPA]) is None  # ACTIVE ignores WUPA (and falls back to IDLE)
