@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory
-from pi_helpers import FakeClock, FakeLink, make_config, make_snapshot, signed_config
+from pi_helpers import (
+    FakeClock,
+    FakeLink,
+    Rig,
+    lab_snapshot,
+    make_config,
+    make_snapshot,
+    signed_config,
+)
 
 from firmware_pi.config import ControllerConfig
 from protocol import PermissionSnapshot
@@ -40,3 +50,18 @@ def stored_snapshot(controller_config: ControllerConfig) -> PermissionSnapshot:
     controller_config.data_dir.mkdir(parents=True, exist_ok=True)
     controller_config.snapshot_path.write_bytes(signed_config(snapshot))
     return snapshot
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    rigs: list[Rig] = []
+
+    def make(snapshot: PermissionSnapshot | None = None, **options: Any) -> Rig:
+        r = Rig(tmp_path / "data", snapshot=snapshot if snapshot is not None else lab_snapshot(),
+                **options)
+        rigs.append(r)
+        return r
+
+    yield make
+    for r in rigs:
+        r.close()

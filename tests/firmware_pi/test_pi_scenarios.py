@@ -5,31 +5,37 @@ fake clock, so timeouts are exact and the tests fast."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from gpiozero.pins.mock import MockFactory
 from pi_helpers import (
     ALICE,
     BOB,
+    BUSY,
+    BUZZER,
     CAROL,
     CONTROLLER_ID,
+    DAVE,
     KEY,
     MACHINE,
+    MANAGER,
+    OOPS,
+    RELAY,
     SITE,
     STRANGER,
+    SUPERVISOR,
     WALL_START,
     FakeClock,
     FakeLink,
+    Rig,
+    lab_snapshot,
     make_config,
-    make_snapshot,
     signed_config,
 )
 
-from firmware_pi.app import ControllerApp, ManualBusy
 from firmware_pi.bootstrap import build_controller
 from firmware_pi.outbox import Outbox
 from firmware_pi.reader import SimulatedReader
@@ -41,125 +47,11 @@ from protocol import (
     DenyReason,
     EventKind,
     Level,
-    MachineSettings,
     Mode,
-    PermissionEntry,
-    PermissionSnapshot,
-    StaffEntry,
-    StaffRole,
     TopicKind,
-    badge_digest,
     encode_auth_response,
     encode_command,
 )
-
-RELAY, BUZZER, BUSY, OOPS = 17, 13, 5, 6
-DAVE = "04DA7E00"  # supervised on the laser
-MANAGER = "04AA0001"  # staff manager, no training on the laser
-SUPERVISOR = "04AA0002"  # staff supervisor
-
-
-def lab_snapshot(*, version: int = 1, issued_at: int | None = None, **settings: Any) -> (
-    PermissionSnapshot
-):
-    base = make_snapshot(version=version)
-    return replace(
-        base,
-        issued_at=int(WALL_START) if issued_at is None else issued_at,
-        settings=replace(MachineSettings(name="Laser cutter"), **settings),
-        permissions=(
-            *base.permissions,
-            PermissionEntry(badge_digest(KEY, DAVE), "m-dave", Level.SUPERVISED),
-        ),
-        staff=(
-            StaffEntry(badge_digest(KEY, MANAGER), "m-manager", (StaffRole.MANAGER,)),
-            StaffEntry(badge_digest(KEY, SUPERVISOR), "m-super", (StaffRole.SUPERVISOR,)),
-        ),
-    )
-
-
-class Rig:
-    """One stepped controller app on mock pins, with helpers to drive and observe it."""
-
-    def __init__(self, data_dir: Path, *, snapshot: PermissionSnapshot | None,
-                 connected: bool = False, **config: Any) -> None:
-        self.pins = MockFactory()
-        self.clock = FakeClock()
-        self.link = FakeLink()
-        self.busy = ManualBusy()
-        cfg = make_config(data_dir, buzzer_pin=BUZZER, oops_pin=OOPS, **config)
-        if snapshot is not None:
-            cfg.data_dir.mkdir(parents=True, exist_ok=True)
-            cfg.snapshot_path.write_bytes(signed_config(snapshot))
-        self.config = cfg
-        if connected:
-            self.link.connect()
-        self.app: ControllerApp[SimulatedReader] = build_controller(
-            cfg, pin_factory=self.pins, reader=SimulatedReader(), clock=self.clock,
-            link=self.link, busy_input=self.busy,
-        )
-        self.app.read_timeout_s = 0.0
-        self.app.begin()
-        self.step()
-
-    @property
-    def relay_on(self) -> bool:
-        return bool(self.pins.pin(RELAY).state)
-
-    def step(self, n: int = 2) -> None:
-        for _ in range(n):
-            self.app.step()
-
-    def tap(self, uid: str) -> None:
-        self.app.reader.tap(uid)
-        self.step()
-
-    def advance(self, seconds: float, *, every: float = 1.0) -> None:
-        """Let time pass in steps of `every` seconds, the loop running at each."""
-        left = seconds
-        while left > 1e-9:
-            delta = min(every, left)
-            self.clock.advance(delta)
-            left -= delta
-            self.app.step()
-
-    def events(self, kind: EventKind | None = None) -> list[dict[str, Any]]:
-        return [e.data for e in self.app.outbox.pending(limit=10_000)
-                if kind is None or e.kind is kind]
-
-    def kinds(self) -> list[EventKind]:
-        return [e.kind for e in self.app.outbox.pending(limit=10_000)]
-
-    def deliver(self, kind: TopicKind, payload: bytes) -> None:
-        self.link.deliver(kind, payload)
-        self.step()
-
-    def command(self, kind: CommandKind, *, command_id: str = "c-1", key: bytes = KEY,
-                **fields: Any) -> bytes:
-        now = int(self.clock.now().wall)
-        payload = encode_command(
-            Command(command_id, CONTROLLER_ID, SITE, MACHINE, kind, now, now + 300, **fields), key
-        )
-        self.deliver(TopicKind.COMMAND, payload)
-        return payload
-
-    def close(self) -> None:
-        self.app.stop()
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    rigs: list[Rig] = []
-
-    def make(snapshot: PermissionSnapshot | None = None, **options: Any) -> Rig:
-        r = Rig(tmp_path / "data", snapshot=snapshot if snapshot is not None else lab_snapshot(),
-                **options)
-        rigs.append(r)
-        return r
-
-    yield make
-    for r in rigs:
-        r.close()
 
 
 def last_denial(r: Rig) -> str:
