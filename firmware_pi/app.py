@@ -9,6 +9,23 @@ out and, later, one in: taps, busy changes and time keep being served meanwhile)
 Safety: the relay is off when the app is built, when the loop ends for any reason
 (stop, SIGTERM via request_stop, an exception), and a session that a crash or power
 cut left open is closed at its last heartbeat without switching the relay back on.
+
+Durability: the events and local state of one input are committed in one outbox
+transaction before the relay moves; a command's id is stored in that same
+transaction, so a crash leaves a command either fully applied or not seen at all.
+
+Publishing: new events go out as they are recorded; unacknowledged ones are sent
+again after a reconnect (all of them) and, while the ack does not move, the oldest
+RESEND_WINDOW of them after RESEND_AFTER_S, then after twice as long each time up to
+RESEND_MAX_S; the wait goes back to RESEND_AFTER_S when the ack moves or the link
+comes back. An ack that shows the server holds this stream's seqs under other events
+(a conflict, or an ack beyond the last seq issued) moves the unacked events to a new
+outbox stream instead of deleting anything.
+
+Faults (firmware_pi.faults) are recorded as `fault` events once per occurrence:
+a reader that keeps failing or raises, the outbox reaching its bound, a corrupt
+outbox or snapshot file found at start, a loop stall past half the systemd
+watchdog period, a new outbox stream.
 """
 
 from __future__ import annotations
@@ -30,6 +47,7 @@ from firmware_pi.controller import (
     SetRelay,
     ShowSignal,
 )
+from firmware_pi.faults import FaultCode, fault_data
 from firmware_pi.hardware import MachineHardware
 from firmware_pi.link import Incoming, Link, LinkDown, LinkUp
 from firmware_pi.outbox import LocalService, Outbox, OutboxFullError
@@ -40,6 +58,8 @@ from firmware_pi.watchdog import SystemdNotifier
 from protocol import (
     Ack,
     EndReason,
+    Event,
+    EventKind,
     ProtocolError,
     ReplayError,
     SignatureError,
@@ -51,8 +71,12 @@ from protocol import (
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 0.05  # the longest the loop waits for a tap before serving the rest
-RESEND_AFTER_S = 10.0  # resend everything if the oldest pending event is unacked this long
+RESEND_AFTER_S = 10.0  # first resend when the oldest pending event is unacked this long
+RESEND_MAX_S = 320.0  # the wait between resends doubles up to this while nothing moves
+RESEND_WINDOW = 100  # a resend sends the oldest this many unacked events, no more
 PUBLISH_BATCH = 100
+NEAR_MISS_RATIO = 0.5  # a loop gap past this share of the watchdog period is a fault
+NEAR_MISS_REPORT_EVERY_S = 600.0  # at most one watchdog_near_miss fault this often
 
 ReaderT = TypeVar("ReaderT", bound=CardReader)
 
@@ -138,11 +162,18 @@ class ControllerApp(Generic[ReaderT]):
         # Publishing position within the current connection: events up to this seq have
         # been handed to the broker since the last (re)connect or resend.
         self._sent_up_to = 0
-        # Resend watchdog: the oldest pending seq and when it was first seen pending.
+        # Resend: the oldest pending seq, since when it waits, and the current backoff.
         self._oldest_pending: int | None = None
         self._oldest_pending_since = 0.0
+        self._resend_after_s = RESEND_AFTER_S
         self._outbox_changed = True
         self._status_announced_at: float | None = None
+        # Faults already reported and not yet cleared (reported once per occurrence).
+        self._reader_failing = False
+        self._full_reported = False
+        self._last_step_mono: float | None = None
+        self._near_miss_reported_at = float("-inf")
+        self._near_misses = 0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -244,6 +275,7 @@ class ControllerApp(Generic[ReaderT]):
 
     def _start_up(self) -> None:
         self._recover()
+        self._report_corrupt_files()
         self.link.start()
         self.hardware.leds.offline = not self.connected
         self._was_connected = self.connected
@@ -268,6 +300,38 @@ class ControllerApp(Generic[ReaderT]):
             now,
         )
 
+    def _report_corrupt_files(self) -> None:
+        """Faults for an outbox or snapshot file found corrupt and moved aside at start."""
+        quarantined = self.outbox.quarantined
+        if quarantined is not None:
+            self._record_fault(
+                FaultCode.OUTBOX_CORRUPT,
+                f"outbox file was corrupt ({quarantined.reason}): moved to "
+                f"{quarantined.path.name}; a fresh outbox started, relay off",
+            )
+        rejected = self.snapshot_store.rejected
+        if rejected is not None:
+            self._record_fault(
+                FaultCode.SNAPSHOT_CORRUPT,
+                f"stored snapshot {self.snapshot_store.path.name} unusable ({rejected.reason}):"
+                f" moved to {rejected.path.name}; deciding without a snapshot until the"
+                " server's config arrives",
+            )
+
+    def _record_fault(self, code: FaultCode, message: str, now: Instant | None = None) -> None:
+        """Commit a `fault` event (always recorded, even at the outbox bound)."""
+        log.error("fault %s: %s", code.value, message)
+        now = now or self.clock.now()
+        self.outbox.append(
+            EventKind.FAULT,
+            fault_data(code, message),
+            wall_time=now.wall,
+            mono_time=now.mono,
+            boot_id=self.boot_id,
+            controller_id=self.config.controller_id,
+        )
+        self._outbox_changed = True
+
     def _announce_status(self, now: Instant) -> None:
         """Say `online` again every heartbeat interval, sessions or not: the server counts
         a controller silent for three intervals as offline."""
@@ -280,7 +344,12 @@ class ControllerApp(Generic[ReaderT]):
             self._status_announced_at = now.mono
 
     def _step(self) -> None:
-        uid = self.reader.read(self.read_timeout_s)
+        try:
+            uid = self.reader.read(self.read_timeout_s)
+        except Exception as exc:
+            self._record_fault(FaultCode.READER_FAILURE,
+                               f"reading the badge reader failed: {type(exc).__name__}: {exc}")
+            raise
         if uid is not None:
             now = self.clock.now()
             try:
@@ -308,10 +377,40 @@ class ControllerApp(Generic[ReaderT]):
         if self._was_connected and not connected and self.hardware.buzzer is not None:
             self.hardware.buzzer.play(Signal.OFFLINE)
         self._was_connected = connected
+        self._check_reader(now)
+        self._check_stall(now)
         self._publish_pending(now)
         self._announce_status(now)
         self.notifier.ping(now.mono)
         self.iterations += 1
+
+    def _check_reader(self, now: Instant) -> None:
+        failure = self.reader.failure()
+        if failure is not None and not self._reader_failing:
+            self._record_fault(FaultCode.READER_FAILURE, failure, now)
+        elif failure is None and self._reader_failing:
+            log.info("the badge reader works again")
+        self._reader_failing = failure is not None
+
+    def _check_stall(self, now: Instant) -> None:
+        """A loop iteration that came late enough to nearly trip the systemd watchdog."""
+        last, self._last_step_mono = self._last_step_mono, now.mono
+        watchdog_s = self.notifier.watchdog_s
+        if last is None or not watchdog_s:
+            return
+        gap = now.mono - last
+        if gap < NEAR_MISS_RATIO * watchdog_s:
+            return
+        self._near_misses += 1
+        if now.mono - self._near_miss_reported_at < NEAR_MISS_REPORT_EVERY_S:
+            return
+        self._near_miss_reported_at = now.mono
+        self._record_fault(
+            FaultCode.WATCHDOG_NEAR_MISS,
+            f"main loop stalled {gap:.1f} s of a {watchdog_s:.0f} s watchdog"
+            f" ({self._near_misses} such stalls since start)",
+            now,
+        )
 
     def _take_oops(self) -> int:
         with self._oops_lock:
@@ -321,7 +420,15 @@ class ControllerApp(Generic[ReaderT]):
         return presses
 
     def _apply(self, effects: Sequence[Effect], now: Instant) -> None:
-        """Events to the outbox first (durability), then the relay, then the signals."""
+        """Events and local state to the outbox in one transaction first (durability),
+        then the relay, then the signals."""
+        if any(isinstance(e, EmitEvent | SetOutOfService) for e in effects):
+            with self.outbox.atomic():
+                self._record(effects, now)
+        self._act(effects)
+
+    def _record(self, effects: Sequence[Effect], now: Instant) -> None:
+        """The outbox part of `effects`; the caller holds the transaction."""
         for effect in effects:
             if isinstance(effect, EmitEvent):
                 try:
@@ -334,14 +441,30 @@ class ControllerApp(Generic[ReaderT]):
                         controller_id=self.config.controller_id,
                     )
                 except OutboxFullError as exc:
-                    # Never silent: every refusal is counted, and logged at most every 10 s.
-                    if now.mono - self._full_logged_at >= 10.0:
-                        self._full_logged_at = now.mono
-                        log.error("%s (%d refused so far)", exc, self.outbox.refused)
+                    self._outbox_full(exc, now)
                 else:
                     self._outbox_changed = True
             elif isinstance(effect, SetOutOfService):
                 self.outbox.set_local_service(LocalService(effect.out_of_service, effect.reason))
+
+    def _outbox_full(self, exc: OutboxFullError, now: Instant) -> None:
+        # Never silent: every refusal is counted, logged at most every 10 s, and the
+        # first of each full spell is reported to the server as a fault.
+        if now.mono - self._full_logged_at >= 10.0:
+            self._full_logged_at = now.mono
+            log.error("%s (%d refused so far)", exc, self.outbox.refused)
+        if not self._full_reported:
+            self._full_reported = True
+            self._record_fault(
+                FaultCode.OUTBOX_FULL,
+                f"outbox reached its bound of {self.outbox.max_events} unacknowledged events:"
+                " busy changes, denials and heartbeats are not recorded until the server"
+                " acknowledges",
+                now,
+            )
+
+    def _act(self, effects: Sequence[Effect]) -> None:
+        """The relay, then signals and online checks: after the outbox has committed."""
         for effect in effects:
             if isinstance(effect, SetRelay):
                 if effect.on:
@@ -362,6 +485,7 @@ class ControllerApp(Generic[ReaderT]):
             # A new connection knows nothing of what the last one carried: resend all.
             self._sent_up_to = 0
             self._oldest_pending_since = self.clock.now().mono
+            self._resend_after_s = RESEND_AFTER_S
         elif isinstance(link_event, LinkDown):
             log.info("link down (%s): deciding from snapshot, events wait in the outbox",
                      link_event.reason)
@@ -393,8 +517,12 @@ class ControllerApp(Generic[ReaderT]):
             log.error("command %s is addressed to %s (%s/%s): ignored", command.command_id,
                       command.controller_id, command.site, command.machine)
             return
-        self.outbox.remember_command(command.command_id, command.expires_at, now=now.wall)
-        self._apply(self.controller.command(command, now), now)
+        effects = self.controller.command(command, now)
+        # The id, the state it leaves and command_applied: all on disk, or none of them.
+        with self.outbox.atomic():
+            self.outbox.remember_command(command.command_id, command.expires_at, now=now.wall)
+            self._record(effects, now)
+        self._act(effects)
 
     def _on_auth_response(self, payload: bytes) -> None:
         try:
@@ -443,6 +571,11 @@ class ControllerApp(Generic[ReaderT]):
         if ack.controller_id != self.config.controller_id:
             log.warning("ignoring ack for controller %s", ack.controller_id)
             return
+        if ack.outbox_id == self.outbox.outbox_id and (
+            ack.conflicts or ack.up_to_seq > self.outbox.last_seq
+        ):
+            self._new_stream(ack)
+            return
         if ack.rejected:
             # Kept by the server as rejected; the cumulative ack below drops them here.
             log.error("server rejected events with seq %s", ", ".join(map(str, ack.rejected)))
@@ -451,27 +584,68 @@ class ControllerApp(Generic[ReaderT]):
             self._outbox_changed = True
             log.debug("ack up to seq %d removed %d events", ack.up_to_seq, removed)
 
+    def _new_stream(self, ack: Ack) -> None:
+        """The server holds seqs of this stream under other events: move what is unacked
+        to a new stream (same event ids, seqs from 1); nothing is deleted."""
+        why = (f"conflicting seqs {', '.join(map(str, ack.conflicts))}" if ack.conflicts
+               else f"ack up to seq {ack.up_to_seq} beyond the last seq issued,"
+               f" {self.outbox.last_seq}")
+        now = self.clock.now()
+        with self.outbox.atomic():
+            previous = self.outbox.restream()
+            self._record_fault(
+                FaultCode.OUTBOX_STREAM_RESTARTED,
+                f"server holds seqs of outbox stream {previous} under other events ({why}):"
+                f" {self.outbox.last_seq} unacknowledged events moved to stream"
+                f" {self.outbox.outbox_id}",
+                now,
+            )
+        self._sent_up_to = 0
+        self._oldest_pending = None
+        self._resend_after_s = RESEND_AFTER_S
+        self._outbox_changed = True
+
     def _publish_pending(self, now: Instant) -> None:
         if self._outbox_changed:
             self._outbox_changed = False
+            if len(self.outbox) < self.outbox.warn_at:
+                self._full_reported = False
             oldest = self.outbox.pending(limit=1)
             oldest_seq = oldest[0].seq if oldest else None
             if oldest_seq != self._oldest_pending:
+                # Progress (or a new stream): the ack moved, so the backoff starts over.
                 self._oldest_pending = oldest_seq
                 self._oldest_pending_since = now.mono
+                self._resend_after_s = RESEND_AFTER_S
         if self._oldest_pending is None or not self.connected:
             return
-        if now.mono - self._oldest_pending_since > RESEND_AFTER_S:
-            log.warning("seq %d unacked for %.0f s: resending pending events",
-                        self._oldest_pending, now.mono - self._oldest_pending_since)
-            self._sent_up_to = 0
-            self._oldest_pending_since = now.mono
+        if now.mono - self._oldest_pending_since > self._resend_after_s:
+            self._resend_oldest(now)
         if self._sent_up_to >= self.outbox.last_seq:
             return
-        for event in self.outbox.pending(limit=PUBLISH_BATCH, after_seq=self._sent_up_to):
+        self._publish(self.outbox.pending(limit=PUBLISH_BATCH, after_seq=self._sent_up_to))
+
+    def _resend_oldest(self, now: Instant) -> None:
+        """Send the oldest unacked events again (those sent before), then back off."""
+        log.warning("seq %d unacked for %.0f s: resending up to %d events, next in %.0f s",
+                    self._oldest_pending, now.mono - self._oldest_pending_since,
+                    RESEND_WINDOW, min(self._resend_after_s * 2, RESEND_MAX_S))
+        self._oldest_pending_since = now.mono
+        self._resend_after_s = min(self._resend_after_s * 2, RESEND_MAX_S)
+        window = [e for e in self.outbox.pending(limit=RESEND_WINDOW)
+                  if e.seq <= self._sent_up_to]
+        self._publish(window, resend=True)
+
+    def _publish(self, events: Sequence[Event], *, resend: bool = False) -> None:
+        """Hand `events` to the link in order, marked published first (never rewritten)."""
+        if not events:
+            return
+        self.outbox.mark_published(events[-1].seq)
+        for event in events:
             if not self.link.publish_event(event):
                 return
-            self._sent_up_to = event.seq
+            if not resend:
+                self._sent_up_to = event.seq
 
     # -- shutdown -----------------------------------------------------------------------
 

@@ -100,7 +100,7 @@ def build_controller(
         the_reader = reader if reader is not None else make_reader(config)
         undo.callback(the_reader.close)
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        outbox = Outbox(config.outbox_path, max_events=config.outbox_max_events)
+        outbox = Outbox.open(config.outbox_path, max_events=config.outbox_max_events)
         undo.callback(outbox.close)
         verifier = SnapshotVerifier(
             key=config.key,

@@ -13,19 +13,37 @@ cut, each in the transaction of the event that changes it:
 - the machine's local out-of-service state (oops button, server command);
 - the ids of the signed commands already applied, so a replay is ignored.
 
+Several writes that belong together (a command's id, the local state it leaves and
+its command_applied event; an oops report and the session it ends) are made in one
+transaction with `atomic()`: after a crash either all of them are on disk or none.
+
+Published rows are never changed: the app marks events as published (before it hands
+them to the broker), and only a never-published row may be rewritten.
+
 Bounded: past `warn_ratio` of `max_events` pending events it logs a warning and a new
 heartbeat of a session *replaces* that session's latest pending heartbeat in place
-(same seq, newer totals) instead of adding a row: no seq gap, which the server's
-contiguous ack needs, and no information lost, since heartbeats carry running totals.
-At `max_events`, busy changes, denials and further heartbeats are not recorded (each
-refusal logged as an error; the session's busy total still reaches the server in its
-session_ended); session starts and ends, oops reports, commands and faults always are.
+(same seq, newer totals) if that heartbeat was never published; otherwise it is
+appended. No seq gap, which the server's contiguous ack needs, and no information
+lost, since heartbeats carry running totals. At `max_events`, busy changes, denials
+and further heartbeats are not recorded (each refusal logged as an error; the
+session's busy total still reaches the server in its session_ended); session starts
+and ends, oops reports, commands and faults always are.
+
+New stream (`restream()`): when the server's ack shows that it holds this stream's
+seqs under other events (an outbox file restored from a backup, docs/protocol.md
+"ack" item 7), the unacknowledged events move, in one transaction, to a new
+`outbox_id` with seqs from 1 and the same event ids; nothing is deleted.
+
+A file that is not a sound SQLite database at open (`Outbox.open`) is moved aside
+(`<name>.corrupt-<UTC time>`, with its -wal and -shm) and a fresh outbox starts;
+`quarantined` then says which file and why, for the app to report.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import uuid
@@ -36,6 +54,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from firmware_pi.faults import aside_path
 from protocol import Event, EventKind, validate_event_data
 
 log = logging.getLogger(__name__)
@@ -66,7 +85,8 @@ CREATE TABLE IF NOT EXISTS events (
     wall_time     REAL NOT NULL,
     mono_time     REAL NOT NULL,
     kind          TEXT NOT NULL,
-    data          TEXT NOT NULL
+    data          TEXT NOT NULL,
+    published     INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -90,6 +110,14 @@ class OutboxClosedError(RuntimeError):
 
 class OutboxFullError(RuntimeError):
     """The outbox is at its bound and this (non-essential) event was not recorded."""
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A corrupt outbox file moved aside at open, and what was wrong with it."""
+
+    path: Path
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -130,21 +158,56 @@ class Outbox:
         self._warned = False
         self.coalesced = 0  # heartbeats folded into an earlier one since opening
         self.refused = 0  # events not recorded at the bound since opening
-        self._lock = threading.Lock()
+        self.quarantined: Quarantined | None = None  # set by Outbox.open
+        # Reentrant: atomic() holds it while the writes it groups take it again.
+        self._lock = threading.RLock()
+        self._in_atomic = False
         # One connection shared by the main loop and readers such as len(); the lock
         # serialises them, so sqlite's own same-thread check is not needed.
         self._db: sqlite3.Connection | None = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed event is on disk before append() returns, power cut or not.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._create_schema()
-        self.outbox_id: str = self._meta("outbox_id")
-        self._last_seq = int(self._meta("last_seq"))
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed event is on disk before append() returns, power cut or not.
+            self._db.execute("PRAGMA synchronous=FULL")
+            (check,) = self._db.execute("PRAGMA quick_check").fetchone()
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+            self._create_schema()
+            self.outbox_id: str = self._meta("outbox_id")
+            self._load_counters()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        warn_ratio: float = WARN_RATIO,
+    ) -> Outbox:
+        """The outbox at `path`; a corrupt file is moved aside and a fresh one started."""
+        try:
+            return cls(path, max_events=max_events, warn_ratio=warn_ratio)
+        except sqlite3.DatabaseError as exc:
+            moved = _quarantine(Path(path))
+            log.critical("outbox %s is corrupt (%s): moved to %s, starting a fresh outbox",
+                         path, exc, moved)
+            outbox = cls(path, max_events=max_events, warn_ratio=warn_ratio)
+            outbox.quarantined = Quarantined(moved, str(exc))
+            return outbox
+
+    def _load_counters(self) -> None:
+        """The in-memory copies of what the database holds (after open or a rollback)."""
         with self._reading() as db:
             (count,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
+            rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
         self._count = int(count)
+        self._last_seq = int(rows["last_seq"])
+        self.outbox_id = str(rows["outbox_id"])
 
     def _create_schema(self) -> None:
         with self._transaction() as db:
@@ -156,26 +219,57 @@ class Outbox:
                 (uuid.uuid4().hex,),
             )
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('last_seq', '0')")
+            columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+            if "published" not in columns:  # an outbox made before published was tracked
+                db.execute(
+                    "ALTER TABLE events ADD COLUMN published INTEGER NOT NULL DEFAULT 1"
+                )
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Every outbox write inside this block commits together, or none does."""
+        with self._lock:
+            if self._in_atomic:
+                yield  # already inside one: part of the outer transaction
+                return
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            self._in_atomic = True
+            try:
+                yield
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                self._load_counters()
+                raise
+            finally:
+                self._in_atomic = False
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            if self._db is None:
-                raise OutboxClosedError(f"outbox {self.path} is closed")
-            self._db.execute("BEGIN IMMEDIATE")
+            db = self._connection()
+            if self._in_atomic:
+                yield db  # atomic() commits or rolls back the whole
+                return
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise OutboxClosedError(f"outbox {self.path} is closed")
+        return self._db
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            if self._db is None:
-                raise OutboxClosedError(f"outbox {self.path} is closed")
-            yield self._db
+            yield self._connection()
 
     def _meta(self, key: str) -> str:
         with self._reading() as db:
@@ -254,17 +348,18 @@ class Outbox:
     def _coalesce_heartbeat(
         self, clean: dict[str, Any], wall_time: float, mono_time: float, boot_id: str
     ) -> Event | None:
-        """Fold a heartbeat into the session's latest pending one; None if there is none."""
+        """Fold a heartbeat into the session's latest pending heartbeat if that one was
+        never published; None when there is no such heartbeat (append instead)."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT seq, event_id, controller_id FROM events"
+                "SELECT seq, event_id, controller_id, published FROM events"
                 " WHERE kind = ? AND json_extract(data, '$.session_id') = ?"
                 " ORDER BY seq DESC LIMIT 1",
                 (EventKind.SESSION_HEARTBEAT.value, clean["session_id"]),
             ).fetchone()
-            if row is None:
-                return None
-            seq, event_id, controller_id = row
+            if row is None or row[3]:
+                return None  # none pending, or already sent: a sent row never changes
+            seq, event_id, controller_id, _published = row
             db.execute(
                 "UPDATE events SET wall_time = ?, mono_time = ?, boot_id = ?, data = ?"
                 " WHERE seq = ?",
@@ -356,6 +451,47 @@ class Outbox:
             ).fetchall()
         return [self._event(row) for row in rows]
 
+    def mark_published(self, up_to_seq: int) -> None:
+        """Events up to `up_to_seq` may have left: from now on they are never rewritten.
+
+        Called before the events are handed to the broker, so that a crash in between
+        errs on the side of "sent".
+        """
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE events SET published = 1 WHERE seq <= ? AND published = 0",
+                (up_to_seq,),
+            )
+
+    def restream(self) -> str:
+        """Move every unacked event to a new stream: a new `outbox_id`, seqs from 1 in
+        the same order, the same event ids, none published yet. One transaction;
+        returns the previous outbox id."""
+        previous = self.outbox_id
+        new_id = uuid.uuid4().hex
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT seq, event_id, controller_id, boot_id, wall_time, mono_time, kind, data"
+                " FROM events ORDER BY seq"
+            ).fetchall()
+            db.execute("DELETE FROM events")
+            db.executemany(
+                "INSERT INTO events (seq, event_id, controller_id, boot_id, wall_time,"
+                " mono_time, kind, data, published) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                [(n, *row[1:]) for n, row in enumerate(rows, start=1)],
+            )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'outbox_id'", (new_id,))
+            db.execute("UPDATE meta SET value = ? WHERE key = 'last_seq'", (str(len(rows)),))
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('previous_outbox_id', ?)",
+                (previous,),
+            )
+        self.outbox_id = new_id
+        self._last_seq = len(rows)
+        log.warning("outbox stream %s replaced by %s: %d unacked events moved, seqs from 1",
+                    previous, new_id, len(rows))
+        return previous
+
     def _event(self, row: tuple[Any, ...]) -> Event:
         seq, event_id, controller_id, boot_id, wall_time, mono_time, kind, data = row
         return Event(
@@ -400,6 +536,7 @@ class Outbox:
                 self._db.close()
                 self._db = None
 
+
     def __enter__(self) -> Self:
         return self
 
@@ -410,3 +547,14 @@ class Outbox:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _quarantine(path: Path) -> Path:
+    """Move a corrupt database and its -wal/-shm aside; the new name of the main file."""
+    target = aside_path(path)
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{path}{suffix}")
+        if side.exists():
+            os.replace(side, Path(f"{target}{suffix}"))
+    os.replace(path, target)
+    return target

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REARM_S = 0.7  # a card must be away this long before it counts as a new tap
 DEFAULT_POLL_S = 0.05
+FAILURES_FOR_FAULT = 20  # polls failing in a row (1 s at the default rate) make a fault
 # ISO/IEC 14443-3 type A: SELECT codes of cascade levels 1-3, the cascade tag that
 # starts an incomplete level, the SAK bit saying the UID continues, and HLTA.
 _SELECT_CODES = (0x93, 0x95, 0x97)
@@ -56,6 +57,11 @@ class CardReader(abc.ABC):
     def describe(self) -> str:
         """One line for `fablab-pi check`."""
         return type(self).__name__
+
+    def failure(self) -> str | None:
+        """What is wrong while the reader keeps failing; None while it works (or when
+        it cannot tell)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - readers without resources need no close
         """Release the reader's device."""
@@ -160,6 +166,8 @@ class _PollingReader(CardReader):
         self._thread: threading.Thread | None = None
         self.errors = 0
         self.polls = 0
+        self._failing_in_a_row = 0
+        self._last_error = ""
         if start:
             self.start()
 
@@ -175,12 +183,17 @@ class _PollingReader(CardReader):
         """One poll, on the caller's thread (tests; the thread calls it in a loop)."""
         try:
             raw = self._poll()
-        except Exception:
+        except Exception as exc:
             self.errors += 1
+            with self._lock:
+                self._failing_in_a_row += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
             if self.errors in (1, 10) or self.errors % 1000 == 0:
                 log.exception("card reader poll failed (%d failures so far)", self.errors)
             return
         self.polls += 1
+        with self._lock:
+            self._failing_in_a_row = 0
         uid: str | None = None
         if raw is not None:
             try:
@@ -206,6 +219,12 @@ class _PollingReader(CardReader):
     def present(self) -> str | None:
         with self._lock:
             return self._debouncer.present(self._clock())
+
+    def failure(self) -> str | None:
+        with self._lock:
+            if self._failing_in_a_row < FAILURES_FOR_FAULT:
+                return None
+            return f"{self._failing_in_a_row} reader polls failed in a row: {self._last_error}"
 
     def close(self) -> None:
         self._stop.set()

@@ -9,6 +9,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware_pi.faults import aside_path
 from protocol import PermissionSnapshot, ProtocolError, verify_config
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,29 @@ class SnapshotVerifier:
         return snapshot
 
 
+@dataclass(frozen=True)
+class RejectedFile:
+    """A stored snapshot that could not be used, moved aside, and why."""
+
+    path: Path
+    reason: str
+
+
 class SnapshotStore:
     """One file holding the raw signed payload of the last accepted config."""
 
     def __init__(self, path: str | Path, verifier: SnapshotVerifier) -> None:
         self.path = Path(path)
         self.verifier = verifier
+        self.rejected: RejectedFile | None = None  # set by load(), for the app to report
 
     def load(self) -> PermissionSnapshot | None:
-        """The stored snapshot re-verified, or None if missing, corrupt or forged."""
+        """The stored snapshot re-verified, or None if missing, corrupt or forged.
+
+        A corrupt or forged file is moved aside (`<name>.corrupt-<UTC time>`) and
+        `rejected` says where and why; the controller then starts without a snapshot
+        (denying everyone) until the server's retained config arrives.
+        """
         try:
             payload = self.path.read_bytes()
         except FileNotFoundError:
@@ -61,10 +76,18 @@ class SnapshotStore:
         try:
             snapshot = self.verifier.verify(payload)
         except ProtocolError as exc:
-            log.error("stored snapshot %s rejected (%s): starting without one", self.path, exc)
+            moved = self._quarantine()
+            self.rejected = RejectedFile(moved, str(exc))
+            log.error("stored snapshot %s rejected (%s): moved to %s, starting without one",
+                      self.path, exc, moved)
             return None
         log.info("loaded snapshot version %d from %s", snapshot.version, self.path)
         return snapshot
+
+    def _quarantine(self) -> Path:
+        target = aside_path(self.path)
+        os.replace(self.path, target)
+        return target
 
     def save(self, payload: bytes) -> None:
         """Replace the stored payload atomically: the file is always old or new, never torn."""

@@ -236,9 +236,10 @@ class Rig:
     """One stepped controller app on mock pins, with helpers to drive and observe it."""
 
     def __init__(self, data_dir: Path, *, snapshot: PermissionSnapshot | None,
-                 connected: bool = False, **config: Any) -> None:
+                 connected: bool = False, reader: Any = None, notifier: Any = None,
+                 clock: FakeClock | None = None, **config: Any) -> None:
         self.pins = MockFactory()
-        self.clock = FakeClock()
+        self.clock = clock or FakeClock()
         self.link = FakeLink()
         self.busy = ManualBusy()
         cfg = make_config(data_dir, buzzer_pin=BUZZER, oops_pin=OOPS, **config)
@@ -248,9 +249,9 @@ class Rig:
         self.config = cfg
         if connected:
             self.link.connect()
-        self.app: ControllerApp[SimulatedReader] = build_controller(
-            cfg, pin_factory=self.pins, reader=SimulatedReader(), clock=self.clock,
-            link=self.link, busy_input=self.busy,
+        self.app: ControllerApp[Any] = build_controller(
+            cfg, pin_factory=self.pins, reader=reader or SimulatedReader(), clock=self.clock,
+            link=self.link, busy_input=self.busy, notifier=notifier,
         )
         self.app.read_timeout_s = 0.0
         self.app.begin()
