@@ -12,7 +12,11 @@ Rules (docs/protocol.md and issue 3):
   it behaves as toggle.
 - levels: *autonomous* and *trainer* start at once; *supervised* waits up to
   `supervisor_window_s` for the badge of a trainer of the machine or of a staff
-  supervisor, else `badge_denied` with `supervisor_missing`.
+  supervisor, else `badge_denied` with `supervisor_missing`. A waiting supervised
+  start is decided again whenever the snapshot, the machine's state or the clock
+  changes, and when the supervisor taps, with every check of a normal tap (snapshot
+  present and not too old, machine in service and free, the member still on the
+  snapshot with an unexpired training): the first that fails denies it.
 - idle timeout (no busy signal for `idle_timeout_s`) and maximum duration, each warned
   `warning_s` before (session_warning event, WARNING signal).
 - out of service (snapshot setting, oops button, server command): every badge is
@@ -29,7 +33,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from firmware_pi.clock import Instant
@@ -230,10 +234,11 @@ class Controller:
         self.snapshot = snapshot
         if snapshot.settings.mode is Mode.HOLD and not self.presence_sensing:
             log.warning("hold mode needs a reader that senses cards: behaving as toggle")
+        effects = self._recheck_pending(now)
         session = self.session
         if session is not None and self.out_of_service and not session.maintenance_override:
-            return self._end_session(EndReason.OUT_OF_SERVICE, now)
-        return [ShowSignal(self.resting_signal())]
+            return effects + self._end_session(EndReason.OUT_OF_SERVICE, now)
+        return [*effects, ShowSignal(self.resting_signal())]
 
     def tap(self, uid: str, now: Instant, *, online: bool = False) -> list[Effect]:
         """A badge was presented to the reader; `online`: the server can be asked."""
@@ -253,21 +258,19 @@ class Controller:
             return self._deny(uid, DenyReason.IN_USE, self._lookup(uid))
         if self.pending_supervision is not None:
             return self._supervisor_tap(uid, now)
-        if self.snapshot is None:
-            return self._deny(uid, DenyReason.NO_SNAPSHOT, None)
-        if self._snapshot_too_old(now):
-            return self._deny(uid, DenyReason.SNAPSHOT_TOO_OLD, self._lookup(uid))
         entry = self._lookup(uid)
-        if self.out_of_service:
+        refusal = self._machine_refusal(now)
+        if refusal is DenyReason.OUT_OF_SERVICE:
             manager = self._staff_member(uid, StaffRole.MANAGER, now)
             if manager is not None:
                 return self._maintenance_session(uid, manager, entry, now)
-            return self._deny(uid, DenyReason.OUT_OF_SERVICE, entry)
+        if refusal is not None:
+            return self._deny(uid, refusal, entry)
         if entry is None:
             if online and self.auth_timeout_s > 0:
                 return self._ask_server(uid, now)
             return self._deny(uid, DenyReason.UNKNOWN_BADGE, None)
-        if entry.expires_at is not None and now.wall >= entry.expires_at:
+        if self._expired(entry, now):
             return self._deny(uid, DenyReason.TRAINING_EXPIRED, entry)
         return self._grant(uid, entry, now, decided_online=False)
 
@@ -300,7 +303,7 @@ class Controller:
 
     def tick(self, now: Instant) -> list[Effect]:
         """Time passed: timeouts, warnings and heartbeats."""
-        effects: list[Effect] = []
+        effects: list[Effect] = self._recheck_pending(now)
         if self.pending_auth is not None and now.mono >= self.pending_auth.deadline_mono:
             pending = self.pending_auth
             self.pending_auth = None
@@ -402,6 +405,7 @@ class Controller:
         elif command.kind is CommandKind.ENROLL_BADGE:
             self.enrolling = Enrolling(command.command_id, now.mono + command.enroll_timeout_s)
             effects.append(ShowSignal(Signal.ENROLLING))
+        effects += self._recheck_pending(now)
         log.info("command %s (%s) applied", command.command_id, command.kind.value)
         data: dict[str, Any] = {"command_id": command.command_id, "command": command.kind.value}
         if message:
@@ -424,7 +428,7 @@ class Controller:
         )
         if self.out_of_service:
             return self._deny(pending.uid, DenyReason.OUT_OF_SERVICE, entry)
-        if entry.expires_at is not None and now.wall >= entry.expires_at:
+        if self._expired(entry, now):
             return self._deny(pending.uid, DenyReason.TRAINING_EXPIRED, entry)
         return self._grant(pending.uid, entry, now, decided_online=True)
 
@@ -489,6 +493,45 @@ class Controller:
             return entry.member_id
         return self._staff_member(uid, StaffRole.SUPERVISOR, now)
 
+    @staticmethod
+    def _expired(entry: PermissionEntry, now: Instant) -> bool:
+        return entry.expires_at is not None and now.wall >= entry.expires_at
+
+    def _machine_refusal(self, now: Instant) -> DenyReason | None:
+        """Why the machine grants nobody right now (whoever taps), or None."""
+        if self.snapshot is None:
+            return DenyReason.NO_SNAPSHOT
+        if self._snapshot_too_old(now):
+            return DenyReason.SNAPSHOT_TOO_OLD
+        if self.out_of_service:
+            return DenyReason.OUT_OF_SERVICE
+        if self.session is not None:
+            return DenyReason.IN_USE
+        return None
+
+    def _recheck_pending(self, now: Instant) -> list[Effect]:
+        """Decide the waiting supervised start again with every check of a tap: deny it
+        at the first that fails, else keep waiting (with the member's current entry)."""
+        pending = self.pending_supervision
+        if pending is None:
+            return []
+        refusal = self._machine_refusal(now)
+        entry = self._lookup(pending.uid)
+        if entry is None and pending.decided_online:
+            entry = pending.entry  # the server's answer: the snapshot never held it
+        if refusal is None:
+            if entry is None:
+                refusal = DenyReason.UNKNOWN_BADGE
+            elif self._expired(entry, now):
+                refusal = DenyReason.TRAINING_EXPIRED
+            else:
+                if entry != pending.entry:
+                    self.pending_supervision = replace(pending, entry=entry)
+                return []
+        self.pending_supervision = None
+        log.info("supervised start of badge %s withdrawn: %s", pending.uid, refusal.value)
+        return self._deny(pending.uid, refusal, entry or pending.entry)
+
     def _snapshot_too_old(self, now: Instant) -> bool:
         if self.snapshot is None or self.snapshot_max_age_s <= 0:
             return False
@@ -512,6 +555,9 @@ class Controller:
         return self._start_session(uid, entry, now, decided_online=decided_online)
 
     def _supervisor_tap(self, uid: str, now: Instant) -> list[Effect]:
+        withdrawn = self._recheck_pending(now)
+        if withdrawn:
+            return withdrawn  # the tap that would have confirmed it only shows the denial
         pending = self.pending_supervision
         assert pending is not None
         if uid == pending.uid:

@@ -3,17 +3,37 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pi_helpers import ALICE, BOB, CAROL, KEY, STRANGER, WALL_START, make_snapshot
+from pi_helpers import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE,
+    KEY,
+    STRANGER,
+    WALL_START,
+    lab_snapshot,
+    make_snapshot,
+)
 
 from firmware_pi.clock import Instant
 from firmware_pi.controller import Controller, Effect, EmitEvent, SetRelay, ShowSignal
 from firmware_pi.signals import Signal
-from protocol import EndReason, EventKind, ProtocolError, validate_event_data
+from protocol import (
+    Command,
+    CommandKind,
+    EndReason,
+    EventKind,
+    PermissionSnapshot,
+    ProtocolError,
+    badge_digest,
+    validate_event_data,
+)
 
 
 def at(seconds: float) -> Instant:
@@ -357,3 +377,96 @@ def test_controller_keeps_relay_sessions_and_busy_time_consistent(
         # The relay is on exactly while a granted session runs.
         assert relay_on == (controller.session is not None)
     assert len(started - ended) == (1 if controller.session is not None else 0)
+
+
+# -- issue 7 defect 4: a waiting supervised start is decided again --------------------------
+
+
+def supervised_controller(**settings: Any) -> Controller:
+    """Dave (supervised) has tapped and waits for a supervisor on the lab snapshot."""
+    ids = (f"session-{n}" for n in itertools.count(1))
+    controller = Controller(key=KEY, snapshot=lab_snapshot(supervisor_window_s=60, **settings),
+                            new_session_id=lambda: next(ids))
+    controller.tap(DAVE, at(0))
+    assert controller.pending_supervision is not None
+    return controller
+
+
+def without_dave(version: int = 2, **settings: Any) -> PermissionSnapshot:
+    snapshot = lab_snapshot(version=version, supervisor_window_s=60, **settings)
+    dave = badge_digest(KEY, DAVE)
+    return replace(snapshot, permissions=tuple(
+        p for p in snapshot.permissions if p.badge_digest != dave))
+
+
+def started_members(effects: list[Effect]) -> list[str]:
+    return [e.data["member_id"] for e in events(effects) if e.kind is EventKind.SESSION_STARTED]
+
+
+def test_controller_withdraws_supervised_start_when_snapshot_drops_the_member() -> None:
+    controller = supervised_controller()
+
+    effects = controller.set_snapshot(without_dave(), at(5))
+
+    assert only_event(effects).data == {"badge_uid": DAVE, "reason": "unknown_badge",
+                                        "member_id": "m-dave"}
+    assert controller.pending_supervision is None
+    assert "m-dave" not in started_members(controller.tap(BOB, at(6)))
+
+
+def test_controller_withdraws_supervised_start_when_machine_goes_out_of_service() -> None:
+    controller = supervised_controller()
+
+    effects = controller.set_snapshot(lab_snapshot(version=2, out_of_service=True), at(5))
+
+    assert only_event(effects).data["reason"] == "out_of_service"
+    trainer_tap = controller.tap(BOB, at(6))
+    assert SetRelay(on=True) not in trainer_tap
+    assert controller.session is None
+
+
+def test_controller_withdraws_supervised_start_on_out_of_service_command() -> None:
+    controller = supervised_controller()
+    now = int(at(5).wall)
+    command = Command("c-1", "controller", "testlab", "laser", CommandKind.OUT_OF_SERVICE,
+                      now, now + 60)
+
+    controller.command(command, at(5))
+
+    assert controller.pending_supervision is None
+    assert SetRelay(on=True) not in controller.tap(BOB, at(6))
+
+
+def test_controller_withdraws_supervised_start_when_training_expires_while_waiting() -> None:
+    controller = supervised_controller()
+    dave = badge_digest(KEY, DAVE)
+    assert controller.snapshot is not None
+    expiring = replace(controller.snapshot, version=2, permissions=tuple(
+        replace(p, expires_at=int(at(10).wall)) if p.badge_digest == dave else p
+        for p in controller.snapshot.permissions))
+    controller.set_snapshot(expiring, at(1))
+    assert controller.pending_supervision is not None
+
+    effects = controller.tick(at(10))
+
+    assert only_event(effects).data["reason"] == "training_expired"
+    assert "m-dave" not in started_members(controller.tap(BOB, at(11)))
+
+
+def test_controller_supervisor_tap_runs_the_snapshot_age_check() -> None:
+    controller = supervised_controller()
+    controller.snapshot_max_age_s = 30
+
+    effects = controller.tap(BOB, at(31))  # no tick in between: the tap itself checks
+
+    assert only_event(effects).data["reason"] == "snapshot_too_old"
+    assert SetRelay(on=True) not in effects
+    assert controller.session is None
+
+
+def test_controller_keeps_a_supervised_start_the_new_snapshot_still_allows() -> None:
+    controller = supervised_controller()
+
+    assert events(controller.set_snapshot(lab_snapshot(version=2, supervisor_window_s=60),
+                                          at(5))) == []
+    assert started_members(controller.tap(BOB, at(6))) == ["m-dave"]

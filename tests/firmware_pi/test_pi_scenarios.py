@@ -49,6 +49,7 @@ from protocol import (
     Level,
     Mode,
     TopicKind,
+    badge_digest,
     encode_auth_response,
     encode_command,
 )
@@ -495,3 +496,29 @@ def test_scenario_busy_sensor_polarity_from_config_keeps_session_while_working(
         assert ended[-1]["busy_seconds"] == pytest.approx(700, abs=2)
     finally:
         app.stop()
+
+
+@pytest.mark.parametrize("change", ["member_removed", "out_of_service"])
+def test_scenario_supervised_start_does_not_survive_a_snapshot_change(
+    rig: Callable[..., Rig], change: str
+) -> None:
+    """Issue 7 defect 4: Dave waits for a supervisor, a new snapshot arrives that
+    removes him or takes the machine out of service, the trainer taps: no session
+    for Dave, and the relay stays off."""
+    r = rig(lab_snapshot(supervisor_window_s=60))
+    r.tap(DAVE)
+    assert r.app.hardware.leds.state is Signal.AWAITING_SUPERVISOR
+    if change == "out_of_service":
+        new = lab_snapshot(version=2, supervisor_window_s=60, out_of_service=True)
+    else:
+        new = lab_snapshot(version=2, supervisor_window_s=60)
+        dave = badge_digest(KEY, DAVE)
+        new = replace(new, permissions=tuple(
+            p for p in new.permissions if p.badge_digest != dave))
+    r.deliver(TopicKind.CONFIG, signed_config(new))
+    assert last_denial(r) in ("unknown_badge", "out_of_service")
+
+    r.tap(SUPERVISOR)  # staff supervisor: would confirm Dave, never starts a session alone
+
+    assert not r.relay_on
+    assert r.events(EventKind.SESSION_STARTED) == []
