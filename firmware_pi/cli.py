@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -124,15 +125,23 @@ def check(config: ConfigOption, mock_pins: MockOption = False) -> None:
         typer.echo(f"  PROBLEM: {exc}")
     verifier = SnapshotVerifier(key=cfg.key, site=cfg.site, machine=cfg.machine,
                                 controller_id=cfg.controller_id)
-    snapshot = SnapshotStore(cfg.snapshot_path, verifier).load()
+    snapshot = SnapshotStore(cfg.snapshot_path, verifier).load(quarantine=False)
     if snapshot is None:
         typer.echo("snapshot: none valid stored (every badge is denied until one arrives)")
     else:
         typer.echo(f"snapshot: version {snapshot.version}, issued at {snapshot.issued_at}, "
                    f"{len(snapshot.permissions)} badges, mode {snapshot.settings.mode.value}, "
                    f"out of service={snapshot.settings.out_of_service}")
+    outbox: Outbox | None = None
     if cfg.outbox_path.exists():
-        with Outbox(cfg.outbox_path, max_events=cfg.outbox_max_events) as outbox:
+        try:
+            outbox = Outbox(cfg.outbox_path, max_events=cfg.outbox_max_events)
+        except sqlite3.DatabaseError as exc:
+            problems += 1
+            typer.echo(f"  PROBLEM: outbox {cfg.outbox_path} is corrupt ({exc}); the next "
+                       "start moves it aside and starts a fresh one")
+    if outbox is not None:
+        with outbox:
             service = outbox.local_service()
             interrupted = outbox.open_session()
             typer.echo(f"outbox: {outbox.outbox_id}, {len(outbox)} events pending "
@@ -143,7 +152,7 @@ def check(config: ConfigOption, mock_pins: MockOption = False) -> None:
             if interrupted is not None:
                 typer.echo(f"interrupted session: {interrupted.session_id} "
                            "(closed at the next start)")
-    else:
+    elif not cfg.outbox_path.exists():
         typer.echo("outbox: not created yet")
     if problems:
         typer.echo(f"{problems} problem(s)")

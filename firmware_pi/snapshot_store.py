@@ -58,12 +58,13 @@ class SnapshotStore:
         self.verifier = verifier
         self.rejected: RejectedFile | None = None  # set by load(), for the app to report
 
-    def load(self) -> PermissionSnapshot | None:
+    def load(self, *, quarantine: bool = True) -> PermissionSnapshot | None:
         """The stored snapshot re-verified, or None if missing, corrupt or forged.
 
         A corrupt or forged file is moved aside (`<name>.corrupt-<UTC time>`) and
         `rejected` says where and why; the controller then starts without a snapshot
-        (denying everyone) until the server's retained config arrives.
+        (denying everyone) until the server's retained config arrives. With
+        `quarantine=False` (a diagnostic look) the file stays where it is.
         """
         try:
             payload = self.path.read_bytes()
@@ -76,6 +77,9 @@ class SnapshotStore:
         try:
             snapshot = self.verifier.verify(payload)
         except ProtocolError as exc:
+            if not quarantine:
+                log.error("stored snapshot %s unusable: %s", self.path, exc)
+                return None
             moved = self._quarantine()
             self.rejected = RejectedFile(moved, str(exc))
             log.error("stored snapshot %s rejected (%s): moved to %s, starting without one",

@@ -87,3 +87,17 @@ def test_pi_side_imports_no_server_libraries() -> None:
     )
 
     assert result.stdout.strip() == "[]"
+
+
+def test_cli_check_reports_corrupt_files_without_moving_them(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "outbox.sqlite3").write_bytes(b"garbage" * 1000)
+    (data / "snapshot.json").write_bytes(b"{not json")
+
+    result = runner.invoke(app, ["check", "--config", str(path), "--mock-pins"])
+
+    assert result.exit_code == 1
+    assert "outbox" in result.output and "corrupt" in result.output
+    assert sorted(p.name for p in data.iterdir()) == ["outbox.sqlite3", "snapshot.json"]
