@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,58 @@ class OutboxModel(RuleBasedStateMachine):
 
 OutboxModel.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
 test_outbox_matches_model_under_random_appends_acks_and_reopens = OutboxModel.TestCase
+
+
+def test_outbox_opens_a_file_made_before_published_was_tracked(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as first:
+        append(first, 2)
+    with sqlite3.connect(path) as db:  # the schema of earlier versions: no published column
+        db.execute("ALTER TABLE events DROP COLUMN published")
+
+    with Outbox(path) as outbox:
+        assert [e.seq for e in outbox.pending()] == [1, 2]
+        with outbox._reading() as db:
+            flags = [row[0] for row in db.execute("SELECT published FROM events")]
+        assert flags == [1, 1]  # may have been sent: never rewritten
+        assert append(outbox)[0].seq == 3
+
+
+def test_outbox_restream_keeps_event_ids_and_numbers_from_one(outbox: Outbox) -> None:
+    events = append(outbox, 5)
+    outbox.ack(2)
+    old = outbox.outbox_id
+
+    assert outbox.restream() == old
+
+    moved = outbox.pending()
+    assert outbox.outbox_id != old
+    assert [(e.seq, e.event_id) for e in moved] == [
+        (n, e.event_id) for n, e in enumerate(events[2:], start=1)]
+    assert outbox.last_seq == 3
+    assert append(outbox)[0].seq == 4
+
+
+def test_outbox_restream_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as first:
+        append(first, 3)
+        first.restream()
+        new_id = first.outbox_id
+    with Outbox(path) as second:
+        assert second.outbox_id == new_id
+        assert [e.outbox_id for e in second.pending()] == [new_id] * 3
+
+
+def test_outbox_atomic_rolls_back_every_write_on_error(outbox: Outbox) -> None:
+    append(outbox, 1)
+
+    with pytest.raises(RuntimeError), outbox.atomic():
+        append(outbox, 2)
+        outbox.remember_command("c-1", 100.0, now=1.0)
+        raise RuntimeError("crash")
+
+    assert [e.seq for e in outbox.pending()] == [1]
+    assert (outbox.last_seq, len(outbox)) == (1, 1)
+    assert not outbox.command_seen("c-1")
+    assert append(outbox)[0].seq == 2
