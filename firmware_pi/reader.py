@@ -322,6 +322,11 @@ class MFRC522Reader(_PollingReader):
     def describe(self) -> str:
         return f"MFRC522 on SPI (chip version 0x{self.version:02X}, reset pin {self.rst_pin})"
 
+    def failure(self) -> str | None:
+        if self.version in (0x00, 0xFF):
+            return f"the MFRC522 answers version 0x{self.version:02X}: check the SPI wiring"
+        return super().failure()
+
     def close(self) -> None:
         super().close()
         try:

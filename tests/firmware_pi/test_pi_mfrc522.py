@@ -366,3 +366,31 @@ def test_simulated_card_answers_cascade_levels_as_iso_14443_says() -> None:
     assert card.receive([*select2, *crc_a(select2)]) == [0x20, *crc_a([0x20])]
     assert card.state == "ACTIVE"
     assert card.receive([WUPA]) is None  # ACTIVE ignores WUPA (and falls back to IDLE)
+
+
+def test_mfrc522_reader_reports_a_chip_that_does_not_answer(chip: SimulatedChip) -> None:
+    chip.regs[0x37] = 0x00  # VersionReg reads 0: nothing on the SPI bus
+    reader = make_reader(Clock())
+
+    failure = reader.failure()
+
+    assert failure is not None and "SPI wiring" in failure
+    reader.close()
+
+
+def test_mfrc522_reader_reports_polls_failing_in_a_row(chip: SimulatedChip) -> None:
+    reader = make_reader(Clock())
+    chip.card = bytes.fromhex("04A1B2C3")
+    reader.poll_once()
+    assert reader.failure() is None
+
+    def broken(data: list[int]) -> list[int]:
+        raise OSError("SPI transfer failed")
+
+    chip.xfer2 = broken  # type: ignore[method-assign]
+    for _ in range(20):
+        reader.poll_once()
+
+    failure = reader.failure()
+    assert failure is not None and "20 reader polls failed" in failure
+    reader.close()
