@@ -108,6 +108,10 @@ class OutboxClosedError(RuntimeError):
     """The outbox was used after close()."""
 
 
+class OutboxCorruptError(sqlite3.DatabaseError):
+    """The outbox file failed SQLite's integrity check."""
+
+
 class OutboxFullError(RuntimeError):
     """The outbox is at its bound and this (non-essential) event was not recorded."""
 
@@ -173,7 +177,7 @@ class Outbox:
             self._db.execute("PRAGMA synchronous=FULL")
             (check,) = self._db.execute("PRAGMA quick_check").fetchone()
             if check != "ok":
-                raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+                raise OutboxCorruptError(f"integrity check failed: {check}")
             self._create_schema()
             self.outbox_id: str = self._meta("outbox_id")
             self._load_counters()
@@ -193,6 +197,8 @@ class Outbox:
         try:
             return cls(path, max_events=max_events, warn_ratio=warn_ratio)
         except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                raise  # e.g. locked by another process: the file itself is fine
             moved = _quarantine(Path(path))
             log.critical("outbox %s is corrupt (%s): moved to %s, starting a fresh outbox",
                          path, exc, moved)
@@ -558,3 +564,12 @@ def _quarantine(path: Path) -> Path:
             os.replace(side, Path(f"{target}{suffix}"))
     os.replace(path, target)
     return target
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    """True for a file that is not, or no longer, a sound database; not for a lock,
+    a full disk or a permission problem."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    return isinstance(exc, OutboxCorruptError) or name.startswith(
+        ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+    )

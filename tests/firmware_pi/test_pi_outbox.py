@@ -270,3 +270,44 @@ def test_outbox_atomic_rolls_back_every_write_on_error(outbox: Outbox) -> None:
     assert (outbox.last_seq, len(outbox)) == (1, 1)
     assert not outbox.command_seen("c-1")
     assert append(outbox)[0].seq == 2
+
+
+def test_outbox_open_moves_a_file_that_is_not_a_database_aside(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    path.write_bytes(b"\x00garbage" * 512)
+
+    with Outbox.open(path) as outbox:
+        assert outbox.quarantined is not None
+        assert outbox.quarantined.path.read_bytes().startswith(b"\x00garbage")
+        assert len(outbox) == 0
+
+
+def test_outbox_open_never_moves_a_locked_database_aside(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as first:
+        append(first, 2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds it (5 s busy timeout)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            Outbox.open(path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert list(tmp_path.glob("*.corrupt-*")) == []
+    with Outbox.open(path) as outbox:
+        assert [e.seq for e in outbox.pending()] == [1, 2]
+
+
+def test_outbox_open_moves_a_database_with_damaged_pages_aside(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    with Outbox(path) as first:
+        append(first, 300)
+    damaged = bytearray(path.read_bytes())
+    damaged[8192:11192] = b"\x5a" * 3000  # a torn write across pages 3 and 4
+    path.write_bytes(bytes(damaged))
+
+    with Outbox.open(path) as outbox:
+        assert outbox.quarantined is not None
+        assert "integrity check" in outbox.quarantined.reason
+        assert append(outbox)[0].seq == 1  # a fresh outbox
