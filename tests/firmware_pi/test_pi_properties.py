@@ -1,5 +1,5 @@
 """hypothesis drives random taps, busy changes, clock steps, disconnects, commands,
-oops presses and restarts through the pure state machine, and checks the invariants of
+oops presses, new snapshots and restarts through the pure state machine, and checks the invariants of
 issue 3: the relay is never on without a valid grant; every session that starts ends
 exactly once; busy time <= session time; seq strictly increases (across restarts)."""
 
@@ -69,6 +69,7 @@ actions = st.one_of(
     st.tuples(st.just("oops"), st.none()),
     st.tuples(st.just("present"), st.sampled_from([*BADGES, None])),
     st.tuples(st.just("restart"), st.none()),
+    st.tuples(st.just("snapshot"), st.sampled_from(["no_dave", "out_of_service", "in_service"])),
 )
 
 
@@ -186,6 +187,12 @@ class World:
             self.apply(c.oops(self.now))
         elif action == "present":
             self.apply(c.card_present(arg, self.now))
+        elif action == "snapshot":  # a new config: Dave dropped, or the machine out / back
+            base = snapshot(self.snap.settings.mode, arg == "out_of_service")
+            permissions = base.permissions if arg != "no_dave" else tuple(
+                p for p in base.permissions if p.badge_digest != badge_digest(KEY, DAVE))
+            self.snap = replace(base, version=self.snap.version + 1, permissions=permissions)
+            self.apply(c.set_snapshot(self.snap, self.now))
         elif action == "restart":
             # Crash: the controller's memory is lost, the relay drops (power) and the next
             # run closes the open session from what was persisted.
