@@ -1,7 +1,8 @@
 """hypothesis drives random taps, busy changes, clock steps, disconnects, commands,
-oops presses, new snapshots and restarts through the pure state machine, and checks the invariants of
-issue 3: the relay is never on without a valid grant; every session that starts ends
-exactly once; busy time <= session time; seq strictly increases (across restarts)."""
+oops presses, new snapshots and restarts through the pure state machine, and checks
+the invariants of issue 3: the relay is never on without a valid grant; every session
+that starts ends exactly once; busy time <= session time; seq strictly increases
+(across restarts)."""
 
 from __future__ import annotations
 
