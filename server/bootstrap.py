@@ -14,6 +14,7 @@ from server.adapters.mqtt import (
 from server.api.ratelimit import LoginRateLimiter
 from server.config import Settings
 from server.service_layer.commands import OutgoingMessage
+from server.service_layer.configs import SnapshotRefresher
 from server.service_layer.messagebus import MessageBus
 from server.service_layer.privacy import RetentionWorker
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -34,9 +35,13 @@ class ServerRuntime:
         self.login_limiter = LoginRateLimiter()
         self.link: ServerMqttLink | None = None
         self.retention: RetentionWorker | None = None
+        self.snapshot_refresher: SnapshotRefresher | None = None
         if mqtt_enabled:
             # Only the server process purges: CLI runs and tests wire no background work.
             self.retention = RetentionWorker(self.bus, settings.raw_event_retention_days)
+            self.snapshot_refresher = SnapshotRefresher(
+                self.bus, settings.snapshot_refresh_interval_s
+            )
             self.link = ServerMqttLink(
                 settings.mqtt_url,
                 client_id=settings.mqtt_client_id,
@@ -45,6 +50,7 @@ class ServerRuntime:
                 on_connect=self.ingest.request_republish,
                 username=settings.mqtt_username,
                 password=settings.mqtt_password,
+                retained_timeout_s=settings.config_publish_timeout_s,
             )
 
     def new_uow(self) -> SqlAlchemyUnitOfWork:
@@ -59,6 +65,8 @@ class ServerRuntime:
         self.auth_worker.start()
         if self.retention is not None:
             self.retention.start()
+        if self.snapshot_refresher is not None:
+            self.snapshot_refresher.start()
         if self.link is not None:
             self.link.start(wait=wait)
 
@@ -67,6 +75,8 @@ class ServerRuntime:
             self.link.stop()
         if self.retention is not None:
             self.retention.stop()
+        if self.snapshot_refresher is not None:
+            self.snapshot_refresher.stop()
         self.ingest.stop()
         self.auth_worker.stop()
         self.engine.dispose()

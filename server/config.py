@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     secure_cookies: bool = False
     # Raw controller events older than this are purged (sessions and bills are kept).
     raw_event_retention_days: int = Field(default=365, ge=1)
+    # No snapshot the server publishes gets older than this (it reissues them with a new
+    # version and a fresh issued_at): keep it well below the controllers'
+    # snapshot_max_age_s, at most a quarter of it (docs/operations.md).
+    snapshot_refresh_interval_s: int = Field(default=3600, ge=60)
+    # How long the server waits for the broker to confirm a retained config.
+    config_publish_timeout_s: float = Field(default=5.0, gt=0)
 
     @field_validator("mqtt_url")
     @classmethod

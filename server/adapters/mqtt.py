@@ -46,8 +46,10 @@ class ServerMqttLink:
         on_connect: Callable[[], None] | None = None,
         username: str | None = None,
         password: str | None = None,
+        retained_timeout_s: float = 5.0,
     ) -> None:
         self.address = BrokerAddress.parse(url)
+        self.retained_timeout_s = retained_timeout_s
         self._subscriptions = list(subscriptions)
         self._on_message_cb = on_message
         self._on_connect_cb = on_connect
@@ -84,6 +86,13 @@ class ServerMqttLink:
         self._connected.clear()
 
     def publish(self, message: OutgoingMessage) -> None:
+        """Send a message. A retained one (a config) is sent only while connected (every
+        config is republished on connect) and this returns once the broker confirmed it
+        or `retained_timeout_s` passed: configs sent in turn, even by several server
+        processes, reach the broker in turn."""
+        if message.retain and not self._client.is_connected():
+            logger.debug("not connected: %s is republished on connect", message.topic)
+            return
         info = self._client.publish(
             message.topic, message.payload, qos=message.qos, retain=message.retain
         )
@@ -91,6 +100,16 @@ class ServerMqttLink:
             # Retained configs are all republished on (re)connect: only other losses matter.
             level = logging.DEBUG if message.retain else logging.WARNING
             logger.log(level, "publish to %s not sent now (rc=%s)", message.topic, info.rc)
+            return
+        if message.retain:
+            try:
+                info.wait_for_publish(self.retained_timeout_s)
+            except (RuntimeError, ValueError) as exc:
+                logger.warning("config to %s not confirmed: %s", message.topic, exc)
+            else:
+                if not info.is_published():
+                    logger.warning("config to %s not confirmed within %ss", message.topic,
+                                   self.retained_timeout_s)  # fmt: skip
 
     def _handle_connect(
         self, client: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from protocol import Level
@@ -122,6 +122,24 @@ class MachineRepository(_Repository):
 
     def ids(self) -> list[str]:
         return list(self.session.scalars(select(Machine.id)).all())
+
+    def set_snapshot_if_version(
+        self, machine_id: str, *, expected: int, version: int, issued_at: int, digest: str
+    ) -> bool:
+        """Record a new published snapshot unless another one was recorded since `expected`
+        (compare-and-set on the version: False means someone else got there first)."""
+        result = self.session.execute(
+            update(Machine)
+            .where(Machine.id == machine_id, Machine.snapshot_version == expected)
+            .values(snapshot_version=version, snapshot_issued_at=issued_at, snapshot_digest=digest)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    def lock_snapshot_version(self, machine_id: str) -> int | None:
+        """The machine's latest committed snapshot version, its row locked until the end of
+        the transaction (SELECT … FOR UPDATE on PostgreSQL; SQLite has no row locks)."""
+        query = select(Machine.snapshot_version).where(Machine.id == machine_id)
+        return self.session.scalar(query.with_for_update())
 
 
 class ControllerRepository(_Repository):

@@ -59,12 +59,15 @@ def build_snapshot(
     previous: PublishedVersion,
     now: datetime,
     staff: Iterable[StaffGrant] = (),
+    reissue_older_than_s: float | None = None,
 ) -> tuple[PermissionSnapshot, str]:
     """The snapshot to publish and its content digest.
 
-    Unchanged content keeps the previous version (republishing it is harmless); any
-    change gets a version above both the previous one and the current epoch second,
-    so versions keep increasing even if the database is restored from a backup.
+    Unchanged content keeps the previous version (republishing it is harmless), unless
+    it was issued `reissue_older_than_s` or more before `now`; a change, or such a
+    reissue, gets a fresh `issued_at` and a version above both the previous one and the
+    current epoch second, so versions keep increasing even if the database is restored
+    from a backup.
     """
     entries = sorted(
         (
@@ -103,7 +106,11 @@ def build_snapshot(
     content = draft.to_dict()
     del content["version"], content["issued_at"]
     digest = hashlib.sha256(canonical(content)).hexdigest()
-    if digest == previous.content_digest and previous.version > 0:
-        return replace(draft, version=previous.version, issued_at=previous.issued_at), digest
     now_s = int(now.timestamp())
+    unchanged = digest == previous.content_digest and previous.version > 0
+    too_old = reissue_older_than_s is not None and (
+        now_s - previous.issued_at >= reissue_older_than_s
+    )
+    if unchanged and not too_old:
+        return replace(draft, version=previous.version, issued_at=previous.issued_at), digest
     return replace(draft, version=max(previous.version + 1, now_s), issued_at=now_s), digest

@@ -24,6 +24,15 @@ class OutgoingMessage:
     retain: bool = False
 
 
+@dataclass(frozen=True)
+class ConfigMessage:
+    """A machine's signed config, sent after commit only while `version` is its latest."""
+
+    machine_id: str
+    version: int
+    message: OutgoingMessage
+
+
 # -- from controllers -------------------------------------------------------------------
 
 
@@ -241,10 +250,15 @@ class RevokeTraining:
 
 @dataclass(frozen=True)
 class PublishConfigs:
-    """Sign and publish the config of these machines (all when None)."""
+    """Sign and publish the config of these machines (all when None).
+
+    With `reissue_older_than_s`, a snapshot issued that long ago or more gets a new
+    version and a fresh `issued_at` even when its content is unchanged.
+    """
 
     machine_ids: frozenset[str] | None = None
     at: datetime = field(default_factory=utcnow)
+    reissue_older_than_s: float | None = None
 
 
 # -- accounts -------------------------------------------------------------------------------

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from protocol import Level, MachineSettings, Mode, StaffRole, config_topic, encode_config
-from server.adapters.orm import Machine
+from protocol import (
+    Level,
+    MachineSettings,
+    Mode,
+    PermissionSnapshot,
+    StaffRole,
+    config_topic,
+    encode_config,
+)
+from server.adapters.orm import Controller, Machine, utcnow
 from server.domain.access import Role
 from server.domain.snapshots import BadgeGrant, PublishedVersion, StaffGrant, build_snapshot
 from server.domain.trainings import effective_permissions
-from server.service_layer.commands import OutgoingMessage, PublishConfigs
+from server.service_layer.commands import ConfigMessage, OutgoingMessage, PublishConfigs
+from server.service_layer.periodic import PeriodicWorker
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
+
+if TYPE_CHECKING:
+    from server.service_layer.messagebus import MessageBus
 
 
 def machine_settings(machine: Machine) -> MachineSettings:
@@ -59,38 +73,125 @@ def machine_staff(
     ]
 
 
+# Each failed compare-and-set means another publisher recorded a newer version meanwhile.
+_VERSION_ATTEMPTS = 20
+
+
+class ConcurrentPublishError(RuntimeError):
+    """Another publisher kept recording a newer version of the machine's snapshot."""
+
+
 def publish_configs(cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork) -> list[str]:
-    """Build, sign and version the config of the machines; the messages go out after commit."""
+    """Build, sign and version the config of the machines; the messages go out after commit.
+
+    Each machine's version is recorded by compare-and-set in its own transaction: two
+    publishers that read the same previous version cannot both record a new one, the
+    second builds again from the state the first committed.
+    """
     ids = sorted(cmd.machine_ids) if cmd.machine_ids is not None else uow.machines.ids()
-    published = []
     managers = uow.members.with_roles({Role.MANAGER.value, Role.ADMIN.value})
+    published = []
     for machine_id in ids:
+        config = _record_config(cmd, uow, machine_id, managers)
+        if config is not None:
+            uow.configs.append(config)
+            published.append(machine_id)
+    return published
+
+
+def _record_config(
+    cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork, machine_id: str, managers: set[str]
+) -> ConfigMessage | None:
+    """The machine's signed config, its version committed; None without a controller."""
+    for _attempt in range(_VERSION_ATTEMPTS):
         machine = uow.machines.get(machine_id)
         controller = machine.controller if machine else None
         if machine is None or controller is None:
-            continue
-        grants = machine_grants(uow, machine.id, cmd.at)
-        staff = machine_staff(uow, grants, managers)
-        snapshot, digest = build_snapshot(
-            site=machine.site,
-            machine_id=machine.id,
-            controller_id=controller.id,
-            key=bytes.fromhex(controller.key_hex),
-            settings=machine_settings(machine),
-            grants=grants,
-            previous=PublishedVersion(
-                machine.snapshot_version, machine.snapshot_issued_at, machine.snapshot_digest
-            ),
-            now=cmd.at,
-            staff=staff,
+            return None
+        previous = PublishedVersion(
+            machine.snapshot_version, machine.snapshot_issued_at, machine.snapshot_digest
         )
-        machine.snapshot_version = snapshot.version
-        machine.snapshot_issued_at = snapshot.issued_at
-        machine.snapshot_digest = digest
-        payload = encode_config(snapshot, bytes.fromhex(controller.key_hex))
-        uow.outgoing.append(
-            OutgoingMessage(config_topic(machine.site, machine.id), payload, qos=1, retain=True)
+        snapshot, digest = _build(cmd, uow, machine, controller, managers, previous)
+        recorded = snapshot.version == previous.version or uow.machines.set_snapshot_if_version(
+            machine.id,
+            expected=previous.version,
+            version=snapshot.version,
+            issued_at=snapshot.issued_at,
+            digest=digest,
         )
-        published.append(machine.id)
-    uow.commit()
-    return published
+        if recorded:
+            uow.commit()
+            payload = encode_config(snapshot, bytes.fromhex(controller.key_hex))
+            message = OutgoingMessage(config_topic(machine.site, machine.id), payload, retain=True)
+            return ConfigMessage(machine.id, snapshot.version, message)
+        uow.rollback()  # expires what we read: the next attempt reads the newer version
+    raise ConcurrentPublishError(f"could not record a snapshot version for {machine_id}")
+
+
+def _build(
+    cmd: PublishConfigs,
+    uow: SqlAlchemyUnitOfWork,
+    machine: Machine,
+    controller: Controller,
+    managers: set[str],
+    previous: PublishedVersion,
+) -> tuple[PermissionSnapshot, str]:
+    grants = machine_grants(uow, machine.id, cmd.at)
+    return build_snapshot(
+        site=machine.site,
+        machine_id=machine.id,
+        controller_id=controller.id,
+        key=bytes.fromhex(controller.key_hex),
+        settings=machine_settings(machine),
+        grants=grants,
+        previous=previous,
+        now=cmd.at,
+        staff=machine_staff(uow, grants, managers),
+        reissue_older_than_s=cmd.reissue_older_than_s,
+    )
+
+
+def machines_sharing_lapse(
+    uow: SqlAlchemyUnitOfWork, member_id: str | None, machine_id: str
+) -> set[str]:
+    """The machines whose snapshot carries a lapse date of the member that a session on
+    `machine_id` moves: every machine of each lapsing training type covering it that
+    the member holds (a training lapses N months after its last use on any of them)."""
+    if member_id is None:
+        return set()
+    machines: set[str] = set()
+    for training_type in uow.training_types.covering(machine_id):
+        held = uow.trainings.current(member_id, training_type.id) is not None
+        if training_type.lapse_months is not None and held:
+            machines |= {m.id for m in training_type.machines}
+    return machines
+
+
+class SnapshotRefresher(PeriodicWorker):
+    """Reissues each machine's snapshot before it is `interval_s` old, even when nothing
+    changed, so that controllers configured with `snapshot_max_age_s` keep granting.
+
+    It runs every quarter of the interval; each run republishes every machine's config
+    and gives a new version and a fresh `issued_at` to the snapshots issued three
+    quarters of the interval ago or more. So, while the server runs, no snapshot it
+    publishes gets older than the interval plus the time of one run; a retained config
+    lost by the broker is back within a quarter of the interval.
+    """
+
+    name = "snapshot-refresh"
+
+    def __init__(
+        self, bus: MessageBus, interval_s: float, *, clock: Callable[[], datetime] = utcnow
+    ) -> None:
+        super().__init__(period_s=interval_s / 4, first_delay_s=interval_s / 4)
+        self.bus = bus
+        self.interval_s = interval_s
+        self.clock = clock
+
+    def run_once(self, now: datetime | None = None) -> list[str]:
+        """Republish every config as of `now`; the machines published."""
+        cmd = PublishConfigs(
+            at=now or self.clock(), reissue_older_than_s=self.interval_s - self.period_s
+        )
+        published: list[str] = self.bus.handle(cmd)
+        return published

@@ -22,6 +22,7 @@ from server.adapters.orm import BadgeDenial, Controller, RawEvent, UsageSession
 from server.domain.streams import advance_acked
 from server.service_layer.audit import record
 from server.service_layer.commands import IngestEvent, OutgoingMessage, RecordControllerStatus
+from server.service_layer.configs import machines_sharing_lapse
 from server.service_layer.controller_commands import mark_applied, resend_pending
 from server.service_layer.members import complete_enrollment
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -214,6 +215,8 @@ def _session_started(uow: SqlAlchemyUnitOfWork, controller: Controller, event: E
     usage.supervisor_member_id = data.get("supervisor_member_id")
     usage.decided_online = bool(data.get("decided_online", False))
     usage.stale_snapshot = data["snapshot_version"] < controller.machine.snapshot_version
+    # A session moves the lapse date of the member's training: the snapshots carry it.
+    uow.machines_to_publish |= machines_sharing_lapse(uow, usage.member_id, usage.machine_id)
     if member is None:
         logger.warning("session %s by unknown member %s", usage.id, data["member_id"])
     if usage.stale_snapshot:

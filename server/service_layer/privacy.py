@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,6 +22,7 @@ from server.domain.errors import DomainError, PermissionDeniedError
 from server.service_layer import commands as cmds
 from server.service_layer import guards
 from server.service_layer.audit import record
+from server.service_layer.periodic import PeriodicWorker
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -272,13 +272,15 @@ def purge_raw_events(cmd: cmds.PurgeRawEvents, uow: SqlAlchemyUnitOfWork) -> int
     return count
 
 
-class RetentionWorker:
+class RetentionWorker(PeriodicWorker):
     """Purges raw events past the retention period once at start, then every `interval_s`.
 
     Wire it in the server process with
     `RetentionWorker(runtime.bus, settings.raw_event_retention_days).start()` and
     `.stop()` on shutdown. Several server processes purging at once is harmless.
     """
+
+    name = "retention"
 
     def __init__(
         self,
@@ -288,26 +290,11 @@ class RetentionWorker:
         interval_s: float = 24 * 3600,
         first_delay_s: float = 60.0,
     ) -> None:
+        super().__init__(period_s=interval_s, first_delay_s=first_delay_s)
         self.bus = bus
         self.retention_days = retention_days
         self.interval_s = interval_s
-        self.first_delay_s = first_delay_s
         self.runs = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
 
     def run_once(self) -> int:
         count: int = self.bus.handle(cmds.PurgeRawEvents(self.retention_days))
@@ -316,12 +303,3 @@ class RetentionWorker:
             logger.info("retention: purged %d raw events older than %d days", count,
                         self.retention_days)  # fmt: skip
         return count
-
-    def _run(self) -> None:
-        delay = self.first_delay_s
-        while not self._stop.wait(delay):
-            try:
-                self.run_once()
-            except Exception:
-                logger.exception("retention: purging raw events failed")
-            delay = self.interval_s

@@ -8,21 +8,23 @@ from types import TracebackType
 from sqlalchemy.orm import Session
 
 from server.adapters import repository as repo
-from server.service_layer.commands import OutgoingMessage
+from server.service_layer.commands import ConfigMessage, OutgoingMessage
 
 
 class SqlAlchemyUnitOfWork:
     """`with uow:` opens a session; nothing is kept unless `commit()` is called.
 
     Handlers add to `machines_to_publish` the machines whose signed config must be
-    republished once the transaction is committed, and to `outgoing` the MQTT messages
-    (acks) to send after their commit.
+    republished once the transaction is committed, to `outgoing` the MQTT messages
+    (acks) to send after their commit, and to `configs` the signed configs whose version
+    they committed (sent in order per machine, see `MessageBus`).
     """
 
     def __init__(self, session_factory: Callable[[], Session]) -> None:
         self._session_factory = session_factory
         self.machines_to_publish: set[str] = set()
         self.outgoing: list[OutgoingMessage] = []
+        self.configs: list[ConfigMessage] = []
 
     def __enter__(self) -> SqlAlchemyUnitOfWork:
         self.session = self._session_factory()
@@ -43,6 +45,7 @@ class SqlAlchemyUnitOfWork:
         self.streams = repo.OutboxStreamRepository(self.session)
         self.machines_to_publish = set()
         self.outgoing = []
+        self.configs = []
         return self
 
     def __exit__(

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-from protocol import Level, PermissionSnapshot, badge_digest, config_topic, verify_config
+import threading
+from datetime import UTC, datetime, timedelta
+
+from protocol import (
+    EventKind,
+    Level,
+    PermissionSnapshot,
+    badge_digest,
+    config_topic,
+    verify_config,
+)
 from server.bootstrap import ServerRuntime
+from server.config import Settings
+from server.domain.trainings import add_months
 from server.service_layer import commands as cmds
 from server.service_layer.commands import OutgoingMessage
-from tests.server.conftest import KEY_HEX, SITE
+from server.service_layer.configs import SnapshotRefresher
+from tests.server.conftest import KEY_HEX, SITE, EventFactory, Ingest
 
 KEY = bytes.fromhex(KEY_HEX)
+ADA = badge_digest(KEY, "04A1B2C3")
+HOUR = 3600
 
 
-def _last_snapshot(sent: list[OutgoingMessage]) -> PermissionSnapshot:
-    configs = [m for m in sent if m.topic == config_topic(SITE, "laser")]
+def _last_snapshot(sent: list[OutgoingMessage], machine_id: str = "laser") -> PermissionSnapshot:
+    configs = [m for m in sent if m.topic == config_topic(SITE, machine_id)]
     assert configs, "no config was published"
     assert configs[-1].retain
     return verify_config(configs[-1].payload, KEY)
@@ -52,3 +67,97 @@ def test_publish_configs_republish_without_change_keeps_version(
     first = _last_snapshot(sent)
     lab.bus.handle(cmds.PublishConfigs())
     assert _last_snapshot(sent).version == first.version
+
+
+def _issued(snapshot: PermissionSnapshot, seconds_later: float = 0) -> datetime:
+    return datetime.fromtimestamp(snapshot.issued_at, UTC) + timedelta(seconds=seconds_later)
+
+
+def test_snapshot_refresher_reissues_quiet_machine_after_interval(
+    lab: ServerRuntime, sent: list[OutgoingMessage]
+) -> None:
+    lab.bus.handle(cmds.PublishConfigs())
+    before = _last_snapshot(sent)
+    SnapshotRefresher(lab.bus, interval_s=HOUR).run_once(_issued(before, HOUR))
+    after = _last_snapshot(sent)
+    assert after.issued_at == before.issued_at + HOUR
+    assert after.version > before.version
+    assert after.permissions == before.permissions
+
+
+def test_snapshot_refresher_keeps_recent_snapshot(
+    lab: ServerRuntime, sent: list[OutgoingMessage]
+) -> None:
+    lab.bus.handle(cmds.PublishConfigs())
+    before = _last_snapshot(sent)
+    # Within the last quarter of the interval: the next run, a quarter later, reissues it.
+    SnapshotRefresher(lab.bus, interval_s=HOUR).run_once(_issued(before, HOUR * 3 / 4 - 1))
+    assert _last_snapshot(sent) == before
+
+
+def test_snapshot_refresher_runs_periodically_once_started(
+    lab: ServerRuntime, sent: list[OutgoingMessage]
+) -> None:
+    ran = threading.Semaphore(0)
+    refresher = SnapshotRefresher(lab.bus, interval_s=0.04)
+    real_run_once = refresher.run_once
+
+    def counting_run_once(now: datetime | None = None) -> list[str]:
+        published = real_run_once(now)
+        ran.release()
+        return published
+
+    refresher.run_once = counting_run_once  # type: ignore[method-assign]
+    refresher.start()
+    try:
+        assert ran.acquire(timeout=10) and ran.acquire(timeout=10)
+    finally:
+        refresher.stop()
+    assert _last_snapshot(sent).lookup(ADA) is not None
+
+
+def test_server_runtime_refreshes_snapshots_at_the_settings_interval(database_url: str) -> None:
+    settings = Settings(database_url=database_url, snapshot_refresh_interval_s=600)
+    runtime = ServerRuntime(settings)
+    try:
+        assert runtime.snapshot_refresher is not None
+        assert runtime.snapshot_refresher.interval_s == 600
+    finally:
+        runtime.engine.dispose()
+
+
+def _start_session(events: EventFactory, member_id: str = "ada") -> object:
+    return events(
+        EventKind.SESSION_STARTED,
+        session_id="s1",
+        badge_uid="04A1B2C3",
+        member_id=member_id,
+        level=Level.AUTONOMOUS.value,
+        snapshot_version=1,
+    )
+
+
+def test_publish_configs_session_moving_lapse_date_republishes_it(
+    lab: ServerRuntime, sent: list[OutgoingMessage], ingest: Ingest, events: EventFactory
+) -> None:
+    lab.bus.handle(cmds.UpdateTrainingType("laser", lapse_months=6))
+    before = _last_snapshot(sent).lookup(ADA)
+    ingest(_start_session(events))
+    after = _last_snapshot(sent).lookup(ADA)
+    started = datetime.fromtimestamp(events.wall, UTC)
+    assert before is not None and after is not None
+    assert after.expires_at == int(add_months(started, 6).timestamp())
+    assert before.expires_at is not None and after.expires_at > before.expires_at
+
+
+def test_publish_configs_session_moving_lapse_date_republishes_every_machine_of_the_type(
+    lab: ServerRuntime, sent: list[OutgoingMessage], ingest: Ingest, events: EventFactory
+) -> None:
+    lab.bus.handle(cmds.AddMachine("laser-2", "Second laser", SITE, key_hex=KEY_HEX))
+    lab.bus.handle(
+        cmds.UpdateTrainingType("laser", machine_ids=("laser", "laser-2"), lapse_months=6)
+    )
+    ingest(_start_session(events))
+    started = datetime.fromtimestamp(events.wall, UTC)
+    entry = _last_snapshot(sent, "laser-2").lookup(ADA)
+    assert entry is not None and entry.expires_at == int(add_months(started, 6).timestamp())

@@ -61,3 +61,22 @@ def test_build_snapshot_carries_training_expiry_as_epoch_seconds() -> None:
         [BadgeGrant("04A1B2C3", "ada", Level.SUPERVISED, expiry)], PublishedVersion(0, 0, None)
     )
     assert snapshot.permissions[0].expires_at == int(expiry.timestamp())
+
+
+def test_build_snapshot_unchanged_content_past_reissue_age_gets_new_version() -> None:
+    first, digest = _build([ADA], PublishedVersion(0, 0, None))
+    later = NOW + timedelta(hours=1)
+    again, _ = build_snapshot(
+        site="lab",
+        machine_id="laser",
+        controller_id="laser",
+        key=KEY,
+        settings=MachineSettings(name="Laser"),
+        grants=[ADA],
+        previous=PublishedVersion(first.version, first.issued_at, digest),
+        now=later,
+        reissue_older_than_s=3600,
+    )
+    assert again.version > first.version
+    assert again.issued_at == int(later.timestamp())
+    assert again.permissions == first.permissions
