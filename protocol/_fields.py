@@ -13,6 +13,8 @@ from protocol.errors import ProtocolError
 E = TypeVar("E", bound=Enum)
 
 MAX_PAYLOAD_BYTES = 256 * 1024
+# Every integer on the wire fits a signed 64-bit column (seqs, versions, times).
+MAX_INT = 2**63 - 1
 
 
 def load_object(payload: bytes | str, what: str) -> dict[str, Any]:
@@ -72,12 +74,16 @@ def opt_str(d: Mapping[str, Any], key: str, prefix: str = "", *, max_len: int = 
     return req_str(d, key, prefix, max_len=max_len)
 
 
-def req_int(d: Mapping[str, Any], key: str, prefix: str = "", *, minimum: int = 0) -> int:
+def req_int(
+    d: Mapping[str, Any], key: str, prefix: str = "", *, minimum: int = 0, maximum: int = MAX_INT
+) -> int:
     value = _get(d, key, prefix)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ProtocolError(prefix + key, "must be an integer")
     if value < minimum:
         raise ProtocolError(prefix + key, f"must be >= {minimum}")
+    if value > maximum:
+        raise ProtocolError(prefix + key, f"must be <= {maximum}")
     return value
 
 
@@ -87,13 +93,25 @@ def opt_int(d: Mapping[str, Any], key: str, prefix: str = "", *, minimum: int = 
     return req_int(d, key, prefix, minimum=minimum)
 
 
-def req_float(d: Mapping[str, Any], key: str, prefix: str = "", *, minimum: float = 0.0) -> float:
+def req_float(
+    d: Mapping[str, Any],
+    key: str,
+    prefix: str = "",
+    *,
+    minimum: float = 0.0,
+    maximum: float = math.inf,
+) -> float:
     value = _get(d, key, prefix)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ProtocolError(prefix + key, "must be a number")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer too large for a float
+        raise ProtocolError(prefix + key, f"must be a finite number <= {maximum}") from None
     if not math.isfinite(value) or value < minimum:
         raise ProtocolError(prefix + key, f"must be a finite number >= {minimum}")
+    if value > maximum:
+        raise ProtocolError(prefix + key, f"must be <= {maximum:g}")
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
@@ -11,6 +12,20 @@ from protocol.commands import CommandKind
 from protocol.errors import ProtocolError
 
 SCHEMA_VERSION = 1
+
+# Absolute sanity bounds: a value beyond them is refused when decoding, whatever the
+# server's own, narrower, checks (window around its clock, the session's real span).
+MAX_SEQ = f.MAX_INT  # seqs fit a signed 64-bit column
+MAX_WALL_TIME = 4_102_444_800.0  # 2100-01-01T00:00:00Z
+MAX_MONO_TIME = 1e10  # seconds since boot: over 300 years
+MAX_DURATION_S = 366 * 86400.0  # no session, busy period or warning lasts a year
+# Per data field name: the largest value a float field may take.
+FLOAT_MAXIMUM: dict[str, float] = {
+    "elapsed_seconds": MAX_DURATION_S,
+    "busy_seconds": MAX_DURATION_S,
+    "ends_in_seconds": MAX_DURATION_S,
+    "ended_wall_time": MAX_WALL_TIME,
+}
 
 
 class EventKind(StrEnum):
@@ -130,7 +145,7 @@ def _read_value(data: dict[str, Any], name: str, kind: Any, prefix: str) -> Any:
     if kind is int:
         return f.req_int(data, name, prefix)
     if kind is float:
-        return f.req_float(data, name, prefix)
+        return f.req_float(data, name, prefix, maximum=FLOAT_MAXIMUM.get(name, math.inf))
     if kind is bool:
         return f.req_bool(data, name, prefix)
     if isinstance(kind, type) and issubclass(kind, Enum):
@@ -194,10 +209,10 @@ class Event:
             event_id=f.req_str(d, "event_id", max_len=64),
             controller_id=f.req_str(d, "controller_id", max_len=64),
             outbox_id=f.req_str(d, "outbox_id", max_len=64),
-            seq=f.req_int(d, "seq", minimum=1),
+            seq=f.req_int(d, "seq", minimum=1, maximum=MAX_SEQ),
             boot_id=f.req_str(d, "boot_id", max_len=64),
-            wall_time=f.req_float(d, "wall_time"),
-            mono_time=f.req_float(d, "mono_time"),
+            wall_time=f.req_float(d, "wall_time", maximum=MAX_WALL_TIME),
+            mono_time=f.req_float(d, "mono_time", maximum=MAX_MONO_TIME),
             kind=kind,
             data=validate_event_data(kind, f.req_object(d, "data")),
         )
@@ -205,22 +220,35 @@ class Event:
 
 @dataclass(frozen=True)
 class EventEnvelope:
-    """The stream position of an event whose body may be invalid: enough to ack it."""
+    """The stream position of an event whose body may be invalid: enough to ack it.
+
+    `event_id` is the payload's event id when it is a readable string, else None: it
+    tells a replay of a seq from another event claiming the same seq.
+    """
 
     controller_id: str
     outbox_id: str
     seq: int
+    event_id: str | None = None
+
+    @classmethod
+    def read(cls, payload: bytes | str) -> EventEnvelope:
+        """Read only the envelope fields; ProtocolError names the unreadable one."""
+        d = f.load_object(payload, "event")
+        event_id = d.get("event_id")
+        readable_id = isinstance(event_id, str) and 0 < len(event_id) <= 64
+        return cls(
+            controller_id=f.req_str(d, "controller_id", max_len=64),
+            outbox_id=f.req_str(d, "outbox_id", max_len=64),
+            seq=f.req_int(d, "seq", minimum=1, maximum=MAX_SEQ),
+            event_id=event_id if readable_id else None,
+        )
 
     @classmethod
     def peek(cls, payload: bytes | str) -> EventEnvelope | None:
         """Read only the envelope fields; None when even those are unreadable."""
         try:
-            d = f.load_object(payload, "event")
-            return cls(
-                controller_id=f.req_str(d, "controller_id", max_len=64),
-                outbox_id=f.req_str(d, "outbox_id", max_len=64),
-                seq=f.req_int(d, "seq", minimum=1),
-            )
+            return cls.read(payload)
         except ProtocolError:
             return None
 
@@ -268,7 +296,7 @@ class Ack:
         return cls(
             controller_id=f.req_str(d, "controller_id", max_len=64),
             outbox_id=f.req_str(d, "outbox_id", max_len=64),
-            up_to_seq=f.req_int(d, "up_to_seq"),
+            up_to_seq=f.req_int(d, "up_to_seq", maximum=MAX_SEQ),
             rejected=rejected,
             conflicts=conflicts,
         )
@@ -276,9 +304,9 @@ class Ack:
 
 def _seq_list(values: Any, name: str) -> tuple[int, ...]:
     if not isinstance(values, list) or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in values
+        isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_SEQ for s in values
     ):
-        raise ProtocolError(name, "must be a list of positive integers")
+        raise ProtocolError(name, f"must be a list of integers from 1 to {MAX_SEQ}")
     return tuple(values)
 
 

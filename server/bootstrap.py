@@ -6,6 +6,7 @@ import logging
 
 from server.adapters.db import make_engine, make_session_factory
 from server.adapters.mqtt import (
+    AuthWorker,
     IngestWorker,
     ServerMqttLink,
     dispatch_by_kind,
@@ -30,8 +31,14 @@ class ServerRuntime:
         self.engine = make_engine(settings.database_url)
         self.session_factory = make_session_factory(self.engine)
         self.bus = MessageBus(self.new_uow, publish=self._publish)
-        self.ingest = IngestWorker(self.bus)
-        self.auth_worker = IngestWorker(self.bus, name="auth")
+        self.ingest = IngestWorker(
+            self.bus, max_queue=settings.ingest_queue_size, limits=settings.plausibility()
+        )
+        self.auth_worker = AuthWorker(
+            self.bus,
+            per_controller=settings.auth_queue_per_controller,
+            timeout_s=settings.auth_request_timeout_s,
+        )
         self.login_limiter = LoginRateLimiter()
         self.link: ServerMqttLink | None = None
         self.retention: RetentionWorker | None = None

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocol import BrokerAddress, check_segment
+from server.domain.ingest_rules import Plausibility
 
 
 class Settings(BaseSettings):
@@ -39,6 +40,20 @@ class Settings(BaseSettings):
     snapshot_refresh_interval_s: int = Field(default=3600, ge=60)
     # How long the server waits for the broker to confirm a retained config.
     config_publish_timeout_s: float = Field(default=5.0, gt=0)
+    # An event whose wall time lies outside this window around the server's clock is
+    # stored as rejected (a controller's clock far off, or a forged time). The past is
+    # wide: events wait in a controller's outbox while it is offline.
+    event_max_ahead_s: int = Field(default=3600, ge=0)
+    event_max_behind_days: int = Field(default=366, ge=1)
+    # How much a reported elapsed/busy time may exceed the session's real span.
+    event_duration_tolerance_s: float = Field(default=30.0, ge=0)
+    # Messages waiting for ingest; when full, the MQTT client stops reading, so the
+    # broker keeps the QoS 1 messages (nothing is dropped).
+    ingest_queue_size: int = Field(default=1000, ge=1)
+    # Online badge checks waiting per controller (older ones are dropped first), and how
+    # long a controller waits for the answer (an older request is not answered).
+    auth_queue_per_controller: int = Field(default=20, ge=1)
+    auth_request_timeout_s: float = Field(default=1.5, gt=0)
 
     @field_validator("mqtt_url")
     @classmethod
@@ -50,3 +65,11 @@ class Settings(BaseSettings):
     @classmethod
     def _site_is_slug(cls, value: str) -> str:
         return check_segment(value, "site")
+
+    def plausibility(self) -> Plausibility:
+        """The ingest bounds on wall times and durations, from these settings."""
+        return Plausibility(
+            max_ahead_s=float(self.event_max_ahead_s),
+            max_behind_s=self.event_max_behind_days * 86400.0,
+            duration_tolerance_s=self.event_duration_tolerance_s,
+        )

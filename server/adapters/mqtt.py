@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from protocol import (
+    DEFAULT_AUTH_TIMEOUT_S,
     BrokerAddress,
     ProtocolError,
     TopicKind,
@@ -20,6 +23,8 @@ from protocol import (
     shared_filter,
     subscription_filter,
 )
+from server.adapters.orm import utcnow
+from server.domain.ingest_rules import Plausibility
 from server.service_layer.commands import (
     AnswerAuthRequest,
     IngestEvent,
@@ -147,16 +152,30 @@ _REPUBLISH = object()
 
 
 class IngestWorker:
-    """Applies incoming messages one at a time on its own thread; never dies on bad input."""
+    """Applies incoming messages one at a time on its own thread; never dies on bad input.
 
-    def __init__(self, bus: MessageBus, *, name: str = "ingest") -> None:
+    The queue is bounded: when it is full, `submit` blocks the caller (the MQTT client's
+    network thread), which then stops reading from the broker; the broker keeps the
+    QoS 1 messages for the server's persistent session. Nothing is dropped.
+    """
+
+    def __init__(
+        self,
+        bus: MessageBus,
+        *,
+        name: str = "ingest",
+        max_queue: int = 1000,
+        limits: Plausibility | None = None,
+    ) -> None:
         self.bus = bus
         self.name = name
+        self.limits = limits or Plausibility()
         self.stats: Counter[str] = Counter()
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
 
     def submit(self, topic: str, payload: bytes) -> None:
+        """Queue a message; blocks while the queue is full (back-pressure)."""
         self._queue.put((topic, payload))
 
     def request_republish(self) -> None:
@@ -168,9 +187,13 @@ class IngestWorker:
         self._thread.start()
 
     def stop(self) -> None:
-        self._queue.put(None)
-        if self._thread:
-            self._thread.join(timeout=10)
+        if self._thread is None:
+            return
+        try:
+            self._queue.put(None, timeout=10)
+        except queue.Full:
+            logger.warning("%s queue still full at stop", self.name)
+        self._thread.join(timeout=10)
 
     def _run(self) -> None:
         while True:
@@ -196,7 +219,8 @@ class IngestWorker:
             logger.warning("ignored message on %r: %s", topic, exc)
             return
         if kind is TopicKind.EVENTS:
-            outcome: IngestOutcome = self.bus.handle(IngestEvent(topic, payload))
+            command = IngestEvent(topic, payload, limits=self.limits)
+            outcome: IngestOutcome = self.bus.handle(command)
             self.stats[f"events_{outcome.outcome.value}"] += 1
         elif kind is TopicKind.STATUS:
             ok = self.bus.handle(RecordControllerStatus(topic, payload))
@@ -206,7 +230,139 @@ class IngestWorker:
             self.stats["auth_answered" if answered else "auth_invalid"] += 1
 
 
-def dispatch_by_kind(ingest: IngestWorker, auth: IngestWorker) -> Callable[[str, bytes], None]:
+_NOTHING = object()
+
+
+class FairAuthQueue:
+    """Online checks waiting for an answer, one queue per controller, served in turn.
+
+    `put` never blocks: past `per_controller` waiting requests of one controller, its
+    oldest is dropped (`auth_overflow`). `get` skips requests older than `timeout_s`
+    (`auth_expired`): the controller has stopped waiting and decided from its snapshot.
+    So one controller flooding `auth/request` delays another's check by at most one
+    request per flooding controller.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_controller: int = 20,
+        timeout_s: float = DEFAULT_AUTH_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+        stats: Counter[str] | None = None,
+    ) -> None:
+        self.per_controller = per_controller
+        self.timeout_s = timeout_s
+        self.stats: Counter[str] = stats if stats is not None else Counter()
+        self._clock = clock
+        self._queues: dict[str, deque[tuple[float, object]]] = {}
+        self._turns: deque[str] = deque()  # controllers with waiting requests, in order
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, key: str, item: object) -> None:
+        with self._cond:
+            waiting = self._queues.get(key)
+            if waiting is None:
+                waiting = self._queues[key] = deque()
+                self._turns.append(key)
+            if len(waiting) >= self.per_controller:
+                waiting.popleft()
+                self.stats["auth_overflow"] += 1
+            waiting.append((self._clock() + self.timeout_s, item))
+            self._cond.notify()
+
+    def pending(self, key: str) -> int:
+        with self._cond:
+            return len(self._queues.get(key, ()))
+
+    def get(self, timeout: float | None = None) -> object | None:
+        """The next fresh request, controllers in turn; None on timeout or once closed."""
+        with self._cond:
+            item = self._next_fresh()
+            if item is _NOTHING and not self._closed and timeout != 0:
+                self._cond.wait(timeout)
+                item = self._next_fresh()
+            return None if item is _NOTHING else item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _next_fresh(self) -> object:
+        while self._turns:
+            key = self._turns.popleft()
+            waiting = self._queues[key]
+            deadline, item = waiting.popleft()
+            if waiting:
+                self._turns.append(key)  # its next request waits for everyone's turn
+            else:
+                del self._queues[key]
+            if self._clock() > deadline:
+                self.stats["auth_expired"] += 1
+                continue
+            return item
+        return _NOTHING
+
+
+class AuthWorker:
+    """Answers online checks on its own thread, fairly between controllers."""
+
+    def __init__(
+        self,
+        bus: MessageBus,
+        *,
+        per_controller: int = 20,
+        timeout_s: float = DEFAULT_AUTH_TIMEOUT_S,
+        name: str = "auth",
+    ) -> None:
+        self.bus = bus
+        self.name = name
+        self.stats: Counter[str] = Counter()
+        self._queue = FairAuthQueue(
+            per_controller=per_controller, timeout_s=timeout_s, stats=self.stats
+        )
+        self._thread: threading.Thread | None = None
+
+    def submit(self, topic: str, payload: bytes) -> None:
+        """Queue a request under its machine (the ACL binds a controller to it); never blocks."""
+        try:
+            key = parse_topic(topic).machine
+        except ProtocolError:
+            key = ""
+        self._queue.put(key, (topic, payload, utcnow()))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.close()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                if self._queue.closed:
+                    return
+                continue
+            topic, payload, received_at = cast(tuple[str, bytes, datetime], item)
+            try:
+                answered = self.bus.handle(AnswerAuthRequest(topic, payload, received_at))
+                self.stats["auth_answered" if answered else "auth_invalid"] += 1
+            except Exception:
+                self.stats["errors"] += 1
+                logger.exception("online check failed; the controller decides from its snapshot")
+
+
+def dispatch_by_kind(ingest: IngestWorker, auth: AuthWorker) -> Callable[[str, bytes], None]:
     """Route online checks to their own worker: a tap must not wait behind a backlog."""
 
     def on_message(topic: str, payload: bytes) -> None:

@@ -277,6 +277,9 @@ class UsageSession(Base):
     supervisor_member_id: Mapped[str | None] = mapped_column(String(64))
     # Granted by the server's online answer rather than from the snapshot.
     decided_online: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The controller's monotonic clock at session_started (same boot_id): measures the
+    # session's real span even when its wall clock was stepped.
+    started_mono_time: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_usage_session_open", "machine_id", "ended_at"),)
 
@@ -326,14 +329,22 @@ class RawEvent(Base):
     event_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     controller_id: Mapped[str | None] = mapped_column(String(63))
     outbox_id: Mapped[str | None] = mapped_column(String(64))
-    seq: Mapped[int | None] = mapped_column(Integer)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
     kind: Mapped[str | None] = mapped_column(String(40))
     topic: Mapped[str] = mapped_column(String(300))
     payload: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20))  # accepted | rejected
+    # accepted | rejected | duplicate (an event already committed from the same controller,
+    # re-sent on a new stream: holds its seq, applied once) | conflict (see conflict_seq)
+    status: Mapped[str] = mapped_column(String(20))
     error: Mapped[str | None] = mapped_column(String(500))
     wall_time: Mapped[float | None] = mapped_column(Float)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    # The event id the payload carries, whenever readable (event_id is only set on the
+    # row that applied or rejected it, being unique).
+    payload_event_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    # A conflict: the seq this event claimed, which the stream already holds under
+    # another event id (`seq` stays empty: it belongs to that other event).
+    conflict_seq: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (UniqueConstraint("controller_id", "outbox_id", "seq"),)
 
@@ -345,5 +356,20 @@ class OutboxStream(Base):
 
     controller_id: Mapped[str] = mapped_column(String(63), primary_key=True)
     outbox_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    acked_seq: Mapped[int] = mapped_column(Integer, default=0)
+    acked_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ControllerFault(Base):
+    """A fault a controller reported (reader failure, outbox full, corrupt file…)."""
+
+    __tablename__ = "controller_fault"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machine.id"), index=True)
+    controller_id: Mapped[str] = mapped_column(String(63))
+    code: Mapped[str] = mapped_column(String(64), index=True)
+    message: Mapped[str] = mapped_column(String(500))
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)  # the controller's clock
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, aliased
 
 from protocol import Level
 from server.adapters.orm import (
@@ -17,6 +18,7 @@ from server.adapters.orm import (
     BadgeDenial,
     Controller,
     ControllerCommand,
+    ControllerFault,
     Enrollment,
     LoginSession,
     Machine,
@@ -29,6 +31,7 @@ from server.adapters.orm import (
     TrainingType,
     TrainingTypeMachine,
     UsageSession,
+    utcnow,
 )
 from server.domain.trainings import TrainingView
 
@@ -359,19 +362,74 @@ class EventRepository(_Repository):
     def add(self, event: RawEvent) -> None:
         self.session.add(event)
 
-    def exists(self, controller_id: str, outbox_id: str, seq: int) -> bool:
-        query = select(RawEvent.id).where(
+    def by_event_id(self, event_id: str) -> RawEvent | None:
+        """The row that applied (or rejected) the event of this id, if any."""
+        return self.session.scalar(select(RawEvent).where(RawEvent.event_id == event_id))
+
+    def at_seq(self, controller_id: str, outbox_id: str, seq: int) -> RawEvent | None:
+        """The event the stream holds at this seq."""
+        query = select(RawEvent).where(
             RawEvent.controller_id == controller_id,
             RawEvent.outbox_id == outbox_id,
             RawEvent.seq == seq,
         )
-        return self.session.scalar(query) is not None
+        return self.session.scalar(query)
 
-    def event_id_exists(self, event_id: str) -> bool:
-        return (
-            self.session.scalar(select(RawEvent.id).where(RawEvent.event_id == event_id))
-            is not None
+    def conflict_seqs(self, controller_id: str, outbox_id: str, limit: int = 100) -> list[int]:
+        """The lowest seqs of this stream that another event claimed (conflicts)."""
+        query = (
+            select(RawEvent.conflict_seq)
+            .where(
+                RawEvent.controller_id == controller_id,
+                RawEvent.outbox_id == outbox_id,
+                RawEvent.status == "conflict",
+                RawEvent.conflict_seq.is_not(None),
+            )
+            .distinct()
+            .order_by(RawEvent.conflict_seq)
+            .limit(limit)
         )
+        return [s for s in self.session.scalars(query).all() if s is not None]
+
+    def conflict_recorded(
+        self, controller_id: str, outbox_id: str, seq: int, event_id: str | None, payload: str
+    ) -> bool:
+        """Whether this very conflicting event (by id, else payload) is already stored."""
+        query = select(RawEvent.id).where(
+            RawEvent.controller_id == controller_id,
+            RawEvent.outbox_id == outbox_id,
+            RawEvent.conflict_seq == seq,
+            RawEvent.status == "conflict",
+        )
+        if event_id is not None:
+            query = query.where(RawEvent.payload_event_id == event_id)
+        else:
+            query = query.where(RawEvent.payload == payload)
+        return self.session.scalar(query.limit(1)) is not None
+
+    def conflicts_page(
+        self, *, limit: int = 100, offset: int = 0
+    ) -> tuple[Sequence[tuple[RawEvent, RawEvent | None, str | None]], int]:
+        """Conflicts, newest first, each with the event holding its seq and its machine."""
+        held = aliased(RawEvent)
+        base = select(RawEvent).where(RawEvent.status == "conflict")
+        total = self.session.scalar(select(func.count()).select_from(base.subquery())) or 0
+        query = (
+            select(RawEvent, held, Controller.machine_id)
+            .outerjoin(
+                held,
+                (held.controller_id == RawEvent.controller_id)
+                & (held.outbox_id == RawEvent.outbox_id)
+                & (held.seq == RawEvent.conflict_seq),
+            )
+            .outerjoin(Controller, Controller.id == RawEvent.controller_id)
+            .where(RawEvent.status == "conflict")
+            .order_by(RawEvent.received_at.desc(), RawEvent.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        rows = [(raw, held_row, machine) for raw, held_row, machine in self.session.execute(query)]
+        return rows, total
 
     def seqs_above(self, controller_id: str, outbox_id: str, seq: int) -> list[int]:
         query = select(RawEvent.seq).where(
@@ -404,6 +462,61 @@ class OutboxStreamRepository(_Repository):
             stream = OutboxStream(controller_id=controller_id, outbox_id=outbox_id, acked_seq=0)
             self.session.add(stream)
         return stream
+
+    def lock(self, controller_id: str, outbox_id: str) -> OutboxStream:
+        """The stream's row, created if new, locked until the transaction ends.
+
+        PostgreSQL: the row lock (SELECT … FOR UPDATE) serialises every process
+        ingesting this stream. SQLite: the insert takes the database's write lock, so the
+        reads that follow see every earlier commit.
+        """
+        values = {
+            "controller_id": controller_id,
+            "outbox_id": outbox_id,
+            "acked_seq": 0,
+            "updated_at": utcnow(),
+        }
+        dialect = self.session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.session.execute(insert(OutboxStream).values(**values).on_conflict_do_nothing())
+        query = (
+            select(OutboxStream)
+            .where(OutboxStream.controller_id == controller_id)
+            .where(OutboxStream.outbox_id == outbox_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return self.session.scalars(query).one()
+
+
+class FaultRepository(_Repository):
+    def add(self, fault: ControllerFault) -> None:
+        self.session.add(fault)
+
+    def page(
+        self,
+        *,
+        machine_id: str | None = None,
+        code: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[Sequence[ControllerFault], int]:
+        query = select(ControllerFault)
+        if machine_id:
+            query = query.where(ControllerFault.machine_id == machine_id)
+        if code:
+            query = query.where(ControllerFault.code == code)
+        return self._page(
+            query,
+            ControllerFault.at.desc(),
+            ControllerFault.id.desc(),
+            limit=limit,
+            offset=offset,
+        )
+
+    def count_by_code(self) -> dict[str, int]:
+        query = select(ControllerFault.code, func.count()).group_by(ControllerFault.code)
+        return {code: count for code, count in self.session.execute(query).all()}
 
 
 class CategoryRepository(_Repository):

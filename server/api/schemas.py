@@ -113,6 +113,36 @@ class DenialPublic(BaseModel):
 class IngestStatsPublic(BaseModel):
     counters: dict[str, int]
     stored_events: dict[str, int]
+    # Faults reported by controllers, by code (all stored, not only since start).
+    faults: dict[str, int] = Field(default_factory=dict)
+
+
+class FaultPublic(BaseModel):
+    """A fault a controller reported: reader failure, outbox full, corrupt file…"""
+
+    id: int
+    machine_id: str
+    controller_id: str
+    code: str
+    message: str
+    at: datetime
+    received_at: datetime
+
+
+class ConflictPublic(BaseModel):
+    """An event that claimed a seq its stream already holds under another event id."""
+
+    id: int
+    machine_id: str | None
+    controller_id: str | None
+    outbox_id: str | None
+    seq: int | None
+    event_id: str | None
+    held_event_id: str | None
+    kind: str | None
+    error: str | None
+    payload: str
+    received_at: datetime
 
 
 # -- shared field types ------------------------------------------------------------------

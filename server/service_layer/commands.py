@@ -12,6 +12,7 @@ from datetime import datetime
 from protocol import Level, Mode
 from server.adapters.orm import utcnow
 from server.domain.access import Principal, Role
+from server.domain.ingest_rules import Plausibility
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class IngestEvent:
     topic: str
     payload: bytes
     received_at: datetime = field(default_factory=utcnow)
+    # The server's configured bounds on wall times and durations (Settings).
+    limits: Plausibility = field(default_factory=Plausibility)
 
 
 @dataclass(frozen=True)

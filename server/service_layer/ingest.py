@@ -18,7 +18,25 @@ from protocol import (
     ack_topic,
     parse_topic,
 )
-from server.adapters.orm import BadgeDenial, Controller, RawEvent, UsageSession
+from server.adapters.orm import (
+    BadgeDenial,
+    Controller,
+    ControllerFault,
+    OutboxStream,
+    RawEvent,
+    UsageSession,
+)
+from server.domain.ingest_rules import (
+    HeldEvent,
+    Plausibility,
+    SeqStatus,
+    ack_position,
+    classify_seq,
+    duration_problem,
+    owns_session,
+    session_span,
+    wall_time_problem,
+)
 from server.domain.streams import advance_acked
 from server.service_layer.audit import record
 from server.service_layer.commands import IngestEvent, OutgoingMessage, RecordControllerStatus
@@ -36,6 +54,7 @@ class Outcome(StrEnum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     REJECTED = "rejected"  # stored as rejected and acknowledged: the controller drops it
+    CONFLICT = "conflict"  # another event holds its seq: stored, flagged, never acked
     UNREADABLE = "unreadable"  # no envelope to acknowledge: stored, not acked
     UNKNOWN_CONTROLLER = "unknown_controller"
     BAD_TOPIC = "bad_topic"
@@ -46,6 +65,13 @@ class IngestOutcome:
     outcome: Outcome
     error: str | None = None
     acked_seq: int | None = None
+
+
+class EventRefusedError(Exception):
+    """A well-formed event that the server will not apply (stored as rejected)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
 
 
 def _as_text(payload: bytes) -> str:
@@ -63,12 +89,14 @@ def ingest_event(cmd: IngestEvent, uow: SqlAlchemyUnitOfWork) -> IngestOutcome:
     except ProtocolError as exc:
         logger.warning("event on unexpected topic %r: %s", cmd.topic, exc)
         return IngestOutcome(Outcome.BAD_TOPIC, str(exc))
-    envelope = EventEnvelope.peek(cmd.payload)
-    if envelope is None:
-        logger.warning("unreadable event on %s: no controller/outbox/seq", cmd.topic)
-        uow.events.add(_raw(cmd, None, None, "rejected", "unreadable envelope"))
+    try:
+        envelope = EventEnvelope.read(cmd.payload)
+    except ProtocolError as exc:
+        error = f"unreadable envelope: {exc}"
+        logger.warning("unreadable event on %s: %s", cmd.topic, error)
+        uow.events.add(_raw(cmd, None, None, "rejected", error))
         uow.commit()
-        return IngestOutcome(Outcome.UNREADABLE, "unreadable envelope")
+        return IngestOutcome(Outcome.UNREADABLE, error)
     controller = uow.controllers.get(envelope.controller_id)
     if controller is None or controller.machine_id != address.machine:
         logger.warning(
@@ -78,28 +106,62 @@ def ingest_event(cmd: IngestEvent, uow: SqlAlchemyUnitOfWork) -> IngestOutcome:
         )
         return IngestOutcome(Outcome.UNKNOWN_CONTROLLER, "controller not registered for machine")
 
-    stream = uow.streams.get_or_create(envelope.controller_id, envelope.outbox_id)
-    seq_known = envelope.seq <= stream.acked_seq or uow.events.exists(
-        envelope.controller_id, envelope.outbox_id, envelope.seq
+    # Every process ingesting this stream waits here: the ack is computed from all of
+    # its committed seqs, never from a stale read.
+    stream = uow.streams.lock(envelope.controller_id, envelope.outbox_id)
+    held = uow.events.at_seq(envelope.controller_id, envelope.outbox_id, envelope.seq)
+    status = classify_seq(
+        _held_view(held),
+        event_id=envelope.event_id,
+        payload=_as_text(cmd.payload),
+        seq=envelope.seq,
+        acked_seq=stream.acked_seq,
     )
-    if seq_known:
-        outcome = IngestOutcome(Outcome.DUPLICATE, acked_seq=stream.acked_seq)
-        rejected: list[int] = []
-    else:
+    if status is SeqStatus.CONFLICT:
+        outcome = _record_conflict(cmd, uow, envelope, held)
+    elif status is SeqStatus.NEW:
         outcome = _store_and_apply(cmd, uow, controller, envelope)
-        previous = stream.acked_seq
-        uow.flush()
-        above = uow.events.seqs_above(envelope.controller_id, envelope.outbox_id, previous)
-        stream.acked_seq = advance_acked(previous, above)
-        stream.updated_at = cmd.received_at
-        rejected = uow.events.rejected_seqs(
-            envelope.controller_id, envelope.outbox_id, previous, stream.acked_seq
-        )
-        outcome = IngestOutcome(outcome.outcome, outcome.error, stream.acked_seq)
+    else:
+        outcome = IngestOutcome(Outcome.DUPLICATE)
+    ack = _recompute_ack(uow, stream, envelope, cmd.received_at, held)
     uow.commit()
-    ack = Ack(controller.id, envelope.outbox_id, stream.acked_seq, tuple(rejected))
     uow.outgoing.append(OutgoingMessage(ack_topic(address.site, address.machine), ack.encode()))
-    return outcome
+    return IngestOutcome(outcome.outcome, outcome.error, ack.up_to_seq)
+
+
+def _held_view(held: RawEvent | None) -> HeldEvent | None:
+    if held is None:
+        return None
+    return HeldEvent(held.event_id or held.payload_event_id, held.payload)
+
+
+def _recompute_ack(
+    uow: SqlAlchemyUnitOfWork,
+    stream: OutboxStream,
+    envelope: EventEnvelope,
+    received_at: datetime,
+    held: RawEvent | None,
+) -> Ack:
+    """Advance the stream's contiguous ack from what is committed (on duplicates too)
+    and build the ack message: it never covers a conflicting seq."""
+    uow.flush()
+    previous = stream.acked_seq
+    above = uow.events.seqs_above(envelope.controller_id, envelope.outbox_id, previous)
+    acked = advance_acked(previous, above)
+    if acked != previous:
+        stream.acked_seq = acked
+    stream.updated_at = received_at
+    conflicts = uow.events.conflict_seqs(envelope.controller_id, envelope.outbox_id)
+    up_to = ack_position(acked, conflicts)
+    rejected = set(
+        uow.events.rejected_seqs(envelope.controller_id, envelope.outbox_id, previous, up_to)
+    )
+    if held is not None and held.status == "rejected" and envelope.seq <= up_to:
+        rejected.add(envelope.seq)  # a resend of a rejected event: say so again
+    return Ack(
+        envelope.controller_id, envelope.outbox_id, up_to, tuple(sorted(rejected)),
+        tuple(conflicts),
+    )  # fmt: skip
 
 
 def _raw(
@@ -121,7 +183,26 @@ def _raw(
         error=error[:500] if error else None,
         wall_time=event.wall_time if event else None,
         received_at=cmd.received_at,
+        payload_event_id=envelope.event_id if envelope else None,
     )
+
+
+def _record_conflict(
+    cmd: IngestEvent, uow: SqlAlchemyUnitOfWork, envelope: EventEnvelope, held: RawEvent | None
+) -> IngestOutcome:
+    """Another event holds this seq: keep this one as a conflict for a manager (once)."""
+    held_id = (held.event_id or held.payload_event_id) if held else None
+    error = f"seq {envelope.seq} is already held by event {held_id or '(unreadable)'}"
+    logger.warning("conflict on %s/%s: %s", envelope.controller_id, envelope.outbox_id, error)
+    payload = _as_text(cmd.payload)
+    recorded = uow.events.conflict_recorded(
+        envelope.controller_id, envelope.outbox_id, envelope.seq, envelope.event_id, payload
+    )
+    if not recorded:
+        raw = _raw(cmd, envelope, None, "conflict", error)
+        raw.seq, raw.conflict_seq = None, envelope.seq
+        uow.events.add(raw)
+    return IngestOutcome(Outcome.CONFLICT, error)
 
 
 def _store_and_apply(
@@ -129,16 +210,23 @@ def _store_and_apply(
 ) -> IngestOutcome:
     try:
         event = Event.decode(cmd.payload)
-        reused = uow.events.event_id_exists(event.event_id)
-        if event.controller_id != envelope.controller_id or reused:
-            raise ProtocolError("event_id", "already used by another event")
+        earlier = uow.events.by_event_id(event.event_id)
+        if earlier is not None and earlier.controller_id == controller.id:
+            return _moved_duplicate(cmd, uow, envelope, event, earlier)
+        if earlier is not None:
+            raise ProtocolError("event_id", "already used by another controller")
+        _check_wall_times(event, cmd.received_at, cmd.limits)
     except ProtocolError as exc:
         logger.warning("rejected event %s/%s: %s", envelope.controller_id, envelope.seq, exc)
         uow.events.add(_raw(cmd, envelope, None, "rejected", str(exc)))
         return IngestOutcome(Outcome.REJECTED, str(exc))
     try:
         with uow.session.begin_nested():
-            _apply(uow, controller, event, cmd.received_at)
+            _apply(uow, controller, event, cmd.received_at, cmd.limits)
+    except EventRefusedError as exc:
+        logger.warning("refused event %s: %s", event.event_id, exc)
+        uow.events.add(_raw(cmd, envelope, event, "rejected", str(exc)))
+        return IngestOutcome(Outcome.REJECTED, str(exc))
     except Exception as exc:
         # A rule that cannot be applied must not block the controller's stream forever:
         # keep the event as rejected with the reason, for a person to look at.
@@ -149,40 +237,50 @@ def _store_and_apply(
     return IngestOutcome(Outcome.ACCEPTED)
 
 
+def _moved_duplicate(
+    cmd: IngestEvent,
+    uow: SqlAlchemyUnitOfWork,
+    envelope: EventEnvelope,
+    event: Event,
+    earlier: RawEvent,
+) -> IngestOutcome:
+    """An event this controller already committed, re-sent on a new outbox stream: it
+    holds its seq there (for the ack) but is not applied again."""
+    where = f"{earlier.outbox_id}/{earlier.seq}"
+    raw = _raw(cmd, envelope, None, "duplicate", f"already committed as {where}")
+    raw.kind, raw.wall_time = event.kind.value, event.wall_time
+    uow.events.add(raw)
+    return IngestOutcome(Outcome.DUPLICATE)
+
+
+def _check_wall_times(event: Event, received_at: datetime, limits: Plausibility) -> None:
+    """Refuse wall times outside the window around the server's clock."""
+    now = received_at.timestamp()
+    times = [("wall_time", event.wall_time)]
+    if "ended_wall_time" in event.data:
+        times.append(("data.ended_wall_time", event.data["ended_wall_time"]))
+    for name, value in times:
+        problem = wall_time_problem(value, now, limits)
+        if problem:
+            raise ProtocolError(name, problem)
+
+
 def _apply(
-    uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event, received_at: datetime
+    uow: SqlAlchemyUnitOfWork,
+    controller: Controller,
+    event: Event,
+    received_at: datetime,
+    limits: Plausibility,
 ) -> None:
     controller.last_seen_at = received_at
     data = event.data
     kind = event.kind
     if kind is EventKind.BADGE_DENIED:
-        enrolled = complete_enrollment(uow, controller.machine_id, data["badge_uid"], received_at)
-        if enrolled is not None:
-            logger.info("badge %s enrolled for %s", data["badge_uid"], enrolled.member_id)
-        # The snapshot only lists permitted badges: name the holder for the manager.
-        badge = uow.badges.by_uid(data["badge_uid"])
-        uow.denials.add(
-            BadgeDenial(
-                event_id=event.event_id,
-                machine_id=controller.machine_id,
-                badge_uid=data["badge_uid"],
-                member_id=data.get("member_id") or (badge.member_id if badge else None),
-                reason=data["reason"],
-                at=_wall(event.wall_time),
-            )
-        )
+        _badge_denied(uow, controller, event, received_at)
     elif kind is EventKind.SESSION_STARTED:
         _session_started(uow, controller, event)
     elif kind in (EventKind.SESSION_HEARTBEAT, EventKind.SESSION_ENDED):
-        usage = _get_or_open(uow, controller, event)
-        usage.elapsed_seconds = max(usage.elapsed_seconds, data["elapsed_seconds"])
-        usage.busy_seconds = max(usage.busy_seconds, data["busy_seconds"])
-        if kind is EventKind.SESSION_HEARTBEAT:
-            usage.last_heartbeat_at = _wall(event.wall_time)
-        else:
-            usage.ended_at = _wall(data.get("ended_wall_time", event.wall_time))
-            usage.end_reason = data["reason"]
-            usage.busy = False
+        _session_progress(uow, controller, event, limits)
     elif kind is EventKind.BADGE_ENROLLED:
         enrolled = complete_enrollment(uow, controller.machine_id, data["badge_uid"], received_at)
         if enrolled is None:
@@ -193,11 +291,50 @@ def _apply(
         if not mark_applied(uow, data["command_id"], received_at, data.get("message")):
             logger.warning("controller %s applied unknown command %s", controller.id, data)
     elif kind in (EventKind.BUSY_STARTED, EventKind.BUSY_ENDED):
-        usage_or_none = uow.sessions.get(data["session_id"]) if data.get("session_id") else None
-        if usage_or_none is not None and usage_or_none.ended_at is None:
-            usage_or_none.busy = kind is EventKind.BUSY_STARTED
+        usage = (
+            _owned_session(uow, controller, data["session_id"]) if data.get("session_id") else None
+        )
+        if usage is not None and usage.ended_at is None:
+            usage.busy = kind is EventKind.BUSY_STARTED
+    elif kind is EventKind.FAULT:
+        _fault(uow, controller, event, received_at)
     else:
         logger.info("%s from %s: %s", kind.value, controller.id, data)
+
+
+def _badge_denied(
+    uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event, received_at: datetime
+) -> None:
+    data = event.data
+    enrolled = complete_enrollment(uow, controller.machine_id, data["badge_uid"], received_at)
+    if enrolled is not None:
+        logger.info("badge %s enrolled for %s", data["badge_uid"], enrolled.member_id)
+    # The snapshot only lists permitted badges: name the holder for the manager.
+    badge = uow.badges.by_uid(data["badge_uid"])
+    uow.denials.add(
+        BadgeDenial(
+            event_id=event.event_id,
+            machine_id=controller.machine_id,
+            badge_uid=data["badge_uid"],
+            member_id=data.get("member_id") or (badge.member_id if badge else None),
+            reason=data["reason"],
+            at=_wall(event.wall_time),
+        )
+    )
+
+
+def _owned_session(
+    uow: SqlAlchemyUnitOfWork, controller: Controller, session_id: str
+) -> UsageSession | None:
+    """The session of this id, if any; refused when another controller or machine owns it."""
+    usage = uow.sessions.get(session_id)
+    if usage is not None and not owns_session(
+        usage.controller_id, usage.machine_id, controller.id, controller.machine_id
+    ):
+        raise EventRefusedError(
+            "data.session_id", f"session {session_id} belongs to another controller or machine"
+        )
+    return usage
 
 
 def _session_started(uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event) -> None:
@@ -209,6 +346,7 @@ def _session_started(uow: SqlAlchemyUnitOfWork, controller: Controller, event: E
     usage.badge_uid = data["badge_uid"]
     usage.level = data["level"]
     usage.started_at = _wall(event.wall_time)
+    usage.started_mono_time = event.mono_time
     usage.boot_id = event.boot_id
     usage.snapshot_version = data["snapshot_version"]
     usage.maintenance_override = bool(data.get("maintenance_override", False))
@@ -221,6 +359,61 @@ def _session_started(uow: SqlAlchemyUnitOfWork, controller: Controller, event: E
         logger.warning("session %s by unknown member %s", usage.id, data["member_id"])
     if usage.stale_snapshot:
         logger.warning("session %s decided on stale snapshot %s", usage.id, usage.snapshot_version)
+
+
+def _session_progress(
+    uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event, limits: Plausibility
+) -> None:
+    """A heartbeat or the end: durations only grow, and never beyond the real span."""
+    data = event.data
+    usage = _get_or_open(uow, controller, event)
+    _check_durations(usage, event, limits)
+    usage.elapsed_seconds = max(usage.elapsed_seconds, data["elapsed_seconds"])
+    usage.busy_seconds = max(usage.busy_seconds, data["busy_seconds"])
+    if event.kind is EventKind.SESSION_HEARTBEAT:
+        usage.last_heartbeat_at = _wall(event.wall_time)
+    else:
+        usage.ended_at = _wall(data.get("ended_wall_time", event.wall_time))
+        usage.end_reason = data["reason"]
+        usage.busy = False
+
+
+def _check_durations(usage: UsageSession, event: Event, limits: Plausibility) -> None:
+    """Refuse elapsed/busy times longer than the session has really run (once its
+    start is known: a session opened by a heartbeat takes its start from it)."""
+    if usage.started_mono_time is None:
+        return
+    ended_wall = event.data.get("ended_wall_time", event.wall_time)
+    same_boot = event.boot_id == usage.boot_id and "ended_wall_time" not in event.data
+    span = session_span(
+        usage.started_at.timestamp(),
+        ended_wall,
+        usage.started_mono_time,
+        event.mono_time if same_boot else None,
+    )
+    problem = duration_problem(
+        event.data["elapsed_seconds"], event.data["busy_seconds"], span, limits
+    )
+    if problem:
+        raise EventRefusedError(*problem)
+
+
+def _fault(
+    uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event, received_at: datetime
+) -> None:
+    """A controller reports trouble (reader, outbox, snapshot, watchdog): keep it for managers."""
+    logger.warning("fault %s from %s: %s", event.data["code"], controller.id, event.data["message"])
+    uow.faults.add(
+        ControllerFault(
+            event_id=event.event_id,
+            machine_id=controller.machine_id,
+            controller_id=controller.id,
+            code=event.data["code"][:64],
+            message=event.data["message"][:500],
+            at=_wall(event.wall_time),
+            received_at=received_at,
+        )
+    )
 
 
 def _oops(
@@ -243,7 +436,7 @@ def _oops(
 def _get_or_open(uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event) -> UsageSession:
     """The session an event belongs to; opened from this event if its start is not in yet."""
     session_id = event.data["session_id"]
-    usage = uow.sessions.get(session_id)
+    usage = _owned_session(uow, controller, session_id)
     if usage is None:
         elapsed = float(event.data.get("elapsed_seconds", 0.0))
         usage = UsageSession(

@@ -43,6 +43,7 @@ class SqlAlchemyUnitOfWork:
         self.denials = repo.DenialRepository(self.session)
         self.events = repo.EventRepository(self.session)
         self.streams = repo.OutboxStreamRepository(self.session)
+        self.faults = repo.FaultRepository(self.session)
         self.machines_to_publish = set()
         self.outgoing = []
         self.configs = []

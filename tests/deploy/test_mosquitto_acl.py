@@ -16,17 +16,31 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from protocol import (
+    Ack,
+    EndReason,
+    Event,
+    EventKind,
+    Level,
     TopicKind,
+    ack_topic,
     config_topic,
     events_topic,
     shared_filter,
     status_topic,
     subscription_filter,
 )
+from server.adapters.migrations import upgrade
+from server.bootstrap import ServerRuntime
+from server.config import Settings
+from server.service_layer import commands as cmds
 from tests.fixtures import MosquittoServer
 
 ACL = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl"
-PASSWORDS = {"fablab-server": "server-secret", "ctl-laser-1": "laser-secret"}
+PASSWORDS = {
+    "fablab-server": "server-secret",
+    "ctl-laser-1": "laser-secret",
+    "ctl-cnc-1": "cnc-secret",
+}
 TIMEOUT = 10.0
 QUIET = 0.5  # how long "nothing arrives" is watched for
 
@@ -171,3 +185,72 @@ def test_acl_server_ingests_through_a_shared_subscription(connect: Callable[...,
     laser.publish(events_topic("lab", "laser-1"), b"shared")
 
     assert server.received() == [(events_topic("lab", "laser-1"), b"shared")]
+
+
+def _event(controller: str, kind: EventKind, **data: object) -> Event:
+    return Event(
+        event_id=uuid.uuid4().hex,
+        controller_id=controller,
+        outbox_id=f"outbox-{controller}",
+        seq=1,
+        boot_id="boot-1",
+        wall_time=time.time() - 60.0,
+        mono_time=100.0,
+        kind=kind,
+        data=dict(data),
+    )
+
+
+@pytest.fixture
+def acl_server(acl_broker: MosquittoServer, tmp_path: Path) -> Iterator[ServerRuntime]:
+    """The server, logged in as fablab-server, with machines laser-1 and cnc-1."""
+    url = f"sqlite:///{tmp_path / 'server.sqlite3'}"
+    upgrade(url)
+    settings = Settings(
+        database_url=url,
+        mqtt_url=acl_broker.url,
+        mqtt_username="fablab-server",
+        mqtt_password=PASSWORDS["fablab-server"],
+        mqtt_client_id=f"server-{uuid.uuid4().hex[:6]}",
+        site="lab",
+    )
+    runtime = ServerRuntime(settings)
+    for machine in ("laser-1", "cnc-1"):
+        runtime.bus.handle(cmds.AddMachine(machine, machine, "lab", controller_id=f"ctl-{machine}"))
+    runtime.bus.handle(cmds.AddMember("Ada", member_id="ada"))
+    runtime.start(wait=TIMEOUT)
+    yield runtime
+    runtime.stop()
+
+
+def _acks(client: Client, machine: str) -> list[Ack]:
+    return [Ack.decode(p) for t, p in client.received() if t == ack_topic("lab", machine)]
+
+
+def test_acl_controller_cannot_rewrite_another_machines_session(
+    connect: Callable[..., Client], acl_server: ServerRuntime
+) -> None:
+    laser, cnc = connect("ctl-laser-1"), connect("ctl-cnc-1")
+    assert laser.connected.get(timeout=TIMEOUT) and cnc.connected.get(timeout=TIMEOUT)
+    assert laser.subscribe(ack_topic("lab", "laser-1")) == 1
+    assert cnc.subscribe(ack_topic("lab", "cnc-1")) == 1
+    start = _event(
+        "ctl-laser-1", EventKind.SESSION_STARTED, session_id="s-laser", badge_uid="04A1B2C3",
+        member_id="ada", level=Level.AUTONOMOUS.value, snapshot_version=1,
+    )  # fmt: skip
+    laser.publish(events_topic("lab", "laser-1"), start.encode())
+    assert [a.up_to_seq for a in _acks(laser, "laser-1")] == [1]
+
+    # Through the ACL, on its own machine's topic, with its own controller id:
+    forged_end = _event(
+        "ctl-cnc-1", EventKind.SESSION_ENDED, session_id="s-laser",
+        reason=EndReason.BADGE.value, elapsed_seconds=1.0, busy_seconds=0.0,
+    )  # fmt: skip
+    cnc.publish(events_topic("lab", "cnc-1"), forged_end.encode())
+
+    [ack] = _acks(cnc, "cnc-1")
+    assert (ack.up_to_seq, ack.rejected) == (1, (1,))
+    with acl_server.new_uow() as uow:
+        usage = uow.sessions.get("s-laser")
+        assert usage is not None
+        assert (usage.machine_id, usage.ended_at, usage.end_reason) == ("laser-1", None, None)

@@ -19,7 +19,7 @@ from protocol import (
     PermissionEntry,
     PermissionSnapshot,
 )
-from protocol.events import _DATA_SCHEMA
+from protocol.events import _DATA_SCHEMA, FLOAT_MAXIMUM
 
 slugs = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,20}", fullmatch=True)
 ids = st.text(min_size=1, max_size=64)  # text() never draws lone surrogates
@@ -29,11 +29,13 @@ counts = st.integers(min_value=0, max_value=2**53)
 seqs = st.integers(min_value=1, max_value=2**53)
 
 
-def _value_for(kind_of: Any) -> st.SearchStrategy[Any]:
+def _value_for(kind_of: Any, name: str = "") -> st.SearchStrategy[Any]:
     if kind_of is str:
         return texts
     if kind_of is int:
         return counts
+    if kind_of is float and name in FLOAT_MAXIMUM:
+        return st.floats(min_value=0, max_value=FLOAT_MAXIMUM[name], allow_nan=False)
     if kind_of is float:
         return times
     if kind_of is bool:
@@ -49,7 +51,7 @@ def event_data(draw: st.DrawFn, kind: EventKind) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for name, (kind_of, required) in _DATA_SCHEMA[kind].items():
         if required or draw(st.booleans()):
-            data[name] = draw(_value_for(kind_of))
+            data[name] = draw(_value_for(kind_of, name))
     return data
 
 

@@ -294,7 +294,7 @@ def test_controller_status_decode_bad_state_is_named() -> None:
 @given(events())
 def test_event_envelope_peek_reads_a_valid_event(event: Event) -> None:
     assert EventEnvelope.peek(event.encode()) == EventEnvelope(
-        event.controller_id, event.outbox_id, event.seq
+        event.controller_id, event.outbox_id, event.seq, event.event_id
     )
 
 
@@ -312,7 +312,10 @@ def test_event_envelope_peek_reads_an_invalid_body(overrides: dict[str, Any]) ->
     payload = _encode(_event_dict(**overrides))
     with pytest.raises(ProtocolError):
         Event.decode(payload)
-    assert EventEnvelope.peek(payload) == EventEnvelope("ctl-laser-1", "ob-1", 7)
+    envelope = EventEnvelope.peek(payload)
+    assert envelope is not None
+    assert (envelope.controller_id, envelope.outbox_id, envelope.seq) == ("ctl-laser-1", "ob-1", 7)
+    assert envelope.event_id == _event_dict(**overrides)["event_id"]
 
 
 @pytest.mark.parametrize(

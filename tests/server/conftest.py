@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -43,7 +44,8 @@ class EventFactory:
     outbox_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     boot_id: str = "boot-1"
     seq: int = 0
-    wall: float = 1_800_000_000.0
+    # An hour ago: within the server's window of plausible wall times.
+    wall: float = field(default_factory=lambda: float(int(time.time())) - 3600.0)
 
     def __call__(self, kind: EventKind, **data: Any) -> Event:
         self.seq += 1

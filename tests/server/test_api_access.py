@@ -129,6 +129,8 @@ TABLE: dict[tuple[str, str], Case] = {
     ("GET", "/api/sessions/{session_id}"): Case(EVERYONE, path="/api/sessions/none"),
     ("GET", "/api/denials"): Case(MANAGERS),
     ("GET", "/api/ingest/stats"): Case(MANAGERS),
+    ("GET", "/api/ingest/conflicts"): Case(MANAGERS),
+    ("GET", "/api/faults"): Case(MANAGERS),
     ("GET", "/api/health"): Case(EVERYONE),
     ("GET", "/api/audit"): Case(MANAGERS),
     ("GET", "/api/audit/export"): Case(MANAGERS, params={"format": "csv"}),

@@ -24,6 +24,7 @@ def _start(events: EventFactory, session_id: str = "s1") -> object:
 
 
 def _end(events: EventFactory, session_id: str = "s1", elapsed: float = 600.0) -> object:
+    events.wall += elapsed  # the session has really run that long
     return events(
         EventKind.SESSION_ENDED,
         session_id=session_id,

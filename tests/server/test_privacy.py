@@ -36,6 +36,7 @@ from server.api.routes import privacy
 from server.bootstrap import ServerRuntime
 from server.domain.access import Principal, Role
 from server.domain.errors import DomainError, NotFoundError, PermissionDeniedError
+from server.domain.ingest_rules import Plausibility
 from server.service_layer import commands as cmds
 from server.service_layer.commands import OutgoingMessage
 from server.service_layer.ingest import Outcome
@@ -71,6 +72,7 @@ def ada_history(lab: ServerRuntime, ingest: Ingest, events: EventFactory) -> Non
             snapshot_version=1,
         )
     )
+    events.wall += 600.0  # the session's real span
     ingest(
         events(
             EventKind.SESSION_ENDED,
@@ -296,10 +298,15 @@ def test_privacy_erase_rules(lab: ServerRuntime, client: TestClient, auth: Heade
 # -- retention ------------------------------------------------------------------------------
 
 
+# Retention is about when events were received: any wall time is plausible here.
+_ANY_WALL_TIME = Plausibility(max_ahead_s=float("inf"), max_behind_s=float("inf"))
+
+
 def _feed(lab: ServerRuntime, event: object, at: datetime) -> Outcome:
     payload = event.encode()  # type: ignore[attr-defined]
     topic = events_topic(SITE, "laser")
-    result = lab.bus.handle(cmds.IngestEvent(topic, payload, received_at=at))
+    command = cmds.IngestEvent(topic, payload, received_at=at, limits=_ANY_WALL_TIME)
+    result = lab.bus.handle(command)
     outcome: Outcome = result.outcome
     return outcome
 

@@ -1,4 +1,4 @@
-"""Usage sessions, refused taps and ingest statistics."""
+"""Usage sessions, refused taps, controller faults, seq conflicts and ingest statistics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from fastapi import APIRouter, HTTPException, Path, Query
 
 from server.adapters.orm import UsageSession
 from server.api.deps import ManagerPrincipal, OptionalPrincipal, RuntimeDep, UowDep
-from server.api.schemas import DenialPublic, IngestStatsPublic, Page, SessionPublic
+from server.api.schemas import (
+    ConflictPublic,
+    DenialPublic,
+    FaultPublic,
+    IngestStatsPublic,
+    Page,
+    SessionPublic,
+)
 from server.domain.access import Principal, Role
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
@@ -138,4 +145,62 @@ def ingest_stats(runtime: RuntimeDep, uow: UowDep, _: ManagerPrincipal) -> Inges
     return IngestStatsPublic(
         counters=dict(runtime.ingest.stats + runtime.auth_worker.stats),
         stored_events=uow.events.count_by_status(),
+        faults=uow.faults.count_by_code(),
     )
+
+
+CodeQuery = Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+@router.get("/faults", response_model=Page[FaultPublic])
+def list_faults(
+    uow: UowDep,
+    _: ManagerPrincipal,
+    machine: SlugQuery = None,
+    code: CodeQuery = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[FaultPublic]:
+    """Faults reported by controllers (reader failure, outbox full, corrupt snapshot or
+    outbox file, watchdog near miss…), newest first, by machine and code."""
+    rows, total = uow.faults.page(machine_id=machine, code=code, limit=limit, offset=offset)
+    items = [
+        FaultPublic(
+            id=f.id,
+            machine_id=f.machine_id,
+            controller_id=f.controller_id,
+            code=f.code,
+            message=f.message,
+            at=f.at,
+            received_at=f.received_at,
+        )
+        for f in rows
+    ]
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/ingest/conflicts", response_model=Page[ConflictPublic])
+def list_conflicts(
+    uow: UowDep, _: ManagerPrincipal, limit: Limit = 50, offset: Offset = 0
+) -> Page[ConflictPublic]:
+    """Events that claimed a seq their stream already holds under another event id (an
+    outbox restored from a backup, or another publisher): never acknowledged, kept here
+    with the event that holds the seq, newest first."""
+    rows, total = uow.events.conflicts_page(limit=limit, offset=offset)
+    items = [
+        ConflictPublic(
+            id=raw.id,
+            machine_id=machine_id,
+            controller_id=raw.controller_id,
+            outbox_id=raw.outbox_id,
+            seq=raw.conflict_seq,
+            event_id=raw.payload_event_id,
+            held_event_id=(held.event_id or held.payload_event_id) if held else None,
+            kind=raw.kind,
+            error=raw.error,
+            payload=raw.payload,
+            received_at=raw.received_at,
+        )
+        for raw, held, machine_id in rows
+    ]
+    return Page(items=items, total=total, limit=limit, offset=offset)
