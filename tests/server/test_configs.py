@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from protocol import (
@@ -127,6 +128,9 @@ def test_server_runtime_refreshes_snapshots_at_the_settings_interval(database_ur
 
 
 def _start_session(events: EventFactory, member_id: str = "ada") -> object:
+    # After the training's grant (just now), so that the session moves the lapse date;
+    # within the server's window of plausible wall times.
+    events.wall = max(events.wall, float(int(time.time())) + 60.0)
     return events(
         EventKind.SESSION_STARTED,
         session_id="s1",
