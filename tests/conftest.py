@@ -102,7 +102,12 @@ def mosquitto_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosq
     brokers: list[MosquittoServer] = []
 
     def make(
-        *, persistence: bool = False, anonymous: bool = True, extra_config: Sequence[str] = ()
+        *,
+        persistence: bool = False,
+        anonymous: bool = True,
+        extra_config: Sequence[str] = (),
+        listen: bool = True,
+        port: int | None = None,
     ) -> MosquittoServer:
         try:
             broker = MosquittoServer(
@@ -110,6 +115,8 @@ def mosquitto_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosq
                 persistence=persistence,
                 anonymous=anonymous,
                 extra_config=extra_config,
+                listen=listen,
+                port=port,
             )
         except MissingToolError as exc:
             _fail_missing(exc)

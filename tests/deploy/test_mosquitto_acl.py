@@ -1,55 +1,121 @@
-"""deploy/mosquitto/acl on a real Mosquitto: each controller reaches only its own machine."""
+"""The broker files made by `fablab mosquitto-config`, on a real Mosquitto with TLS.
+
+Controllers are registered and given credentials through the `fablab` CLI, the lab CA
+and the broker's certificate come from `fablab tls-ca` / `fablab tls-cert`, and the
+broker runs the generated fablab.conf (listeners, TLS, password file, ACL) as is.
+"""
 
 from __future__ import annotations
 
 import os
 import queue
-import shutil
-import subprocess
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from typer.testing import CliRunner
 
 from protocol import (
     TopicKind,
+    ack_topic,
+    command_topic,
     config_topic,
     events_topic,
     shared_filter,
     status_topic,
     subscription_filter,
 )
-from tests.fixtures import MosquittoServer
+from server.cli import app
+from tests.fixtures import MosquittoServer, free_port
 
-ACL = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "acl"
-PASSWORDS = {"fablab-server": "server-secret", "ctl-laser-1": "laser-secret"}
+SITE = "lab"
+SERVER_USER, SERVER_PASSWORD = "fablab-server", "server-secret-for-tests"
+SERVER_CLIENT_ID = "fablab-server"
 TIMEOUT = 10.0
 QUIET = 0.5  # how long "nothing arrives" is watched for
 
 
+@dataclass
+class Lab:
+    """A registered lab and its broker, run from the generated files."""
+
+    cli: CliRunner
+    out: Path
+    ca_cert: Path
+    server_port: int
+    tls_port: int
+    broker: MosquittoServer = field(init=False)
+    logins: dict[str, tuple[str, str]] = field(default_factory=dict)  # machine -> login
+
+    def run(self, *args: str) -> str:
+        result = self.cli.invoke(app, list(args))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def issue(self, machine: str) -> tuple[str, str]:
+        """New credentials for the machine's controller, as the controller.toml has them."""
+        config = tomllib.loads(self.run("controller-credentials", machine, "--broker",
+                                        f"mqtts://127.0.0.1:{self.tls_port}"))
+        self.logins[machine] = (config["username"], config["password"])
+        return self.logins[machine]
+
+    def regenerate(self) -> None:
+        self.run("mosquitto-config", "--out", str(self.out), "--certs", str(self.out / "certs"),
+                 "--server-listener", f"127.0.0.1:{self.server_port}",
+                 "--controller-port", str(self.tls_port))
+
+
 class Client:
-    def __init__(self, broker: MosquittoServer, user: str | None, password: str | None) -> None:
+    """A paho client that records CONNACKs, disconnects, SUBACKs and messages."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        login: tuple[str, str] | None,
+        *,
+        tls: bool = True,
+        port: int | None = None,
+        client_id: str | None = None,
+    ) -> None:
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.connected: queue.Queue[bool] = queue.Queue()
+        self.disconnected: queue.Queue[bool] = queue.Queue()
         self.granted: queue.Queue[list[int]] = queue.Queue()
         self.mqtt = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"{user or 'anon'}-{uuid.uuid4().hex[:6]}",
+            client_id=client_id or f"test-{uuid.uuid4().hex[:8]}",
             protocol=MQTTProtocolVersion.MQTTv311,
         )
-        if user is not None:
-            self.mqtt.username_pw_set(user, password)
+        if login is not None:
+            self.mqtt.username_pw_set(*login)
+        if tls:
+            self.mqtt.tls_set(ca_certs=str(lab.ca_cert))
         self.mqtt.on_connect = lambda _c, _u, _f, rc, _p: self.connected.put(not rc.is_failure)
+        self.mqtt.on_disconnect = lambda *_args: self.disconnected.put(True)
         self.mqtt.on_subscribe = lambda _c, _u, _m, rcs, _p: self.granted.put(
             [rc.value for rc in rcs]
         )
         self.mqtt.on_message = lambda _c, _u, msg: self.messages.put(msg)
-        self.mqtt.connect(broker.host, broker.port)
+        default_port = lab.tls_port if tls else lab.server_port
+        self.mqtt.connect("127.0.0.1", port or default_port, keepalive=5)
         self.mqtt.loop_start()
+
+    def accepted(self) -> bool:
+        """True on a successful CONNACK; False on a refusal or a connection closed first."""
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                return self.connected.get(timeout=0.05)
+            except queue.Empty:
+                if not self.disconnected.empty():
+                    return False
+        raise AssertionError("no answer from the broker")
 
     def subscribe(self, topic: str) -> int:
         self.mqtt.subscribe(topic, qos=1)
@@ -59,11 +125,12 @@ class Client:
         self.mqtt.publish(topic, payload, qos=1, retain=retain).wait_for_publish(TIMEOUT)
 
     def received(self, timeout: float = TIMEOUT) -> list[tuple[str, bytes]]:
+        """Messages until a pause after the first one, or none within `timeout`."""
         got: list[tuple[str, bytes]] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                msg = self.messages.get(timeout=0.05)
+                msg = self.messages.get(timeout=0.2 if got else 0.05)
             except queue.Empty:
                 if got:
                     break
@@ -77,28 +144,41 @@ class Client:
 
 
 @pytest.fixture(scope="module")
-def acl_broker(
+def lab(
     mosquitto_factory: Callable[..., MosquittoServer], tmp_path_factory: pytest.TempPathFactory
-) -> MosquittoServer:
-    passwd_tool = shutil.which("mosquitto_passwd")
-    if passwd_tool is None:
-        pytest.fail("mosquitto_passwd not found: it comes with the `mosquitto` package")
-    passwd = tmp_path_factory.mktemp("acl") / "passwd"
-    for i, (user, password) in enumerate(PASSWORDS.items()):
-        args = ["-c"] if i == 0 else []
-        subprocess.run([passwd_tool, *args, "-b", str(passwd), user, password], check=True)
-    extra = [f"password_file {passwd}", f"acl_file {ACL}"]
-    if os.geteuid() == 0:
-        extra.append("user root")  # else it reads the files as `mosquitto`, who cannot
-    return mosquitto_factory(anonymous=False, extra_config=extra)
+) -> Lab:
+    root = tmp_path_factory.mktemp("broker-config")
+    cli = CliRunner(env={
+        "FABLAB_DATABASE_URL": f"sqlite:///{root / 'fablab.sqlite3'}",
+        "FABLAB_SITE": SITE,
+        "FABLAB_MQTT_USERNAME": SERVER_USER,
+        "FABLAB_MQTT_PASSWORD": SERVER_PASSWORD,
+    })
+    lab = Lab(cli=cli, out=root / "mosquitto", ca_cert=root / "ca" / "ca.crt",
+              server_port=free_port(), tls_port=free_port())
+    lab.run("db", "upgrade")
+    lab.run("tls-ca", "--out", str(root / "ca"), "--name", "Test lab CA")
+    lab.run("tls-cert", "--ca", str(root / "ca"), "--out", str(lab.out / "certs"),
+            "--host", "localhost", "--host", "127.0.0.1")
+    for machine in ("laser-1", "cnc-1", "drill", "mill"):
+        lab.run("add-machine", machine, machine.title())
+        lab.issue(machine)
+    lab.regenerate()
+    # Mosquitto started as root reads its files as `mosquitto`, who cannot enter pytest's
+    # root-only temp dirs: it stays root here (a test broker on free ports).
+    extra = ["user root"] if os.geteuid() == 0 else []
+    lab.broker = mosquitto_factory(
+        listen=False, port=lab.server_port, extra_config=[*extra, f"include_dir {lab.out}"]
+    )
+    return lab
 
 
 @pytest.fixture
-def connect(acl_broker: MosquittoServer) -> Iterator[Callable[..., Client]]:
+def connect(lab: Lab) -> Iterator[Callable[..., Client]]:
     clients: list[Client] = []
 
-    def make(user: str | None, password: str | None = None) -> Client:
-        client = Client(acl_broker, user, password if password else PASSWORDS.get(user or ""))
+    def make(login: tuple[str, str] | None, **options: object) -> Client:
+        client = Client(lab, login, **options)  # type: ignore[arg-type]
         clients.append(client)
         return client
 
@@ -107,67 +187,133 @@ def connect(acl_broker: MosquittoServer) -> Iterator[Callable[..., Client]]:
         client.close()
 
 
-def test_acl_refuses_anonymous_and_wrong_password(connect: Callable[..., Client]) -> None:
-    assert connect(None).connected.get(timeout=TIMEOUT) is False
-    assert connect("ctl-laser-1", "wrong").connected.get(timeout=TIMEOUT) is False
+@pytest.fixture
+def server(connect: Callable[..., Client]) -> Client:
+    """The fablab server's connection: plain MQTT on the loopback listener."""
+    client = connect((SERVER_USER, SERVER_PASSWORD), tls=False, client_id=SERVER_CLIENT_ID)
+    assert client.accepted()
+    return client
 
 
-def test_acl_controller_publishes_own_events_to_server(connect: Callable[..., Client]) -> None:
-    server = connect("fablab-server")
-    assert server.connected.get(timeout=TIMEOUT)
-    assert server.subscribe(subscription_filter(TopicKind.EVENTS)) == 1
-    laser = connect("ctl-laser-1")
-    assert laser.connected.get(timeout=TIMEOUT)
-
-    laser.publish(events_topic("lab", "cnc-1"), b"forged")
-    laser.publish(events_topic("lab", "laser-1"), b"genuine")
-
-    assert server.received() == [(events_topic("lab", "laser-1"), b"genuine")]
-
-
-def test_acl_controller_reads_only_its_own_config(connect: Callable[..., Client]) -> None:
-    server = connect("fablab-server")
-    assert server.connected.get(timeout=TIMEOUT)
-    server.publish(config_topic("lab", "laser-1"), b"laser config", retain=True)
-    server.publish(config_topic("lab", "cnc-1"), b"cnc config", retain=True)
-    laser = connect("ctl-laser-1")
-    assert laser.connected.get(timeout=TIMEOUT)
-
-    assert laser.subscribe(config_topic("lab", "laser-1")) == 1
-    assert laser.received() == [(config_topic("lab", "laser-1"), b"laser config")]
-    # Mosquitto grants the SUBACK but delivers nothing the ACL does not let it read.
-    laser.subscribe(config_topic("lab", "cnc-1"))
-    assert laser.received(QUIET) == []
-
-
-def test_acl_controller_cannot_write_its_config_nor_read_events(
+def test_broker_refuses_anonymous_clients_on_the_tls_listener(
     connect: Callable[..., Client],
 ) -> None:
-    laser = connect("ctl-laser-1")
-    assert laser.connected.get(timeout=TIMEOUT)
-    laser.subscribe(subscription_filter(TopicKind.EVENTS))
-    server = connect("fablab-server")
-    assert server.connected.get(timeout=TIMEOUT)
-    assert server.subscribe(config_topic("lab", "laser-1")) == 1
-    assert server.subscribe(status_topic("lab", "laser-1")) == 1
+    assert connect(None).accepted() is False
+
+
+def test_broker_refuses_plaintext_clients_on_the_tls_listener(
+    lab: Lab, connect: Callable[..., Client]
+) -> None:
+    client = connect(lab.logins["laser-1"], tls=False, port=lab.tls_port)
+    assert client.accepted() is False
+
+
+def test_broker_refuses_a_wrong_password(lab: Lab, connect: Callable[..., Client]) -> None:
+    username, _ = lab.logins["laser-1"]
+    assert connect((username, "wrong")).accepted() is False
+
+
+def test_broker_delivers_a_controllers_own_events_only(
+    lab: Lab, server: Client, connect: Callable[..., Client]
+) -> None:
+    assert server.subscribe(subscription_filter(TopicKind.EVENTS)) == 1
+    laser = connect(lab.logins["laser-1"])
+    assert laser.accepted()
+
+    laser.publish(events_topic(SITE, "cnc-1"), b"forged")
+    laser.publish(events_topic(SITE, "laser-1"), b"genuine")
+
+    assert server.received() == [(events_topic(SITE, "laser-1"), b"genuine")]
+
+
+def test_broker_gives_a_controller_nothing_of_other_machines_on_hash(
+    lab: Lab, server: Client, connect: Callable[..., Client]
+) -> None:
+    server.publish(config_topic(SITE, "laser-1"), b"laser config", retain=True)
+    server.publish(config_topic(SITE, "cnc-1"), b"cnc config", retain=True)
+    laser = connect(lab.logins["laser-1"])
+    assert laser.accepted()
+
+    laser.subscribe("#")
+    server.publish(events_topic(SITE, "cnc-1"), b"someone else's event")
+    server.publish(command_topic(SITE, "cnc-1"), b"someone else's command")
+
+    assert laser.received() == [(config_topic(SITE, "laser-1"), b"laser config")]
+
+
+@pytest.mark.parametrize("topic", [config_topic, ack_topic, command_topic])
+def test_broker_drops_a_controllers_config_ack_or_command(
+    lab: Lab, server: Client, connect: Callable[..., Client], topic: Callable[[str, str], str]
+) -> None:
+    assert server.subscribe(topic(SITE, "laser-1")) == 1
+    assert server.subscribe(status_topic(SITE, "laser-1")) == 1
     server.received(QUIET)  # retained copies, if any
+    laser = connect(lab.logins["laser-1"])
+    assert laser.accepted()
 
-    laser.publish(config_topic("lab", "laser-1"), b"self-granted")
-    laser.publish(status_topic("lab", "laser-1"), b"online")
-    server.publish(events_topic("lab", "cnc-1"), b"someone else's event")
-    laser.publish(events_topic("lab", "laser-1"), b"own event")
+    laser.publish(topic(SITE, "laser-1"), b"self-granted")
+    laser.publish(status_topic(SITE, "laser-1"), b"online")
 
-    assert server.received() == [(status_topic("lab", "laser-1"), b"online")]
-    assert laser.received(QUIET) == []
+    assert server.received() == [(status_topic(SITE, "laser-1"), b"online")]
 
 
-def test_acl_server_ingests_through_a_shared_subscription(connect: Callable[..., Client]) -> None:
-    server = connect("fablab-server")
-    assert server.connected.get(timeout=TIMEOUT)
+def test_broker_keeps_the_server_on_when_a_controller_takes_its_client_id(
+    lab: Lab, server: Client, connect: Callable[..., Client]
+) -> None:
+    assert server.subscribe(subscription_filter(TopicKind.EVENTS)) == 1
+    rogue = connect(lab.logins["laser-1"], client_id=SERVER_CLIENT_ID)
+    assert rogue.accepted()
+
+    rogue.publish(events_topic(SITE, "laser-1"), b"after the takeover attempt")
+
+    assert server.received() == [(events_topic(SITE, "laser-1"), b"after the takeover attempt")]
+    assert server.disconnected.empty()
+
+
+def test_broker_keeps_a_controller_on_when_another_takes_its_client_id(
+    lab: Lab, connect: Callable[..., Client]
+) -> None:
+    cnc = connect(lab.logins["cnc-1"], client_id="fablab-pi-cnc-1")  # as firmware_pi names it
+    assert cnc.accepted()
+    rogue = connect(lab.logins["laser-1"], client_id="fablab-pi-cnc-1")
+    assert rogue.accepted()
+    assert cnc.subscribe(config_topic(SITE, "cnc-1")) == 1  # a round trip: still connected
+    assert cnc.disconnected.empty()
+
+
+def test_broker_lets_the_server_ingest_through_a_shared_subscription(
+    lab: Lab, server: Client, connect: Callable[..., Client]
+) -> None:
     assert server.subscribe(shared_filter("ingest", subscription_filter(TopicKind.EVENTS))) == 1
-    laser = connect("ctl-laser-1")
-    assert laser.connected.get(timeout=TIMEOUT)
+    laser = connect(lab.logins["laser-1"])
+    assert laser.accepted()
 
-    laser.publish(events_topic("lab", "laser-1"), b"shared")
+    laser.publish(events_topic(SITE, "laser-1"), b"shared")
 
-    assert server.received() == [(events_topic("lab", "laser-1"), b"shared")]
+    assert server.received() == [(events_topic(SITE, "laser-1"), b"shared")]
+
+
+def test_broker_cuts_off_a_revoked_controller_after_regeneration_and_reload(
+    lab: Lab, connect: Callable[..., Client]
+) -> None:
+    drill = connect(lab.logins["drill"])
+    assert drill.accepted()
+
+    lab.run("revoke-controller", "drill")
+    lab.regenerate()
+    lab.broker.reload()
+
+    assert drill.disconnected.get(timeout=TIMEOUT)
+    assert connect(lab.logins["drill"]).accepted() is False
+
+
+def test_broker_refuses_a_replaced_controllers_old_password_after_reload(
+    lab: Lab, connect: Callable[..., Client]
+) -> None:
+    old = lab.logins["mill"]
+    new = lab.issue("mill")
+    lab.regenerate()
+    lab.broker.reload()
+
+    assert connect(old).accepted() is False
+    assert connect(new).accepted() is True
