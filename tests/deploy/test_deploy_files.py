@@ -17,8 +17,11 @@ from server.cli import CONTROLLER_CONFIG, DEFAULT_BROKER_DIR, DEFAULT_CONTROLLER
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
-SHELL_SCRIPTS = [DEPLOY / "pi" / "install.sh", DEPLOY / "server" / "fablab",
-                 REPO / "scripts" / "demo", REPO / "scripts" / "test", REPO / "scripts" / "_common.sh"]
+SHELL_SCRIPTS = [
+    DEPLOY / "pi" / "install.sh",
+    DEPLOY / "server" / "fablab",
+    *(REPO / "scripts" / name for name in ("demo", "test", "_common.sh")),
+]
 VENV_BIN = "/opt/fablab/venv/bin/"
 
 
