@@ -21,6 +21,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from typer.testing import CliRunner
 
+from firmware_pi.cli import app as pi_app
 from protocol import (
     TopicKind,
     ack_topic,
@@ -31,7 +32,9 @@ from protocol import (
     status_topic,
     subscription_filter,
 )
+from server.bootstrap import ServerRuntime
 from server.cli import app
+from server.config import Settings
 from tests.fixtures import MosquittoServer, free_port
 
 SITE = "lab"
@@ -46,6 +49,7 @@ class Lab:
     """A registered lab and its broker, run from the generated files."""
 
     cli: CliRunner
+    root: Path
     out: Path
     ca_cert: Path
     server_port: int
@@ -154,13 +158,13 @@ def lab(
         "FABLAB_MQTT_USERNAME": SERVER_USER,
         "FABLAB_MQTT_PASSWORD": SERVER_PASSWORD,
     })
-    lab = Lab(cli=cli, out=root / "mosquitto", ca_cert=root / "ca" / "ca.crt",
+    lab = Lab(cli=cli, root=root, out=root / "mosquitto", ca_cert=root / "ca" / "ca.crt",
               server_port=free_port(), tls_port=free_port())
     lab.run("db", "upgrade")
     lab.run("tls-ca", "--out", str(root / "ca"), "--name", "Test lab CA")
     lab.run("tls-cert", "--ca", str(root / "ca"), "--out", str(lab.out / "certs"),
             "--host", "localhost", "--host", "127.0.0.1")
-    for machine in ("laser-1", "cnc-1", "drill", "mill"):
+    for machine in ("laser-1", "cnc-1", "drill", "mill", "lathe"):
         lab.run("add-machine", machine, machine.title())
         lab.issue(machine)
     lab.regenerate()
@@ -317,3 +321,81 @@ def test_broker_refuses_a_replaced_controllers_old_password_after_reload(
 
     assert connect(old).accepted() is False
     assert connect(new).accepted() is True
+
+
+# -- fablab-pi check against this broker, with the server running -------------------------
+
+
+@pytest.fixture(scope="module")
+def lathe_config(lab: Lab) -> Iterator[dict[str, object]]:
+    """The lathe controller's config as `controller-credentials` prints it (data kept in a
+    temp folder), with the broker reloaded and a server publishing the signed configs."""
+    printed = lab.run("controller-credentials", "lathe", "--broker",
+                      f"mqtts://localhost:{lab.tls_port}", "--ca-file", str(lab.ca_cert))
+    config = {**tomllib.loads(printed), "data_dir": str(lab.root / "lathe-data")}
+    lab.regenerate()
+    lab.broker.reload()
+    runtime = ServerRuntime(Settings(
+        database_url=lab.cli.env["FABLAB_DATABASE_URL"], site=SITE,
+        mqtt_url=f"mqtt://127.0.0.1:{lab.server_port}", mqtt_client_id="fablab-server-check",
+        mqtt_username=SERVER_USER, mqtt_password=SERVER_PASSWORD,
+    ))
+    runtime.start(wait=TIMEOUT)
+    yield config
+    runtime.stop()
+
+
+def _pi_check(config: dict[str, object], path: Path, **changes: object) -> tuple[int, str]:
+    lines = [f"{key} = {value!r}".replace("'", '"') for key, value in
+             {**config, **changes}.items()]
+    path.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(
+        pi_app, ["check", "--config", str(path), "--mock-pins", "--timeout", "5"]
+    )
+    return result.exit_code, result.output
+
+
+def test_pi_check_sees_its_login_accepted_and_a_signed_config(
+    lathe_config: dict[str, object], tmp_path: Path
+) -> None:
+    code, output = _pi_check(lathe_config, tmp_path / "controller.toml")
+    assert code == 0, output
+    assert "broker: login controller-lathe accepted" in output
+    assert "signed config version" in output
+
+
+def test_pi_check_says_what_to_do_when_the_login_is_refused(
+    lathe_config: dict[str, object], tmp_path: Path
+) -> None:
+    code, output = _pi_check(lathe_config, tmp_path / "controller.toml", password="wrong")
+    assert code == 1
+    [line] = [line for line in output.splitlines() if line.startswith("broker:")]
+    assert "refused the login 'controller-lathe'" in line
+    assert "fablab controller-credentials lathe" in line
+
+
+def test_pi_check_says_what_to_do_when_the_ca_is_not_the_brokers(
+    lab: Lab, lathe_config: dict[str, object], tmp_path: Path
+) -> None:
+    lab.run("tls-ca", "--out", str(tmp_path / "other-ca"))
+    code, output = _pi_check(lathe_config, tmp_path / "controller.toml",
+                             ca_file=str(tmp_path / "other-ca" / "ca.crt"))
+    assert code == 1
+    assert "broker: PROBLEM: TLS: the broker at localhost" in output
+
+
+def test_pi_check_says_what_to_do_when_no_config_arrives(
+    lathe_config: dict[str, object], tmp_path: Path
+) -> None:
+    # A wrong site: the ACL gives this login nothing under it, so no config comes.
+    code, output = _pi_check(lathe_config, tmp_path / "controller.toml", site="elsewhere")
+    assert code == 1
+    assert "no config for machine 'lathe' (site 'elsewhere') arrived within 5 s" in output
+
+
+def test_pi_check_says_what_to_do_when_the_key_is_not_the_servers(
+    lathe_config: dict[str, object], tmp_path: Path
+) -> None:
+    code, output = _pi_check(lathe_config, tmp_path / "controller.toml", key_hex="ab" * 32)
+    assert code == 1
+    assert "signature does not match key_hex" in output
