@@ -18,6 +18,7 @@ from server.service_layer.messagebus import MessageBus
 
 if TYPE_CHECKING:
     from server.bootstrap import ServerRuntime
+    from server.service_layer.commands import OutgoingMessage
 
 # One config path everywhere (deploy/, docs/operations.md).
 CONTROLLER_CONFIG = "/etc/fablab/controller.toml"
@@ -427,11 +428,15 @@ def _handle(bus: MessageBus, cmd: object) -> Any:
 
 @contextmanager
 def _admin_runtime() -> Iterator[ServerRuntime]:
-    """The configured database, checked to be migrated; no broker connection."""
+    """The configured database, checked to be migrated; what its bus publishes is sent in
+    one short broker connection at the end (not on failure)."""
     from server.adapters.migrations import schema_problem
     from server.bootstrap import ServerRuntime
 
-    runtime = ServerRuntime(Settings(), mqtt_enabled=False)
+    settings = Settings()
+    runtime = ServerRuntime(settings, mqtt_enabled=False)
+    outgoing: list[OutgoingMessage] = []
+    runtime.bus.publish = outgoing.append
     try:
         problem = schema_problem(runtime.engine)
         if problem:
@@ -439,12 +444,24 @@ def _admin_runtime() -> Iterator[ServerRuntime]:
         yield runtime
     finally:
         runtime.engine.dispose()
+    if outgoing:
+        _send(settings, outgoing)
+
+
+def _send(settings: Settings, outgoing: list[OutgoingMessage]) -> None:
+    """Send the configs (and commands) the command changed, as the server would."""
+    from server.adapters.mqtt_oneshot import publish_now
+
+    problem = publish_now(settings, outgoing)
+    if problem:
+        typer.secho(f"note: configs not sent now: {problem}; the server sends them when it "
+                    "next connects to the broker", fg="yellow", err=True)
 
 
 @contextmanager
 def _admin_bus() -> Iterator[MessageBus]:
     """A bus over the configured database, acting as the shell administrator (no actor);
-    configs are republished by the running server."""
+    the configs it changes are sent to the broker at the end."""
     with _admin_runtime() as runtime:
         yield runtime.bus
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import queue
+import subprocess
+import sys
 import time
 import tomllib
 import uuid
@@ -21,7 +23,6 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from typer.testing import CliRunner
 
-from firmware_pi.cli import app as pi_app
 from protocol import (
     TopicKind,
     ack_topic,
@@ -60,7 +61,7 @@ class Lab:
     def run(self, *args: str) -> str:
         result = self.cli.invoke(app, list(args))
         assert result.exit_code == 0, result.output
-        return result.output
+        return result.stdout
 
     def issue(self, machine: str) -> tuple[str, str]:
         """New credentials for the machine's controller, as the controller.toml has them."""
@@ -152,19 +153,21 @@ def lab(
     mosquitto_factory: Callable[..., MosquittoServer], tmp_path_factory: pytest.TempPathFactory
 ) -> Lab:
     root = tmp_path_factory.mktemp("broker-config")
+    server_port = free_port()
     cli = CliRunner(env={
         "FABLAB_DATABASE_URL": f"sqlite:///{root / 'fablab.sqlite3'}",
         "FABLAB_SITE": SITE,
+        "FABLAB_MQTT_URL": f"mqtt://127.0.0.1:{server_port}",
         "FABLAB_MQTT_USERNAME": SERVER_USER,
         "FABLAB_MQTT_PASSWORD": SERVER_PASSWORD,
     })
     lab = Lab(cli=cli, root=root, out=root / "mosquitto", ca_cert=root / "ca" / "ca.crt",
-              server_port=free_port(), tls_port=free_port())
+              server_port=server_port, tls_port=free_port())
     lab.run("db", "upgrade")
     lab.run("tls-ca", "--out", str(root / "ca"), "--name", "Test lab CA")
     lab.run("tls-cert", "--ca", str(root / "ca"), "--out", str(lab.out / "certs"),
             "--host", "localhost", "--host", "127.0.0.1")
-    for machine in ("laser-1", "cnc-1", "drill", "mill", "lathe"):
+    for machine in ("laser-1", "cnc-1", "drill", "mill", "lathe", "saw"):
         lab.run("add-machine", machine, machine.title())
         lab.issue(machine)
     lab.regenerate()
@@ -323,7 +326,22 @@ def test_broker_refuses_a_replaced_controllers_old_password_after_reload(
     assert connect(new).accepted() is True
 
 
-# -- fablab-pi check against this broker, with the server running -------------------------
+# -- fablab-pi check against this broker ---------------------------------------------------
+
+
+def test_pi_check_gets_the_config_of_credentials_issued_from_the_cli(
+    lab: Lab, tmp_path: Path
+) -> None:
+    # No server process runs: `fablab controller-credentials` itself sends the machine's
+    # config signed with the new key (it used to wait for the server's next reconnect).
+    printed = lab.run("controller-credentials", "saw", "--broker",
+                      f"mqtts://localhost:{lab.tls_port}", "--ca-file", str(lab.ca_cert))
+    lab.regenerate()
+    lab.broker.reload()
+    config = {**tomllib.loads(printed), "data_dir": str(tmp_path / "data")}
+    code, output = _pi_check(config, tmp_path / "controller.toml")
+    assert code == 0, output
+    assert "signed config version" in output
 
 
 @pytest.fixture(scope="module")
@@ -349,10 +367,13 @@ def _pi_check(config: dict[str, object], path: Path, **changes: object) -> tuple
     lines = [f"{key} = {value!r}".replace("'", '"') for key, value in
              {**config, **changes}.items()]
     path.write_text("\n".join(lines) + "\n")
-    result = CliRunner().invoke(
-        pi_app, ["check", "--config", str(path), "--mock-pins", "--timeout", "5"]
+    # A process of its own, as on the Pi (its logging setup is its own too).
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("fablab-pi")), "check", "--config", str(path),
+         "--mock-pins", "--timeout", "5"],
+        capture_output=True, text=True, timeout=60,
     )
-    return result.exit_code, result.output
+    return result.returncode, result.stdout + result.stderr
 
 
 def test_pi_check_sees_its_login_accepted_and_a_signed_config(

@@ -13,6 +13,7 @@ from typer.testing import CliRunner, Result
 from server.bootstrap import ServerRuntime
 from server.cli import app
 from server.config import Settings
+from tests.fixtures import free_port
 
 SITE = "lab"
 SERVER_LOGIN = {"FABLAB_MQTT_USERNAME": "fablab-server", "FABLAB_MQTT_PASSWORD": "s3cret-pw"}
@@ -25,7 +26,9 @@ def _sqlite(tmp_path: Path) -> str:
 @pytest.fixture
 def fresh(tmp_path: Path) -> CliRunner:
     """A CLI on a database that exists but was never migrated."""
+    # No broker on that port: the configs a command changes are not sent (a note says so).
     return CliRunner(env={"FABLAB_DATABASE_URL": _sqlite(tmp_path), "FABLAB_SITE": SITE,
+                          "FABLAB_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}",
                           "FABLAB_ENV_FILE": None, **SERVER_LOGIN})
 
 
@@ -42,7 +45,7 @@ def _run(cli: CliRunner, *args: str) -> Result:
 def _ok(cli: CliRunner, *args: str) -> str:
     result = _run(cli, *args)
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 def _one_line_error(result: Result) -> str:
