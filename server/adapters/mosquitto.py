@@ -95,11 +95,11 @@ def render_acl(server_username: str, controllers: Sequence[ControllerGrant]) -> 
 
 def render_conf(config_dir: Path, listeners: Listeners) -> str:
     """Mosquitto settings for fablab-monitor, to include from the main mosquitto.conf
-    (Debian's includes /etc/mosquitto/conf.d/*.conf); paths point into `config_dir`."""
+    (`include_dir config_dir`); paths point into `config_dir`."""
     return f"""\
 # fablab-monitor: Mosquitto 2.x settings, written by `fablab mosquitto-config`.
-# Debian's /etc/mosquitto/mosquitto.conf (pid file, persistence, log file) includes
-# /etc/mosquitto/conf.d/*.conf: link this file there once. Topics: docs/protocol.md.
+# The main mosquitto.conf (pid file, persistence, log file) includes this folder's
+# *.conf with `include_dir {config_dir}` (docs/operations.md). Topics: docs/protocol.md.
 
 # --- who may connect, and to what --------------------------------------------------------
 # Logins: the server's and one per registered controller; each controller reaches only

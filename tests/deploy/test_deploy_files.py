@@ -17,10 +17,13 @@ from server.cli import CONTROLLER_CONFIG, DEFAULT_BROKER_DIR, DEFAULT_CONTROLLER
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
+E2E = REPO / "tests" / "e2e" / "fresh_install"
 SHELL_SCRIPTS = [
     DEPLOY / "pi" / "install.sh",
     DEPLOY / "server" / "fablab",
     *(REPO / "scripts" / name for name in ("demo", "test", "_common.sh")),
+    E2E / "runner.sh",
+    *(E2E / "shims" / name for name in ("apt-get", "python3", "sudo", "venv-pip")),
 ]
 VENV_BIN = "/opt/fablab/venv/bin/"
 

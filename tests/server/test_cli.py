@@ -18,6 +18,7 @@ from server.cli import app
 from server.config import Settings
 from server.service_layer import commands as cmds
 from server.service_layer.accounts import LoginResult
+from tests.fixtures import free_port
 from tests.server.conftest import SITE, EventFactory
 
 PASSWORD = "a-long-admin-password"
@@ -25,7 +26,9 @@ PASSWORD = "a-long-admin-password"
 
 @pytest.fixture
 def cli(database_url: str) -> CliRunner:
-    runner = CliRunner(env={"FABLAB_DATABASE_URL": database_url, "FABLAB_SITE": SITE})
+    # No broker on that port: configs a command changes are not sent anywhere.
+    runner = CliRunner(env={"FABLAB_DATABASE_URL": database_url, "FABLAB_SITE": SITE,
+                            "FABLAB_MQTT_URL": f"mqtt://127.0.0.1:{free_port()}"})
     result = runner.invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
     return runner
