@@ -17,6 +17,7 @@ from server.config import Settings
 from server.service_layer.messagebus import MessageBus
 
 if TYPE_CHECKING:
+    from server.adapters.mosquitto import BrokerLogin, ControllerGrant
     from server.bootstrap import ServerRuntime
     from server.service_layer.commands import OutgoingMessage
 
@@ -262,7 +263,7 @@ def controller_credentials(
     with _admin_bus() as bus:
         issued = _handle(bus, IssueControllerCredentials(machine_id))
     lines = [
-        f"# {CONTROLLER_CONFIG} (readable by the controller's user only: chmod 600)",
+        f"# {CONTROLLER_CONFIG} (root:fablab-pi, mode 640: it holds the controller's secrets)",
         f'controller_id = "{issued.controller_id}"',
         f'site = "{settings.site}"',
         f'machine = "{machine_id}"',
@@ -381,7 +382,7 @@ def tls_cert(
                f"{issued.not_after:%Y-%m-%d}; restart Mosquitto to use them")
 
 
-def _server_broker_login(settings: Settings, hasher: Callable[[str], str]) -> Any:
+def _server_broker_login(settings: Settings, hasher: Callable[[str], str]) -> BrokerLogin:
     from server.adapters.mosquitto import CONTROLLER_USERNAME_PREFIX, BrokerLogin
 
     if not settings.mqtt_username or not settings.mqtt_password:
@@ -393,7 +394,7 @@ def _server_broker_login(settings: Settings, hasher: Callable[[str], str]) -> An
     return BrokerLogin(settings.mqtt_username, hasher(settings.mqtt_password))
 
 
-def _read_controller_grants() -> list[Any]:
+def _read_controller_grants() -> list[ControllerGrant]:
     from server.adapters.mosquitto import BrokerLogin, ControllerGrant
 
     with _admin_runtime() as runtime, runtime.new_uow() as uow:

@@ -420,3 +420,23 @@ def test_pi_check_says_what_to_do_when_the_key_is_not_the_servers(
     code, output = _pi_check(lathe_config, tmp_path / "controller.toml", key_hex="ab" * 32)
     assert code == 1
     assert "signature does not match key_hex" in output
+
+
+def test_controller_link_connects_over_tls_trusting_the_lab_ca(lab: Lab) -> None:
+    from firmware_pi.link import MqttLink
+    from protocol import BrokerAddress
+
+    username, password = lab.logins["cnc-1"]
+    link = MqttLink(
+        broker=BrokerAddress.parse(f"mqtts://localhost:{lab.tls_port}"),
+        controller_id="cnc-1", site=SITE, machine="cnc-1", firmware_version="test",
+        boot_id="boot", username=username, password=password, ca_file=str(lab.ca_cert),
+    )
+    link.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not link.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert link.connected
+    finally:
+        link.stop()

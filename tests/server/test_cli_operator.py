@@ -183,3 +183,13 @@ def test_cli_controller_credentials_for_tls_name_the_lab_ca(cli: CliRunner) -> N
     config = tomllib.loads(_ok(cli, "controller-credentials", "laser-1", "--broker",
                                "mqtts://broker.lab:8883"))
     assert config["ca_file"] == "/etc/fablab/ca.crt"
+
+
+def test_cli_serve_on_a_taken_port_fails_at_once_in_one_line(cli: CliRunner) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cli.env["FABLAB_HTTP_PORT"] = str(port)
+        line = _one_line_error(_run(cli, "serve"))
+    assert f"port {port}" in line
