@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -89,7 +90,8 @@ def serve(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
     settings = Settings()
     http_socket = bind_http(settings.http_host, settings.http_port)
     upgrade(settings.database_url)
-    with ServerRuntime(settings) as runtime:
+    with ServerRuntime(settings) as runtime, contextlib.suppress(KeyboardInterrupt):
+        # uvicorn stops on SIGINT/SIGTERM, then raises the signal again: a clean exit here.
         uvicorn.Server(uvicorn.Config(create_app(runtime))).run(sockets=[http_socket])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -201,7 +202,8 @@ def run_demo(
         if on_ready:
             on_ready(url)
         server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning"))
-        server.run(sockets=[http_socket])
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once stopped
+            server.run(sockets=[http_socket])
     finally:
         http_socket.close()
         if floor:
