@@ -194,7 +194,7 @@ def test_cli_controller_credentials_print_a_config_that_loads(
     result = _run(cli, "controller-credentials", "lathe", "--broker", "mqtt://broker:1883")
     assert result.exit_code == 0, result.output
     config_file = tmp_path / "controller.toml"
-    config_file.write_text(result.output)
+    config_file.write_text(result.stdout)  # notes go to stderr
     config = ControllerConfig.load(config_file)
     assert (config.controller_id, config.username) == ("lathe", "controller-lathe")
     assert config.broker_url == "mqtt://broker:1883"
