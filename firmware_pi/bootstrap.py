@@ -132,6 +132,7 @@ def build_controller(
                 boot_id=boot_id,
                 username=config.username,
                 password=config.password,
+                ca_file=config.ca_file,
                 wall_clock=lambda: clock.now().wall,
             )
         app = ControllerApp(

@@ -16,6 +16,7 @@ import typer
 from firmware_pi import __version__
 from firmware_pi.app import ManualBusy
 from firmware_pi.bootstrap import build_controller, make_reader
+from firmware_pi.broker_check import DEFAULT_TIMEOUT_S, BrokerCheckError, check_broker
 from firmware_pi.config import ConfigError, ControllerConfig
 from firmware_pi.hardware import Relay
 from firmware_pi.logs import setup_logging
@@ -80,8 +81,18 @@ def run(config: ConfigOption) -> None:
 
 
 @app.command()
-def check(config: ConfigOption, mock_pins: MockOption = False) -> None:
-    """Print the config, the reader, the pins, the stored snapshot and the outbox."""
+def check(
+    config: ConfigOption,
+    mock_pins: MockOption = False,
+    broker: Annotated[
+        bool, typer.Option("--broker/--no-broker", help="Also log in to the broker and wait "
+                           "for a signed config (stop the service first).")
+    ] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker's config.")]
+    = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Print the config, the reader, the pins, the stored snapshot and the outbox; check
+    that the broker accepts this controller's login and sends it a signed config."""
     cfg = _load(config)
     problems = 0
     typer.echo(f"fablab-pi {__version__}")
@@ -154,10 +165,24 @@ def check(config: ConfigOption, mock_pins: MockOption = False) -> None:
                            "(closed at the next start)")
     elif not cfg.outbox_path.exists():
         typer.echo("outbox: not created yet")
+    if broker:
+        problems += _check_broker(cfg, timeout)
     if problems:
         typer.echo(f"{problems} problem(s)")
         raise typer.Exit(1)
     typer.echo("ok")
+
+
+def _check_broker(cfg: ControllerConfig, timeout: float) -> int:
+    """Print the broker test's outcome; the number of problems (0 or 1)."""
+    try:
+        seen = check_broker(cfg, timeout)
+    except BrokerCheckError as exc:
+        typer.echo(f"broker: PROBLEM: {exc}")
+        return 1
+    typer.echo(f"broker: login {cfg.username or '(anonymous)'} accepted at {cfg.broker_url}; "
+               f"signed config version {seen.version} arrived ({seen.badges} badges)")
+    return 0
 
 
 SIMULATE_HELP = "commands: tap UID | place UID | remove | busy on|off | oops | status | help | quit"

@@ -54,6 +54,9 @@ class ControllerConfig:
     data_dir: Path
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    # mqtts:// only: the lab CA that signed the broker's certificate (`fablab tls-ca`);
+    # unset, the system's CA store is used.
+    ca_file: str | None = None
     reader: str = "simulated"
     reader_device: str = "-"  # keyboard reader: evdev device path, or "-" for stdin
     mfrc522_bus: int = 0
@@ -80,7 +83,14 @@ class ControllerConfig:
                 check_segment(getattr(self, key), key)
             except ProtocolError as exc:
                 raise ConfigError(key, exc.message) from None
-        parse_broker_url(self.broker_url)
+        broker = parse_broker_url(self.broker_url)
+        if self.ca_file is not None:
+            if not broker.tls:
+                raise ConfigError("ca_file", "is used only with an mqtts:// broker_url")
+            if not Path(self.ca_file).is_file():
+                raise ConfigError(
+                    "ca_file", f"{self.ca_file}: no such file (copy the lab's ca.crt there)"
+                )
         _decode_key(self.key_hex)
         if self.reader not in READER_KINDS:
             raise ConfigError("reader", f"must be one of: {', '.join(READER_KINDS)}")
@@ -147,7 +157,8 @@ class ControllerConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ControllerConfig:
-        """Read a TOML file; a relative `data_dir` is taken relative to the file's folder."""
+        """Read a TOML file; a relative `data_dir` or `ca_file` is taken relative to the
+        file's folder."""
         path = Path(path)
         try:
             with path.open("rb") as fh:
@@ -156,9 +167,11 @@ class ControllerConfig:
             raise ConfigError("file", f"cannot read {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("file", f"{path} is not valid TOML: {exc}") from None
-        if isinstance(d.get("data_dir"), str):
-            data_dir = Path(d["data_dir"]).expanduser()
-            d["data_dir"] = data_dir if data_dir.is_absolute() else path.parent / data_dir
+        for key in ("data_dir", "ca_file"):
+            if isinstance(d.get(key), str):
+                relative = Path(d[key]).expanduser()
+                resolved = relative if relative.is_absolute() else path.parent / relative
+                d[key] = resolved if key == "data_dir" else str(resolved)
         return cls.from_dict(d)
 
 
@@ -195,7 +208,7 @@ def _check_type(name: str, value: Any) -> Any:
         if not isinstance(value, str | Path) or not str(value):
             raise ConfigError(name, "must be a path")
         return Path(value)
-    if name in ("username", "password") and value is None:
+    if name in ("username", "password", "ca_file") and value is None:
         return None
     if not isinstance(value, str):
         raise ConfigError(name, "must be a string")

@@ -101,6 +101,7 @@ class MqttLink:
         boot_id: str,
         username: str | None = None,
         password: str | None = None,
+        ca_file: str | None = None,
         keepalive_s: int = 30,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -135,7 +136,7 @@ class MqttLink:
         if username is not None:
             self._client.username_pw_set(username, password)
         if broker.tls:
-            self._client.tls_set()
+            self._client.tls_set(ca_certs=ca_file)  # None: the system's CA store
         self._client.reconnect_delay_set(
             min_delay=RECONNECT_MIN_DELAY_S, max_delay=RECONNECT_MAX_DELAY_S
         )

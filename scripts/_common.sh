@@ -59,6 +59,17 @@ _venv_works() {
     esac
 }
 
+# Filter pip's output down to one line per package collected, then the summary.
+_pip_progress() {
+    local line
+    while IFS= read -r line; do
+        case "$line" in
+            Collecting*|"Installing collected packages"*|"Successfully installed"*)
+                printf '    %s\n' "${line:0:100}" >&2 ;;
+        esac
+    done
+}
+
 # ensure_venv: create (or repair) .venv and `pip install -e '.[dev]'` into it, skipped
 # when pyproject.toml has not changed since the last successful install.
 ensure_venv() {
@@ -80,10 +91,15 @@ ensure_venv() {
     want="$( (cat "$REPO_ROOT/pyproject.toml"; "$VENV/bin/python" --version) | sha256sum | cut -d' ' -f1)"
     [ -f "$STAMP" ] && have="$(cat "$STAMP")"
     if [ "$want" != "$have" ]; then
-        log "pip install -e '.[dev]'"
+        log "pip install -e '.[dev]' (the first time takes a few minutes)"
         rm -f "$STAMP"
-        "$VENV/bin/python" -m pip install --quiet --progress-bar off -e "${REPO_ROOT}[dev]" ||
-            die "pip install -e '.[dev]' failed"
+        local pip_log="$VENV/pip-install.log"
+        # Show each package as pip gets to it; the whole output goes to $pip_log.
+        if ! "$VENV/bin/python" -m pip install --progress-bar off -e "${REPO_ROOT}[dev]" 2>&1 |
+            tee "$pip_log" | _pip_progress; then
+            tail -n 30 "$pip_log" >&2
+            die "pip install -e '.[dev]' failed (whole output: $pip_log)"
+        fi
         printf '%s\n' "$want" >"$STAMP"
     else
         log "dependencies up to date in $VENV (pyproject.toml unchanged)"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -10,11 +12,29 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from protocol import BrokerAddress, check_segment
 from server.domain.ingest_rules import Plausibility
 
+ENV_FILE_VARIABLE = "FABLAB_ENV_FILE"
+
+
+class SettingsFileError(ValueError):
+    """FABLAB_ENV_FILE names a file that cannot be read."""
+
 
 class Settings(BaseSettings):
-    """Server configuration, from `FABLAB_*` environment variables or a `.env` file."""
+    """Server configuration, from `FABLAB_*` environment variables, else from the file that
+    FABLAB_ENV_FILE names (/etc/fablab/server.env in deploy/), else from `./.env`."""
 
     model_config = SettingsConfigDict(env_prefix="FABLAB_", env_file=".env", extra="ignore")
+
+    def __init__(self, **values: Any) -> None:
+        env_file = os.environ.get(ENV_FILE_VARIABLE)
+        if env_file and "_env_file" not in values:
+            if not os.access(env_file, os.R_OK):
+                raise SettingsFileError(
+                    f"{ENV_FILE_VARIABLE}={env_file}: no such file, or not readable by this "
+                    "user (run as the server's user, e.g. `sudo -u fablab`)"
+                )
+            values["_env_file"] = env_file
+        super().__init__(**values)
 
     database_url: str = "sqlite:///./fablab-data/fablab.sqlite3"
     mqtt_url: str = "mqtt://127.0.0.1:1883"

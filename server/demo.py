@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from firmware_pi.config import ControllerConfig
+from server.adapters.listen import bind_http
 from server.adapters.migrations import upgrade
 from server.api.main import create_app
 from server.bootstrap import ServerRuntime
@@ -158,6 +160,7 @@ def run_demo(
     from firmware_pi.reader import SimulatedReader
     from server.broker import EmbeddedBroker
 
+    http_socket = bind_http("127.0.0.1", port)  # a taken port fails here, before anything
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     broker = None
@@ -198,8 +201,11 @@ def run_demo(
         logger.info("demo running: %s (broker %s, data in %s)", url, broker_url, data_dir)
         if on_ready:
             on_ready(url)
-        uvicorn.run(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+        server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning"))
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once stopped
+            server.run(sockets=[http_socket])
     finally:
+        http_socket.close()
         if floor:
             floor.stop()
         for app in controllers:

@@ -5,11 +5,13 @@ Integration fixtures (each starts a real server, once per test session):
 - ``mosquitto`` -> MosquittoServer: a Mosquitto broker on a free 127.0.0.1 port, with
   ``.host``, ``.port``, ``.url`` ("mqtt://127.0.0.1:PORT"), ``.stop()`` and ``.start()``
   (restart on the same port). Retained messages and sessions do not survive a restart.
-- ``mosquitto_factory(persistence=False, anonymous=True, extra_config=()) -> MosquittoServer``:
-  more brokers, each started now and stopped at the end of the session;
-  ``persistence=True`` keeps retained messages and persistent sessions across
-  ``stop()``/``start()``, like production; ``extra_config`` lines are appended to the
-  generated mosquitto.conf.
+- ``mosquitto_factory(persistence=False, anonymous=True, extra_config=(), listen=True,
+  port=None) -> MosquittoServer``: more brokers, each started now and stopped at the end
+  of the session; ``persistence=True`` keeps retained messages and persistent sessions
+  across ``stop()``/``start()``, like production; ``extra_config`` lines are appended to
+  the generated mosquitto.conf; ``listen=False`` leaves listeners and logins to them
+  (e.g. ``include_dir`` of `fablab mosquitto-config` output), ``port`` naming the one
+  to wait for. ``.reload()`` sends SIGHUP as ``systemctl reload mosquitto`` does.
 - ``postgres_url`` -> str: a SQLAlchemy URL ``postgresql+psycopg://USER@127.0.0.1:PORT/DB``
   of a throwaway cluster (``initdb`` + ``pg_ctl``), or ``$FABLAB_TEST_DATABASE_URL``.
 - ``fresh_postgres_url`` -> str: a new empty database on that server for one test,
@@ -102,7 +104,12 @@ def mosquitto_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosq
     brokers: list[MosquittoServer] = []
 
     def make(
-        *, persistence: bool = False, anonymous: bool = True, extra_config: Sequence[str] = ()
+        *,
+        persistence: bool = False,
+        anonymous: bool = True,
+        extra_config: Sequence[str] = (),
+        listen: bool = True,
+        port: int | None = None,
     ) -> MosquittoServer:
         try:
             broker = MosquittoServer(
@@ -110,6 +117,8 @@ def mosquitto_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosq
                 persistence=persistence,
                 anonymous=anonymous,
                 extra_config=extra_config,
+                listen=listen,
+                port=port,
             )
         except MissingToolError as exc:
             _fail_missing(exc)

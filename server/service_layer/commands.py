@@ -208,6 +208,15 @@ class IssueControllerCredentials:
     at: datetime = field(default_factory=utcnow)
 
 
+@dataclass(frozen=True)
+class RevokeControllerCredentials:
+    """Take away a machine controller's MQTT login and snapshot key (lost or stolen)."""
+
+    machine_id: str
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
 # -- trainings ------------------------------------------------------------------------------
 
 

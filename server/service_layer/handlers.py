@@ -28,6 +28,7 @@ HANDLERS: dict[type, Callable[[Any, SqlAlchemyUnitOfWork], Any]] = {
     cmds.UpdateMachine: machines.update_machine,
     cmds.SetOutOfService: machines.set_out_of_service,
     cmds.IssueControllerCredentials: machines.issue_controller_credentials,
+    cmds.RevokeControllerCredentials: machines.revoke_controller_credentials,
     cmds.AddTrainingType: trainings.add_training_type,
     cmds.UpdateTrainingType: trainings.update_training_type,
     cmds.GrantTraining: trainings.grant_training,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol import CommandKind, ProtocolError, check_segment
+from server.adapters.mosquitto import controller_username
 from server.adapters.orm import Controller, Machine, TrainingType
 from server.adapters.secrets import mosquitto_password_hash
 from server.domain.access import Role
@@ -186,7 +187,7 @@ def issue_controller_credentials(
         raise DomainError(f"machine {machine.id} has no controller")
     password = secrets.token_urlsafe(24)
     controller.key_hex = secrets.token_hex(32)
-    controller.mqtt_username = f"controller-{controller.id}"
+    controller.mqtt_username = controller_username(controller.id)
     controller.mqtt_password_hash = mosquitto_password_hash(password)
     controller.credentials_issued_at = cmd.at
     record(
@@ -199,3 +200,28 @@ def issue_controller_credentials(
     return ControllerCredentials(
         controller.id, controller.mqtt_username, password, controller.key_hex
     )
+
+
+def revoke_controller_credentials(
+    cmd: cmds.RevokeControllerCredentials, uow: SqlAlchemyUnitOfWork
+) -> str:
+    """Forget the controller's MQTT login (the broker refuses it once its files are
+    regenerated and reloaded) and replace its snapshot key with one nobody holds;
+    returns the revoked username."""
+    guards.require(cmd.actor, Role.MANAGER)
+    machine = guards.machine(uow, cmd.machine_id)
+    controller = machine.controller
+    if controller is None or controller.mqtt_username is None:
+        raise DomainError(f"machine {machine.id} has no controller login to revoke")
+    username = controller.mqtt_username
+    controller.mqtt_username = None
+    controller.mqtt_password_hash = None
+    controller.key_hex = secrets.token_hex(32)
+    controller.credentials_issued_at = None
+    record(
+        uow, actor=cmd.actor, action="controller.revoke", object_type="controller",
+        object_id=controller.id, before={"mqtt_username": username}, after=None, at=cmd.at,
+    )  # fmt: skip
+    uow.commit()
+    uow.machines_to_publish.add(machine.id)  # re-signed with a key the old controller lacks
+    return username

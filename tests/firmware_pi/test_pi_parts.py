@@ -192,7 +192,7 @@ def test_cli_check_and_safe_off(tmp_path: Path) -> None:
                     f'broker_url = "mqtt://127.0.0.1:1"\nkey_hex = "{KEY_HEX}"\n'
                     f'data_dir = "data"\nbusy_pin = 5\noops_pin = 6\n')
     runner = CliRunner()
-    result = runner.invoke(app, ["check", "-c", str(path), "--mock-pins"])
+    result = runner.invoke(app, ["check", "-c", str(path), "--mock-pins", "--no-broker"])
     assert result.exit_code == 0, result.output
     assert "relay 17: off" in result.output
     assert KEY_HEX not in result.output
@@ -225,3 +225,13 @@ def test_busy_sensor_active_low_reads_low_pin_as_busy(
         assert not sensor.is_busy
         pin_factory.pin(5).drive_low()
         assert sensor.is_busy
+
+
+def test_cli_check_says_when_the_broker_cannot_be_reached(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'controller_id = "ctrl-cli"\nsite = "lab"\nmachine = "lathe"\n'
+                    f'broker_url = "mqtt://127.0.0.1:1"\nkey_hex = "{KEY_HEX}"\n'
+                    f'data_dir = "data"\n')
+    result = CliRunner().invoke(app, ["check", "-c", str(path), "--mock-pins"])
+    assert result.exit_code == 1
+    assert "broker: PROBLEM: cannot reach the broker at 127.0.0.1:1" in result.output
