@@ -497,7 +497,8 @@ def test_broker_and_server_keep_a_controller_from_rewriting_another_machines_ses
         member_id=member, level=Level.AUTONOMOUS.value, snapshot_version=1,
     )  # fmt: skip
     laser.publish(events_topic(SITE, "laser-1"), start.encode())
-    assert [a.up_to_seq for a in _acks(laser, "laser-1")] == [1]
+    # Acks are cumulative and may repeat (another server process of this module's lab).
+    assert {a.up_to_seq for a in _acks(laser, "laser-1")} == {1}
 
     # Through the ACL, on its own machine's topic, with its own controller id:
     forged_end = _event(
@@ -506,8 +507,7 @@ def test_broker_and_server_keep_a_controller_from_rewriting_another_machines_ses
     )  # fmt: skip
     cnc.publish(events_topic(SITE, "cnc-1"), forged_end.encode())
 
-    [ack] = _acks(cnc, "cnc-1")
-    assert (ack.up_to_seq, ack.rejected) == (1, (1,))
+    assert {(a.up_to_seq, a.rejected) for a in _acks(cnc, "cnc-1")} == {(1, (1,))}
     with lab_server.new_uow() as uow:
         usage = uow.sessions.get(session_id)
         assert usage is not None
