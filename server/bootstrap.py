@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from server.adapters.db import make_engine, make_session_factory
+from server.adapters.mail import Mailer, make_mailer
 from server.adapters.mqtt import (
     IngestWorker,
     ServerMqttLink,
@@ -32,6 +33,8 @@ class ServerRuntime:
         self.ingest = IngestWorker(self.bus)
         self.auth_worker = IngestWorker(self.bus, name="auth")
         self.login_limiter = LoginRateLimiter()
+        # Invitations and password links are e-mailed only when SMTP is configured.
+        self.mailer: Mailer | None = make_mailer(settings)
         self.link: ServerMqttLink | None = None
         self.retention: RetentionWorker | None = None
         if mqtt_enabled:

@@ -25,6 +25,9 @@ class MessageBus:
     def __init__(self, uow_factory: UnitOfWorkFactory, publish: Publish | None = None) -> None:
         self.uow_factory = uow_factory
         self.publish: Publish = publish or _drop
+        # Called with each command once it is handled and committed (the live floor
+        # listens); a listener must be quick and must not raise.
+        self.listeners: list[Callable[[object], None]] = []
 
     def handle(self, cmd: object) -> Any:
         uow = self.uow_factory()
@@ -35,4 +38,6 @@ class MessageBus:
             self.publish(message)
         if dirty:
             self.handle(PublishConfigs(frozenset(dirty)))
+        for listener in self.listeners:
+            listener(cmd)
         return result

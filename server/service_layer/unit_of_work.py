@@ -41,6 +41,8 @@ class SqlAlchemyUnitOfWork:
         self.denials = repo.DenialRepository(self.session)
         self.events = repo.EventRepository(self.session)
         self.streams = repo.OutboxStreamRepository(self.session)
+        self.account_links = repo.AccountLinkRepository(self.session)
+        self.problem_reports = repo.ProblemReportRepository(self.session)
         self.machines_to_publish = set()
         self.outgoing = []
         return self

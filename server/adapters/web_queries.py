@@ -1,0 +1,47 @@
+"""Read-side queries of the web pages: sessions in a period, utilisation aggregates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.adapters.orm import ProblemReport, UsageSession
+
+
+def sessions_between(
+    session: Session,
+    start: datetime,
+    end: datetime,
+    *,
+    member_id: str | None = None,
+    supervisor_id: str | None = None,
+) -> Sequence[UsageSession]:
+    """Sessions started in [start, end), oldest first, of a member or confirmed by a
+    supervisor if given."""
+    query = select(UsageSession).where(
+        UsageSession.started_at >= start, UsageSession.started_at < end
+    )
+    if member_id is not None:
+        query = query.where(UsageSession.member_id == member_id)
+    if supervisor_id is not None:
+        query = query.where(UsageSession.supervisor_member_id == supervisor_id)
+    return session.scalars(query.order_by(UsageSession.started_at, UsageSession.id)).all()
+
+
+def supervised_by(session: Session, supervisor_id: str, limit: int = 200) -> Sequence[UsageSession]:
+    """Sessions the supervisor confirmed with their badge, newest first."""
+    query = (
+        select(UsageSession)
+        .where(UsageSession.supervisor_member_id == supervisor_id)
+        .order_by(UsageSession.started_at.desc())
+        .limit(limit)
+    )
+    return session.scalars(query).all()
+
+
+def latest_problem_reports(session: Session, limit: int = 50) -> Sequence[ProblemReport]:
+    query = select(ProblemReport).order_by(ProblemReport.created_at.desc()).limit(limit)
+    return session.scalars(query).all()
