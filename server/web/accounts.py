@@ -169,11 +169,11 @@ def send_link_mail(request: Request, runtime: ServerRuntime, issued: IssuedLink)
     locale = request_locale(request)
     context = {"name": issued.member_name, "url": link_url(request, runtime, issued.token),
                "site": runtime.settings.site, "purpose": issued.purpose}  # fmt: skip
-    _t = gettext_for(locale)
+    _ = gettext_for(locale)
     subject = (
-        _t("Your fablab account: choose a password")
+        _("Your fablab account: choose a password")
         if issued.purpose == "invite"
-        else _t("Reset your fablab password")
+        else _("Reset your fablab password")
     )
     body = render_text(locale, "mail/account_link.txt", context)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -59,3 +60,14 @@ def login(browser: TestClient) -> Login:
         return csrf_of(response.text)
 
     return as_member
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """Pages run on SQLite only: their queries are the repositories' (tested on both
+    engines by the API tests), and the page tests stay quick."""
+    from server.adapters.migrations import upgrade
+
+    url = f"sqlite:///{tmp_path / 'web.sqlite3'}"
+    upgrade(url)
+    return url
