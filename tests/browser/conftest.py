@@ -1,0 +1,203 @@
+"""Browser tests: Playwright drives the system Chromium against a live server.
+
+One lab for the whole module set: a real Mosquitto, the server (SQLite, MQTT ingest)
+behind uvicorn on a free port, and two simulated controllers (laser, printer) whose
+relays, reader and pins are gpiozero's MockFactory and a SimulatedReader.
+
+Chromium is Debian's (`/usr/bin/chromium`, installed by scripts/test); never
+`playwright install`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from gpiozero.pins.mock import MockFactory
+
+from firmware_pi.app import ControllerApp
+from firmware_pi.bootstrap import build_controller
+from firmware_pi.config import ControllerConfig
+from firmware_pi.reader import SimulatedReader
+from protocol import Level
+from server.adapters.mail import RecordingMailer
+from server.adapters.migrations import upgrade
+from server.api.main import create_app
+from server.bootstrap import ServerRuntime
+from server.config import Settings
+from server.domain.access import Role
+from server.service_layer import commands as cmds
+from tests.fixtures import MosquittoServer, free_port, wait_for_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+AXE_JS = Path(__file__).parent / "vendor" / "axe.min.js"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+KEY_HEX = "7b" * 32
+PASSWORD = "browser-test-password"
+ADA_BADGE = "04B0B0B001"  # trained on the laser
+NORA_BADGE = "04B0B0B002"  # not trained
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+_sites = itertools.count(1)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+@dataclass
+class Station:
+    """A machine's simulated controller and its reader."""
+
+    app: ControllerApp[Any]
+    reader: SimulatedReader
+
+    @property
+    def relay_on(self) -> bool:
+        return bool(self.app.hardware.relay.is_active)
+
+    def tap(self, uid: str) -> None:
+        self.reader.tap(uid)
+
+
+@dataclass
+class LiveLab:
+    url: str
+    server: ServerRuntime
+    mailer: RecordingMailer
+    stations: dict[str, Station] = field(default_factory=dict)
+
+    def uow(self):  # type: ignore[no-untyped-def]
+        return self.server.new_uow()
+
+
+def _seed(bus: Any, site: str) -> None:
+    for machine_id, name in (("laser", "Laser cutter"), ("printer", "3D printer")):
+        bus.handle(cmds.AddMachine(machine_id, name, site, key_hex=KEY_HEX))
+    people = (
+        ("mona", "Mona Manager", None),
+        ("ada", "Ada Lovelace", ADA_BADGE),
+        ("nora", "Nora Newcomer", NORA_BADGE),
+        ("tom", "Tom Trainer", None),
+        ("bob", "Bob Builder", None),
+    )
+    for member_id, name, badge in people:
+        bus.handle(cmds.AddMember(name, email=f"{member_id}@lab.example", member_id=member_id,
+                                  password=PASSWORD))  # fmt: skip
+        if badge:
+            bus.handle(cmds.RegisterBadge(member_id, badge))
+    bus.handle(cmds.SetRoles("mona", frozenset({Role.MANAGER})))
+    bus.handle(cmds.GrantTraining("ada", "laser", Level.AUTONOMOUS, granted_by="seed"))
+    bus.handle(cmds.GrantTraining("tom", "laser", Level.TRAINER, granted_by="seed"))
+
+
+def _station(broker: MosquittoServer, site: str, machine: str, tmp: Path) -> Station:
+    config = ControllerConfig(
+        controller_id=machine, site=site, machine=machine, broker_url=broker.url,
+        key_hex=KEY_HEX, data_dir=tmp / f"controller-{machine}",
+    )  # fmt: skip
+    reader = SimulatedReader()
+    app = build_controller(config, pin_factory=MockFactory(), reader=reader)
+    app.start()
+    return Station(app, reader)
+
+
+@pytest.fixture(scope="session")
+def live(mosquitto: MosquittoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
+    tmp = tmp_path_factory.mktemp("browser-lab")
+    site = f"web{next(_sites)}"
+    url = f"sqlite:///{tmp / 'server.sqlite3'}"
+    upgrade(url)
+    settings = Settings(database_url=url, mqtt_url=mosquitto.url, site=site,
+                        mqtt_client_id=f"server-{site}", open_data_min_members=1)  # fmt: skip
+    runtime = ServerRuntime(settings)
+    mailer = RecordingMailer()
+    runtime.mailer = mailer
+    runtime.start(wait=10)
+    _seed(runtime.bus, site)
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(runtime), host="127.0.0.1", port=port, log_level="warning",
+        timeout_graceful_shutdown=1,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    assert wait_for_port("127.0.0.1", port, 10), "uvicorn did not start"
+    lab = LiveLab(f"http://127.0.0.1:{port}", runtime, mailer)
+    try:
+        for machine in ("laser", "printer"):
+            lab.stations[machine] = _station(mosquitto, site, machine, tmp)
+        for station in lab.stations.values():
+            wait_until(lambda s=station: s.app.controller.snapshot is not None, what="snapshot")
+            wait_until(lambda s=station: s.app.link.connected, what="controller link")
+        yield lab
+    finally:
+        for station in lab.stations.values():
+            station.app.stop()
+        server.should_exit = True
+        thread.join(timeout=10)
+        runtime.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.fail("Chromium missing: scripts/test installs Debian's chromium package",
+                    pytrace=False)  # fmt: skip
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+NewPage = Callable[..., Any]
+
+
+@pytest.fixture
+def new_page(chromium: Any, live: LiveLab) -> Iterator[NewPage]:
+    """`new_page(locale="en", viewport=DESKTOP)`: a page in a fresh browser context."""
+    contexts: list[Any] = []
+
+    def make(locale: str = "en", viewport: dict[str, int] | None = None) -> Any:
+        context = chromium.new_context(
+            base_url=live.url, locale=locale, viewport=viewport or DESKTOP,
+            extra_http_headers={"Accept-Language": locale},
+            bypass_csp=True,  # lets the test inject axe-core under the app's CSP
+        )  # fmt: skip
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def log_in(page: Any, member_id: str, password: str = PASSWORD, next_path: str = "/me") -> None:
+    page.goto(f"/login?next={next_path}")
+    page.fill("#f-email", f"{member_id}@lab.example")
+    page.fill("#f-password", password)
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"**{next_path}")
