@@ -49,7 +49,9 @@ def column_chart(series: list[tuple[str, float]], number: object = str) -> Chart
         height = BAR_AREA_HEIGHT * value / top
         x = LEFT + index * slot + slot * 0.15
         bars.append(Bar(x, 10 + BAR_AREA_HEIGHT - height, slot * 0.7, height, label, value))
-        labels.append((x + slot * 0.35, label))
+        # Every label while they fit (about 60 px each), else every other one.
+        if slot >= 60 or index % 2 == 0:
+            labels.append((x + slot * 0.35, label))
     ticks = [(10 + BAR_AREA_HEIGHT * (1 - i / 4), _fmt(number, top * i / 4)) for i in range(5)]
     return Chart(WIDTH, BAR_AREA_HEIGHT + BOTTOM + 10, bars, ticks, labels)
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from babel import Locale
-from babel.dates import format_date, format_datetime, format_time
+from babel.dates import format_date, format_datetime, format_skeleton, format_time
 from babel.numbers import format_currency, format_decimal
 from babel.support import NullTranslations, Translations
 from starlette.requests import Request
@@ -105,8 +105,17 @@ class Formatter:
     def time(self, value: dt.datetime | None, fmt: str = "short") -> str:
         return "" if value is None else format_time(value, fmt, tzinfo=self.tz, locale=self.locale)
 
+    def day_month(self, value: dt.date) -> str:
+        """Day and month only, short, in the locale's order (31/08, 8/31)."""
+        return format_skeleton("Md", dt.datetime(value.year, value.month, value.day),
+                               locale=self.locale)  # fmt: skip
+
     def month(self, value: dt.date) -> str:
         return format_date(value, "LLLL y", locale=self.locale)
+
+    def axis(self, value: float) -> str:
+        """A chart axis label: whole numbers plain, fractions with two digits."""
+        return self.number(value, 0 if value == int(value) else 2)
 
     def number(self, value: float | int | Decimal, digits: int = 0) -> str:
         pattern = "#,##0" + ("." + "0" * digits if digits else "")

@@ -64,7 +64,7 @@ def stats_page(
     spans = _spans(uow, start, end)
     fmt: Formatter = page_context(request)["fmt"]
     cells = weekly(spans, tz)
-    per_week = [(fmt.date(m, "d MMM"), sum(c.unlocked_s for (_, w), c in cells.items()
+    per_week = [(fmt.day_month(m), sum(c.unlocked_s for (_, w), c in cells.items()
                  if w == m) / 3600) for m in mondays]  # fmt: skip
     names = {m.id: m.name for m in uow.machines.all()}
     machines = per_machine(spans)
@@ -73,9 +73,9 @@ def stats_page(
     grid = heatmap(spans, tz)
     context: dict[str, Any] = {
         "weeks": weeks,
-        "week_chart": charts.column_chart(per_week, lambda v: fmt.number(v)),
+        "week_chart": charts.column_chart(per_week, fmt.axis),
         "per_week": per_week,
-        "machine_chart": charts.paired_bars(rows, lambda v: fmt.number(v)),
+        "machine_chart": charts.paired_bars(rows, fmt.axis),
         "machine_rows": rows,
         "heat": charts.heat_cells(grid),
         "grid": grid,
@@ -113,7 +113,7 @@ def open_data_page(
     context = {
         "cells": cells, "names": names, "weeks": weeks,
         "min_members": runtime.settings.open_data_min_members,
-        "chart": charts.column_chart(sorted(totals.items()), lambda v: fmt.number(v)),
+        "chart": charts.column_chart(sorted(totals.items()), fmt.axis),
         "licence_code": code, "licence_name": licence_name, "licence_url": licence_url,
     }  # fmt: skip
     return render(request, "open_data.html", context)

@@ -11,10 +11,12 @@ Chromium is Debian's (`/usr/bin/chromium`, installed by scripts/test); never
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from firmware_pi.reader import SimulatedReader
 from protocol import Level
 from server.adapters.mail import RecordingMailer
 from server.adapters.migrations import upgrade
+from server.adapters.orm import UsageSession
 from server.api.main import create_app
 from server.bootstrap import ServerRuntime
 from server.config import Settings
@@ -110,6 +113,27 @@ def _seed(bus: Any, site: str) -> None:
     bus.handle(cmds.GrantTraining("tom", "laser", Level.TRAINER, granted_by="seed"))
 
 
+def _seed_history(runtime: ServerRuntime, weeks: int = 8) -> None:
+    """Past sessions, as if the lab had run for a few weeks (charts, open data, my sessions)."""
+    rng = random.Random(9)
+    now = datetime.now(UTC)
+    with runtime.new_uow() as uow:
+        for index in range(weeks * 9):
+            started = now - timedelta(days=rng.uniform(1, weeks * 7), hours=rng.uniform(0, 3))
+            started = started.replace(hour=rng.choice((9, 10, 14, 15, 16, 18, 19)))
+            elapsed = rng.uniform(600, 3 * 3600)
+            uow.session.add(
+                UsageSession(
+                    id=f"history-{index}", machine_id=rng.choice(("laser", "printer")),
+                    controller_id="history", member_id=rng.choice(("ada", "tom", "bob", "mona")),
+                    reported_member_id="history", level="autonomous", started_at=started,
+                    ended_at=started + timedelta(seconds=elapsed), end_reason="badge",
+                    elapsed_seconds=elapsed, busy_seconds=elapsed * rng.uniform(0.3, 0.9),
+                )
+            )  # fmt: skip
+        uow.commit()
+
+
 def _station(broker: MosquittoServer, site: str, machine: str, tmp: Path) -> Station:
     config = ControllerConfig(
         controller_id=machine, site=site, machine=machine, broker_url=broker.url,
@@ -134,6 +158,7 @@ def live(mosquitto: MosquittoServer, tmp_path_factory: pytest.TempPathFactory) -
     runtime.mailer = mailer
     runtime.start(wait=10)
     _seed(runtime.bus, site)
+    _seed_history(runtime)
     port = free_port()
     config = uvicorn.Config(
         create_app(runtime), host="127.0.0.1", port=port, log_level="warning",
