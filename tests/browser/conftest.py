@@ -15,6 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,6 +66,38 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, what: str
             return
         time.sleep(0.01)
     pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+FLOOR_WATCH_JS = """() => {
+    window.__changes = [];
+    new MutationObserver(() => {
+      const tile = document.querySelector('#tiles li[data-machine="laser"]');
+      const state = tile && tile.dataset.state;
+      const last = window.__changes[window.__changes.length - 1];
+      if (state && (!last || last.state !== state)) {
+        window.__changes.push({state: state, at: performance.timeOrigin + performance.now()});
+      }
+    }).observe(document.getElementById('tiles'), {childList: true, subtree: true});
+}"""
+
+
+def relay_switch_ms(station: Station, on: bool, timeout: float = 5.0) -> float:
+    """Epoch milliseconds at which the station's relay reached the state (polled at 2 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if station.relay_on == on:
+            return time.time() * 1000
+        time.sleep(0.002)
+    pytest.fail(f"relay never switched {'on' if on else 'off'}")
+
+
+def tile_change_ms(page: Any, state: str, after_index: int) -> float:
+    """Epoch milliseconds at which the laser tile showed the state (the page's clock)."""
+    page.wait_for_function(
+        f"window.__changes.slice({after_index}).some(c => c.state === '{state}')", timeout=5_000
+    )
+    changes = page.evaluate("window.__changes")
+    return float(next(c["at"] for c in changes[after_index:] if c["state"] == state))
 
 
 @dataclass
@@ -145,13 +178,13 @@ def _station(broker: MosquittoServer, site: str, machine: str, tmp: Path) -> Sta
     return Station(app, reader)
 
 
-@pytest.fixture(scope="session")
-def live(mosquitto: MosquittoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
-    tmp = tmp_path_factory.mktemp("browser-lab")
+@contextmanager
+def running_lab(broker: MosquittoServer, tmp: Path) -> Iterator[LiveLab]:
+    """Server (uvicorn on a free port), seeded lab and two running controllers."""
     site = f"web{next(_sites)}"
     url = f"sqlite:///{tmp / 'server.sqlite3'}"
     upgrade(url)
-    settings = Settings(database_url=url, mqtt_url=mosquitto.url, site=site,
+    settings = Settings(database_url=url, mqtt_url=broker.url, site=site,
                         mqtt_client_id=f"server-{site}", open_data_min_members=1)  # fmt: skip
     runtime = ServerRuntime(settings)
     mailer = RecordingMailer()
@@ -171,7 +204,7 @@ def live(mosquitto: MosquittoServer, tmp_path_factory: pytest.TempPathFactory) -
     lab = LiveLab(f"http://127.0.0.1:{port}", runtime, mailer)
     try:
         for machine in ("laser", "printer"):
-            lab.stations[machine] = _station(mosquitto, site, machine, tmp)
+            lab.stations[machine] = _station(broker, site, machine, tmp)
         for station in lab.stations.values():
             wait_until(lambda s=station: s.app.controller.snapshot is not None, what="snapshot")
             wait_until(lambda s=station: s.app.link.connected, what="controller link")
@@ -185,6 +218,16 @@ def live(mosquitto: MosquittoServer, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="session")
+def live(mosquitto: MosquittoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
+    with running_lab(mosquitto, tmp_path_factory.mktemp("browser-lab")) as lab:
+        yield lab
+
+
+def launch_chromium(playwright: Any) -> Any:
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+
+
+@pytest.fixture(scope="session")
 def chromium() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail("Chromium missing: scripts/test installs Debian's chromium package",
@@ -192,7 +235,7 @@ def chromium() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         yield browser
         browser.close()
 
