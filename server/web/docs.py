@@ -42,9 +42,19 @@ def swagger_ui(request: Request, user: PageUser) -> HTMLResponse:
     return render(request, "api_docs.html", {"csrf": user.csrf_token if user else ""})
 
 
+# ReDoc styles its page with styled-components (inline <style>) and searches in a blob:
+# worker: its page, which shows only the public OpenAPI document, allows both.
+REDOC_CSP = (
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; worker-src 'self' blob:; "
+    "img-src 'self' data:; frame-ancestors 'none'"
+)
+
+
 @router.get("/redoc", response_class=HTMLResponse)
 def redoc(request: Request) -> HTMLResponse:
-    return render(request, "api_redoc.html")
+    response = render(request, "api_redoc.html")
+    response.headers["Content-Security-Policy"] = REDOC_CSP
+    return response
 
 
 def install_openapi_security(app: FastAPI) -> None:

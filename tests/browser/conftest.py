@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -178,6 +179,28 @@ def _station(broker: MosquittoServer, site: str, machine: str, tmp: Path) -> Sta
     return Station(app, reader)
 
 
+class SelfOnlyCsp:
+    """ASGI wrapper: every response without a policy of its own gets a
+    Content-Security-Policy allowing only the server itself, so that the browser tests
+    catch any inline script, style or handler and any asset fetched from elsewhere."""
+
+    POLICY = b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def with_csp(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"content-security-policy" for name, _ in headers):
+                    headers.append((b"content-security-policy", self.POLICY))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_csp if scope["type"] == "http" else send)
+
+
 @contextmanager
 def running_lab(broker: MosquittoServer, tmp: Path) -> Iterator[LiveLab]:
     """Server (uvicorn on a free port), seeded lab and two running controllers."""
@@ -194,7 +217,7 @@ def running_lab(broker: MosquittoServer, tmp: Path) -> Iterator[LiveLab]:
     _seed_history(runtime)
     port = free_port()
     config = uvicorn.Config(
-        create_app(runtime), host="127.0.0.1", port=port, log_level="warning",
+        SelfOnlyCsp(create_app(runtime)), host="127.0.0.1", port=port, log_level="warning",
         timeout_graceful_shutdown=1,
     )  # fmt: skip
     server = uvicorn.Server(config)
@@ -248,12 +271,16 @@ def new_page(chromium: Any, live: LiveLab) -> Iterator[NewPage]:
     """`new_page(locale="en", viewport=DESKTOP)`: a page in a fresh browser context."""
     contexts: list[Any] = []
 
-    def make(locale: str = "en", viewport: dict[str, int] | None = None) -> Any:
+    def make(
+        locale: str = "en", viewport: dict[str, int] | None = None, bypass_csp: bool = False
+    ) -> Any:
         context = chromium.new_context(
             base_url=live.url, locale=locale, viewport=viewport or DESKTOP,
             extra_http_headers={"Accept-Language": locale},
-            bypass_csp=True,  # lets the test inject axe-core under the app's CSP
+            bypass_csp=bypass_csp,  # True lets a test inject axe-core under the CSP
         )  # fmt: skip
+        # Offline like a lab's closed network: anything but this server is refused.
+        context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/]).*"), lambda r: r.abort())
         context.set_default_timeout(10_000)
         contexts.append(context)
         return context.new_page()
