@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.adapters.orm import ProblemReport, UsageSession
+from server.adapters.orm import ProblemReport, Training, UsageSession
 
 
 def sessions_between(
@@ -45,3 +45,13 @@ def supervised_by(session: Session, supervisor_id: str, limit: int = 200) -> Seq
 def latest_problem_reports(session: Session, limit: int = 50) -> Sequence[ProblemReport]:
     query = select(ProblemReport).order_by(ProblemReport.created_at.desc()).limit(limit)
     return session.scalars(query).all()
+
+
+def trainings_granted_between(
+    session: Session, start: datetime, end: datetime
+) -> list[tuple[str, datetime]]:
+    """(training type, granted at) of the trainings granted in [start, end)."""
+    query = select(Training.training_type_id, Training.granted_at).where(
+        Training.granted_at >= start, Training.granted_at < end
+    )
+    return [(type_id, granted) for type_id, granted in session.execute(query).all()]

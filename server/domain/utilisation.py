@@ -107,3 +107,27 @@ def anonymised(cells: dict[tuple[str, date], WeekCell], min_members: int) -> lis
                 )
             )  # fmt: skip
     return result
+
+
+@dataclass(frozen=True)
+class TrainingCount:
+    """Trainings of a type granted in a month; None when below the publication threshold."""
+
+    training_type_id: str
+    month: date
+    granted: int | None
+
+
+def trainings_per_month(
+    grants: list[tuple[str, datetime]], tz: ZoneInfo, min_count: int
+) -> list[TrainingCount]:
+    """Per (training type, month of the lab's calendar), the number granted; counts below
+    `min_count` are not published (a single grant would point at one member)."""
+    counts: dict[tuple[str, date], int] = defaultdict(int)
+    for type_id, granted_at in grants:
+        local = granted_at.astimezone(tz).date()
+        counts[(type_id, local.replace(day=1))] += 1
+    return [
+        TrainingCount(type_id, month, n if n >= min_count else None)
+        for (type_id, month), n in sorted(counts.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+    ]

@@ -11,10 +11,18 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from server.adapters.web_queries import sessions_between
+from server.adapters.web_queries import sessions_between, trainings_granted_between
 from server.api.deps import RuntimeDep, UowDep
 from server.bootstrap import ServerRuntime
-from server.domain.utilisation import Span, anonymised, heatmap, per_machine, weekly
+from server.domain.utilisation import (
+    Span,
+    TrainingCount,
+    anonymised,
+    heatmap,
+    per_machine,
+    trainings_per_month,
+    weekly,
+)
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from server.web import charts
 from server.web.i18n import Formatter
@@ -89,6 +97,15 @@ def _open_cells(uow: SqlAlchemyUnitOfWork, runtime: ServerRuntime, weeks: int) -
     return anonymised(weekly(_spans(uow, start, end), tz), runtime.settings.open_data_min_members)
 
 
+def _training_counts(
+    uow: SqlAlchemyUnitOfWork, runtime: ServerRuntime, weeks: int
+) -> list[TrainingCount]:
+    _, start, end = _period(runtime, weeks)
+    grants = trainings_granted_between(uow.session, start, end)
+    tz = ZoneInfo(runtime.settings.timezone)
+    return trainings_per_month(grants, tz, runtime.settings.open_data_min_members)
+
+
 def _licence(runtime: ServerRuntime) -> tuple[str, str, str]:
     code = runtime.settings.open_data_licence
     name, url = LICENCES.get(code, (code, ""))
@@ -115,6 +132,8 @@ def open_data_page(
         "min_members": runtime.settings.open_data_min_members,
         "chart": charts.column_chart(sorted(totals.items()), fmt.axis),
         "licence_code": code, "licence_name": licence_name, "licence_url": licence_url,
+        "trainings": _training_counts(uow, runtime, weeks),
+        "type_names": {t.id: t.name for t in uow.training_types.all()},
     }  # fmt: skip
     return render(request, "open_data.html", context)
 
@@ -144,6 +163,11 @@ def open_data_json(uow: UowDep, runtime: RuntimeDep, weeks: Weeks = 12) -> JSONR
         "site": runtime.settings.site,
         "min_members_per_cell": runtime.settings.open_data_min_members,
         "cells": _records(_open_cells(uow, runtime, weeks), names),
+        "trainings_granted": [
+            {"month": c.month.isoformat()[:7], "training_type_id": c.training_type_id,
+             "granted": c.granted, "suppressed": c.granted is None}
+            for c in _training_counts(uow, runtime, weeks)
+        ],
     }
     return JSONResponse(body)
 

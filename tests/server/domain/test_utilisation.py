@@ -8,7 +8,14 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.domain.utilisation import Span, anonymised, heatmap, per_machine, weekly
+from server.domain.utilisation import (
+    Span,
+    anonymised,
+    heatmap,
+    per_machine,
+    trainings_per_month,
+    weekly,
+)
 
 PARIS = ZoneInfo("Europe/Paris")
 MONDAY = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)  # 10:00 in Paris
@@ -61,3 +68,10 @@ def test_utilisation_heatmap_total_equals_unlocked_hours() -> None:
     spans = [_span("ada", hours=5.25), _span("alan", start=datetime(2026, 11, 20, 22, 10,
              tzinfo=UTC), hours=3)]  # fmt: skip
     assert abs(sum(map(sum, heatmap(spans, PARIS))) - 8.25) < 1e-9
+
+
+def test_utilisation_trainings_per_month_suppresses_small_counts() -> None:
+    grants = [("laser", MONDAY), ("laser", MONDAY), ("cnc", MONDAY)]
+    counts = {c.training_type_id: c for c in trainings_per_month(grants, PARIS, min_count=2)}
+    assert counts["laser"].granted == 2 and counts["laser"].month == date(2026, 11, 1)
+    assert counts["cnc"].granted is None

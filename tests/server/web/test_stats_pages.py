@@ -33,6 +33,8 @@ def test_open_data_suppresses_a_week_used_by_one_member(
     assert cell["suppressed"] is True
     assert (cell["hours"], cell["sessions"], cell["members"]) == (None, None, None)
     assert "Ada" not in browser.get("/open-data.csv").text
+    [trainings] = body["trainings_granted"]  # ada and tom on the laser: 2 < 3
+    assert (trainings["training_type_id"], trainings["granted"]) == ("laser", None)
 
 
 def test_open_data_publishes_a_week_used_by_enough_members(
@@ -42,6 +44,8 @@ def test_open_data_publishes_a_week_used_by_enough_members(
     _session(ingest, events, "s1", "ada", "04A1B2C3")
     [cell] = browser.get("/open-data.json").json()["cells"]
     assert (cell["machine"], cell["sessions"], cell["members"]) == ("Laser cutter", 1, 1)
+    [trainings] = browser.get("/open-data.json").json()["trainings_granted"]
+    assert trainings["granted"] == 2
     csv_text = browser.get("/open-data.csv").text
     assert csv_text.splitlines()[0].startswith("week,machine_id,machine,hours")
     assert "Creative Commons" in browser.get("/open-data").text
