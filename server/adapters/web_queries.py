@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.adapters.orm import ProblemReport, Training, UsageSession
+from server.adapters.orm import ProblemReport, RawEvent, Training, UsageSession
 
 
 def sessions_between(
@@ -55,3 +57,34 @@ def trainings_granted_between(
         Training.granted_at >= start, Training.granted_at < end
     )
     return [(type_id, granted) for type_id, granted in session.execute(query).all()]
+
+
+@dataclass(frozen=True)
+class Fault:
+    at: datetime
+    code: str
+    message: str
+
+
+def recent_faults(session: Session, controller_id: str, limit: int = 10) -> list[Fault]:
+    """The controller's latest `fault` events (kept as received: they change no state)."""
+    query = (
+        select(RawEvent)
+        .where(
+            RawEvent.controller_id == controller_id,
+            RawEvent.kind == "fault",
+            RawEvent.status == "accepted",
+        )
+        .order_by(RawEvent.received_at.desc())
+        .limit(limit)
+    )
+    faults = []
+    for event in session.scalars(query).all():
+        try:
+            data = json.loads(event.payload).get("data", {})
+        except (ValueError, AttributeError):
+            data = {}
+        faults.append(
+            Fault(event.received_at, str(data.get("code", "")), str(data.get("message", "")))
+        )
+    return faults

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from protocol import Mode
 from server.adapters.orm import utcnow
+from server.adapters.web_queries import recent_faults
 from server.api.deps import RuntimeDep, UowDep
 from server.api.routes.machines import _machine_public
 from server.domain.access import Role
@@ -273,6 +274,7 @@ def _machine_context(uow: Any, runtime: Any, user: WebUser, machine_id: str) -> 
             commands=list_commands(machine_id, uow, user.principal),
             reports=uow.problem_reports.of_machine(machine_id),
             denials=uow.denials.page(machine_id=machine_id, limit=10)[0],
+            faults=recent_faults(uow.session, machine.controller.id) if machine.controller else [],
             report_names=uow.members.names(
                 {r.member_id for r in uow.problem_reports.of_machine(machine_id) if r.member_id}
             ),

@@ -7,11 +7,13 @@ import re
 
 from fastapi.testclient import TestClient
 
+from protocol import EventKind
 from server.adapters.mail import RecordingMailer
 from server.adapters.orm import utcnow
 from server.bootstrap import ServerRuntime
 from server.service_layer import commands as cmds
 from server.web.floor import FloorNotifier
+from tests.server.conftest import EventFactory, Ingest
 from tests.server.web.conftest import Login
 
 
@@ -160,3 +162,12 @@ def test_pages_have_no_inline_script_style_or_handler(browser: TestClient, login
         html = browser.get(path).text
         assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), path
         assert not re.search(r"\sstyle=|<style|\son[a-z]+=", html), path
+
+
+def test_manager_sees_controller_faults_on_machine_page(
+    browser: TestClient, login: Login, ingest: Ingest, events: EventFactory
+) -> None:
+    ingest(events(EventKind.FAULT, code="reader", message="RFID reader not answering"))
+    login("mona")
+    page = browser.get("/machines/laser").text
+    assert "RFID reader not answering" in page
