@@ -20,7 +20,7 @@ from server.service_layer.account_links import InvalidLinkError, IssuedLink, lin
 from server.service_layer.accounts import LOGIN_LIFETIME, LoginResult
 from server.service_layer.members import MIN_PASSWORD_LENGTH
 from server.web.i18n import LANG_COOKIE, LOCALES, gettext_for, request_locale, tr
-from server.web.session import FormUser, LoggedIn, PageUser, safe_next
+from server.web.session import AnonymousForm, FormUser, LoggedIn, PageUser, safe_next
 from server.web.templating import render, render_text
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ def _set_login_cookie(response: Response, runtime: ServerRuntime, token: str) ->
 def login_submit(
     request: Request,
     runtime: RuntimeDep,
+    _form: AnonymousForm,
     email: Annotated[str, Form(max_length=320)] = "",
     password: Annotated[str, Form(max_length=500)] = "",
     next: Annotated[str, Form(max_length=500)] = "/me",
@@ -129,6 +130,7 @@ def set_password_submit(
     request: Request,
     runtime: RuntimeDep,
     uow: UowDep,
+    _form: AnonymousForm,
     password: Annotated[str, Form(max_length=500)] = "",
     confirm: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
@@ -186,7 +188,10 @@ def send_link_mail(request: Request, runtime: ServerRuntime, issued: IssuedLink)
 
 @router.post("/forgot", response_class=HTMLResponse)
 def forgot_submit(
-    request: Request, runtime: RuntimeDep, email: Annotated[str, Form(max_length=320)] = ""
+    request: Request,
+    runtime: RuntimeDep,
+    _form: AnonymousForm,
+    email: Annotated[str, Form(max_length=320)] = "",
 ) -> HTMLResponse:
     """The same answer whether or not the address has an account (no enumeration)."""
     if email.strip():

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Response, status
 
 from server.adapters.orm import utcnow
-from server.adapters.secrets import token_hash
+from server.adapters.secrets import new_token, token_hash
 from server.api.deps import SESSION_COOKIE, UowDep
 from server.domain.access import Principal, Role
 from server.service_layer.accounts import principal_of
@@ -134,3 +134,38 @@ def need(user: WebUser, role: Role) -> None:
     allowed = user.is_trainer if role is Role.TRAINER else user.principal.has(role)
     if not allowed:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"this needs the {role.value} role")
+
+
+# -- forms posted before logging in (login, forgot password, set password) -----------------
+
+FORM_COOKIE = "fablab_form"
+FORM_FIELD = "form_token"
+
+
+def anonymous_form_token(request: Request) -> str:
+    """The browser's form token (double-submit cookie), made on its first page."""
+    token = request.cookies.get(FORM_COOKIE) or getattr(request.state, "new_form_token", None)
+    if not token:
+        token = new_token()
+        request.state.new_form_token = token
+    return token
+
+
+def keep_form_token(request: Request, response: Response) -> None:
+    """Set the cookie of a form token made while rendering this page."""
+    token = getattr(request.state, "new_form_token", None)
+    if token:
+        response.set_cookie(FORM_COOKIE, token, httponly=True, samesite="strict", path="/")
+
+
+async def check_anonymous_form(request: Request) -> None:
+    """A form posted without a login must echo the browser's form-token cookie, so that
+    another site cannot post it (login CSRF)."""
+    form = await request.form()
+    cookie = request.cookies.get(FORM_COOKIE, "")
+    sent = str(form.get(FORM_FIELD, ""))
+    if not cookie or not hmac.compare_digest(sent, cookie):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the form has expired: reload the page")
+
+
+AnonymousForm = Annotated[None, Depends(check_anonymous_form)]

@@ -12,6 +12,7 @@ from starlette.responses import HTMLResponse
 
 from dashboards import TEMPLATES_DIR
 from server.web.i18n import LOCALES, Formatter, Gettext, gettext_for, request_locale
+from server.web.session import anonymous_form_token, keep_form_token
 
 _current_gettext: ContextVar[Gettext] = ContextVar("current_gettext")
 
@@ -53,6 +54,7 @@ def page_context(request: Request) -> dict[str, Any]:
         "user": getattr(request.state, "web_user", None),
         "here": path,
         "billing_links": billing_links(request),
+        "form_token": anonymous_form_token(request),
     }
 
 
@@ -67,7 +69,9 @@ def render(
         html = environment.get_template(template).render(full)
     finally:
         _current_gettext.reset(token)
-    return HTMLResponse(html, status_code=status_code)
+    response = HTMLResponse(html, status_code=status_code)
+    keep_form_token(request, response)
+    return response
 
 
 def render_text(locale: str, template: str, context: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -40,6 +41,15 @@ def browser(lab: ServerRuntime, mailer: RecordingMailer) -> Iterator[TestClient]
 Login = Callable[[str], str]
 
 
+def form_post(client: TestClient, path: str, data: dict[str, str], **kwargs: Any) -> Any:
+    """Post a form the way a browser does: first open its page (which sets the form-token
+    cookie and field), then post with the token."""
+    html = client.get(path).text
+    found = re.search(r'name="form_token" value="([^"]+)"', html)
+    assert found, "no form token on the page"
+    return client.post(path, data={"form_token": found.group(1), **data}, **kwargs)
+
+
 def csrf_of(html: str) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert found, "no CSRF field on the page"
@@ -51,10 +61,11 @@ def login(browser: TestClient) -> Login:
     """`login("mona")` logs the client in through the login form; returns the CSRF token."""
 
     def as_member(member_id: str) -> str:
-        response = browser.post(
+        response = form_post(
+            browser,
             "/login",
-            data={"email": f"{member_id}@example.org", "password": password_of(member_id),
-                  "next": "/me/password"},
+            {"email": f"{member_id}@example.org", "password": password_of(member_id),
+             "next": "/me/password"},
         )  # fmt: skip
         assert response.status_code == 200, response.text
         return csrf_of(response.text)
