@@ -219,7 +219,7 @@ def password_submit(
     password: Annotated[str, Form(max_length=500)] = "",
     confirm: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
-    """Change my password (the service layer ends my other logins and tokens)."""
+    """Change my password through the service layer's one password change."""
     errors = _password_errors(request, password, confirm)
     if not errors:
         try:
