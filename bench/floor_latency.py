@@ -42,7 +42,8 @@ def main() -> None:
         try:
             with running_lab(broker, Path(tmp)) as lab, sync_playwright() as playwright:
                 browser = launch_chromium(playwright)
-                page = browser.new_page(base_url=lab.url)
+                # Playwright's waiting evaluates script text: the app's CSP would refuse it.
+                page = browser.new_page(base_url=lab.url, bypass_csp=True)
                 page.goto("/")
                 page.wait_for_function(
                     "document.querySelector('#live-status').textContent.includes('Live')"
