@@ -15,7 +15,7 @@ from protocol import Mode
 from server.adapters.orm import utcnow
 from server.adapters.web_queries import recent_faults
 from server.api.deps import RuntimeDep, UowDep
-from server.api.routes.machines import _machine_public
+from server.api.routes.machines import _machine_public, list_commands, list_machines
 from server.domain.access import Role
 from server.domain.errors import ConflictError, DomainError
 from server.service_layer import commands as cmds
@@ -26,7 +26,7 @@ from server.web.i18n import tr
 from server.web.labels import ALL as LABELS
 from server.web.session import FormUser, LoggedIn, ManagerUser, WebUser, need
 from server.web.templating import render
-from server.web.trainer import trainer_member_context
+from server.web.trainer import grantable_levels, trainer_member_context
 
 router = APIRouter(include_in_schema=False)
 
@@ -257,27 +257,22 @@ def enrollment_page(
 
 @router.get("/machines", response_class=HTMLResponse)
 def machines(request: Request, uow: UowDep, runtime: RuntimeDep, user: ManagerUser) -> HTMLResponse:
-    from server.api.routes.machines import list_machines
-
     context = {"machines": list_machines(uow, user.principal, runtime), **LABELS}
     return render(request, "machines.html", context)
 
 
 def _machine_context(uow: Any, runtime: Any, user: WebUser, machine_id: str) -> dict[str, Any]:
-    from server.api.routes.machines import list_commands
-
     machine = _machine_public(uow, runtime, machine_id, user.principal)
     context: dict[str, Any] = {"machine": machine, **LABELS}
-    types = [t for t in uow.training_types.covering(machine_id)]
+    types = list(uow.training_types.covering(machine_id))
     if user.is_manager:
+        reports = uow.problem_reports.of_machine(machine_id)
         context.update(
             commands=list_commands(machine_id, uow, user.principal),
-            reports=uow.problem_reports.of_machine(machine_id),
+            reports=reports,
+            report_names=uow.members.names({r.member_id for r in reports if r.member_id}),
             denials=uow.denials.page(machine_id=machine_id, limit=10)[0],
             faults=recent_faults(uow.session, machine.controller.id) if machine.controller else [],
-            report_names=uow.members.names(
-                {r.member_id for r in uow.problem_reports.of_machine(machine_id) if r.member_id}
-            ),
         )
     mine = [t for t in types if user.is_manager or t.id in user.principal.trainer_of]
     context.update(grant_types=mine, trainees=[])
@@ -295,8 +290,6 @@ def machine_page(
 ) -> HTMLResponse:
     """Managers: settings, service, controller, commands, reports. Trainers: grant here."""
     need(user, Role.TRAINER)
-    from server.web.trainer import grantable_levels
-
     context = _machine_context(uow, runtime, user, machine_id)
     if q:
         rows, _ = uow.members.page(search=q, active=True, limit=20)
@@ -350,8 +343,6 @@ async def machine_settings(
 def _machine_error_page(
     request: Request, runtime: Any, user: WebUser, machine_id: str, errors: dict[str, str]
 ) -> HTMLResponse:
-    from server.web.trainer import grantable_levels
-
     with runtime.new_uow() as uow:
         context = _machine_context(uow, runtime, user, machine_id)
         context.update(q="", done="", errors=errors,

@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse
 from dashboards import TEMPLATES_DIR
 from server.web.i18n import LOCALES, Formatter, Gettext, gettext_for, request_locale
 from server.web.session import anonymous_form_token, keep_form_token
+from server.web.treasurer import available_links
 
 _current_gettext: ContextVar[Gettext] = ContextVar("current_gettext")
 
@@ -89,6 +90,4 @@ def billing_links(request: Request) -> list[tuple[str, str]]:
     Treasurer and member billing pages (credits, ledger, statements, claims, periods)
     belong in `server/web/treasurer.py`; until the billing routes land, nothing is shown.
     """
-    from server.web.treasurer import available_links
-
     return available_links(request)
