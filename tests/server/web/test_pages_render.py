@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from server.api.main import create_app
 from server.bootstrap import ServerRuntime
 from server.service_layer import commands as cmds
 from tests.server.web.conftest import Login
@@ -67,3 +68,23 @@ def test_pages_floor_shows_running_session_to_logged_in(
 ) -> None:
     lab.bus.handle(cmds.SetOutOfService("laser", True, "belt broken"))
     assert "belt broken" in browser.get("/").text
+
+
+def test_pages_unhandled_error_is_a_500_page_in_the_browser_language(lab: ServerRuntime) -> None:
+    app = create_app(lab)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    @app.get("/api/boom")
+    def api_boom() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        page = client.get("/boom", headers={"Accept": "text/html", "Accept-Language": "fr"})
+        api = client.get("/api/boom", headers={"Accept": "text/html"})
+    assert page.status_code == 500
+    assert "Une erreur est survenue" in page.text
+    assert "a bug" not in page.text and "Traceback" not in page.text
+    assert (api.status_code, api.json()) == (500, {"detail": "internal server error"})
