@@ -24,6 +24,7 @@ from server.service_layer.imports import MAX_BYTES, ImportFormatError, ImportRep
 from server.web.accounts import link_url, send_link_mail
 from server.web.i18n import tr
 from server.web.labels import ALL as LABELS
+from server.web.maker import type_names
 from server.web.session import FormUser, LoggedIn, ManagerUser, WebUser, need
 from server.web.templating import render
 from server.web.trainer import grantable_levels, trainer_member_context
@@ -53,11 +54,14 @@ def members(
     )  # fmt: skip
     shown = [m for m in rows if m.erased_at is None]
     links = uow.account_links.latest_of({m.id for m in shown})
+    trainings: dict[str, list[Any]] = {m.id: [] for m in shown}
+    for view in uow.trainings.views(member_ids=set(trainings)):
+        trainings[view.member_id].append(view)
     context = {
         "members": shown, "total": total, "q": q, "category": category, "page": page,
         "pages": max(1, -(-total // PAGE_SIZE)), "categories": uow.categories.all(),
         "badges": {m.id: len(uow.badges.of_member(m.id)) for m in shown}, "links": links,
-        "now": utcnow(),
+        "now": utcnow(), "trainings": trainings, "type_names": type_names(uow), **LABELS,
     }  # fmt: skip
     return render(request, "members.html", context)
 

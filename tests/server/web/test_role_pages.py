@@ -171,3 +171,12 @@ def test_manager_sees_controller_faults_on_machine_page(
     login("mona")
     page = browser.get("/machines/laser").text
     assert "RFID reader not answering" in page
+
+
+def test_manager_member_list_shows_trainings_and_account_state(
+    browser: TestClient, login: Login
+) -> None:
+    login("mona")
+    page = browser.get("/members?q=ada").text
+    assert "Laser cutter (Autonomous)" in page
+    assert "active account" in page
