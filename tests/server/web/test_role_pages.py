@@ -180,3 +180,9 @@ def test_manager_member_list_shows_trainings_and_account_state(
     page = browser.get("/members?q=ada").text
     assert "Laser cutter (Autonomous)" in page
     assert "active account" in page
+
+
+def test_manager_settings_form_shows_zero_values(browser: TestClient, login: Login) -> None:
+    login("mona")
+    page = browser.get("/machines/laser").text
+    assert re.search(r'id="f-idle_timeout_s" name="idle_timeout_s" type="number" value="0"', page)
