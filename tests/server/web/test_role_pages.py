@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi.testclient import TestClient
 
@@ -140,7 +141,9 @@ def test_floor_notifier_wakes_a_stream_when_the_bus_handles_a_command(
         finally:
             notifier.unsubscribe(waiter)
 
-    assert asyncio.run(wait_for_change())
+    # A thread of its own: the session's Playwright may hold this thread's event loop.
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(asyncio.run, wait_for_change()).result(timeout=10)
     assert notifier.streams == 0
 
 
