@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from server.adapters.db import make_engine, make_session_factory
+from server.adapters.mail import Mailer, make_mailer
 from server.adapters.mqtt import (
     AuthWorker,
     IngestWorker,
@@ -40,6 +41,8 @@ class ServerRuntime:
             timeout_s=settings.auth_request_timeout_s,
         )
         self.login_limiter = LoginRateLimiter()
+        # Invitations and password links are e-mailed only when SMTP is configured.
+        self.mailer: Mailer | None = make_mailer(settings)
         self.link: ServerMqttLink | None = None
         self.retention: RetentionWorker | None = None
         self.snapshot_refresher: SnapshotRefresher | None = None

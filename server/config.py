@@ -74,6 +74,25 @@ class Settings(BaseSettings):
     # long a controller waits for the answer (an older request is not answered).
     auth_queue_per_controller: int = Field(default=20, ge=1)
     auth_request_timeout_s: float = Field(default=1.5, gt=0)
+    # -- web app ------------------------------------------------------------------------
+    # The address members reach the server at, for links in e-mails (set-password links);
+    # unset: the address the request came in on.
+    public_url: str | None = None
+    # Language of the pages when the browser asks for none we have (fr or en).
+    default_locale: str = "en"
+    currency: str = "EUR"
+    # Open data: a cell (machine x week) with fewer distinct members than this is hidden.
+    open_data_min_members: int = Field(default=3, ge=1)
+    open_data_licence: str = "CC-BY-4.0"
+    # One-time set-password links (invitations, forgotten passwords) expire after this.
+    account_link_hours: int = Field(default=72, ge=1, le=24 * 30)
+    # Outgoing e-mail (invitations, forgotten passwords): off unless smtp_host is set.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "fablab-monitor@localhost"
+    smtp_starttls: bool = True
 
     @field_validator("mqtt_url")
     @classmethod

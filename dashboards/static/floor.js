@@ -1,59 +1,31 @@
-// Live floor: re-reads the API every 2 s and redraws machines and recent sessions.
-const LABELS = { free: "Free", in_use: "In use", offline: "Offline", out_of_service: "Out of service" };
+// Live floor: tiles are replaced by the server's Server-Sent Events; elapsed times tick here.
+(function () {
+  "use strict";
+  const tiles = document.getElementById("tiles");
+  const status = document.getElementById("live-status");
 
-function text(tag, value, cls) {
-  const el = document.createElement(tag);
-  el.textContent = value;
-  if (cls) el.className = cls;
-  return el;
-}
-
-function time(iso) { return new Date(iso).toISOString().slice(11, 19); }
-
-function drawMachines(machines) {
-  const list = document.getElementById("machines");
-  list.replaceChildren(...machines.map((m) => {
-    const li = document.createElement("li");
-    li.className = `machine state-${m.state}`;
-    li.dataset.machine = m.id;
-    li.append(text("h3", m.name), text("p", LABELS[m.state] || m.state, "state"));
-    if (m.current_session) {
-      const who = m.current_session.member_name || m.current_session.member_id || "unknown member";
-      const p = text("p", `${who} since ${time(m.current_session.started_at)} UTC `);
-      if (m.current_session.busy) p.append(text("span", "busy", "busy"));
-      li.append(p);
-    } else if (m.out_of_service) {
-      li.append(text("p", m.out_of_service_reason || ""));
-    }
-    return li;
-  }));
-}
-
-function drawSessions(page) {
-  const body = document.getElementById("sessions");
-  body.replaceChildren(...page.items.map((s) => {
-    const tr = document.createElement("tr");
-    tr.append(
-      text("td", s.machine_id), text("td", s.member_name || s.member_id || "?"),
-      text("td", s.started_at.replace("T", " ").slice(0, 19)),
-      text("td", `${Math.round(s.elapsed_seconds)} s`), text("td", `${Math.round(s.busy_seconds)} s`),
-      text("td", s.end_reason || "running"));
-    return tr;
-  }));
-}
-
-async function refresh() {
-  try {
-    const [machines, sessions] = await Promise.all([
-      fetch("/api/machines").then((r) => r.json()),
-      fetch("/api/sessions?limit=15").then((r) => r.json()),
-    ]);
-    drawMachines(machines);
-    drawSessions(sessions);
-    document.getElementById("updated").textContent = new Date().toLocaleTimeString();
-  } catch (err) {
-    document.getElementById("updated").textContent = "server unreachable";
+  function pad(n) { return String(n).padStart(2, "0"); }
+  function duration(seconds) {
+    const s = Math.max(0, Math.floor(seconds));
+    return Math.floor(s / 3600) + ":" + pad(Math.floor((s % 3600) / 60)) + ":" + pad(s % 60);
   }
-}
+  function tick() {
+    const now = Date.now() / 1000;
+    document.querySelectorAll("[data-started]").forEach(function (el) {
+      el.textContent = duration(now - Number(el.dataset.started));
+    });
+  }
+  setInterval(tick, 1000);
+  tick();
 
-setInterval(refresh, 2000);
+  if (!tiles || !window.EventSource) { return; }
+  const source = new EventSource(tiles.dataset.events);
+  source.addEventListener("tiles", function (event) {
+    tiles.innerHTML = event.data;
+    tick();
+    if (status) { status.textContent = status.dataset.live + " · " + new Date().toLocaleTimeString(document.documentElement.lang); }
+  });
+  source.addEventListener("error", function () {
+    if (status) { status.textContent = status.dataset.lost; }
+  });
+})();

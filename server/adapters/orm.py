@@ -373,3 +373,32 @@ class ControllerFault(Base):
     message: Mapped[str] = mapped_column(String(500))
     at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)  # the controller's clock
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AccountLink(Base):
+    """A one-time link to set a password (invitation or forgotten password).
+
+    Only the hash of the link's secret is stored; it works once, until it expires.
+    """
+
+    __tablename__ = "account_link"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[str] = mapped_column(ForeignKey("member.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(20))  # invite | reset
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ProblemReport(Base):
+    """A member reported a problem with a machine from the web (kept for the managers)."""
+
+    __tablename__ = "problem_report"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machine.id"), index=True)
+    member_id: Mapped[str | None] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, aliased
 
 from protocol import Level
 from server.adapters.orm import (
+    AccountLink,
     ApiToken,
     AuditEntry,
     Badge,
@@ -26,6 +27,7 @@ from server.adapters.orm import (
     MemberCategory,
     MemberRole,
     OutboxStream,
+    ProblemReport,
     RawEvent,
     Training,
     TrainingType,
@@ -755,6 +757,47 @@ class ControllerCommandRepository(_Repository):
             select(ControllerCommand)
             .where(ControllerCommand.machine_id == machine_id)
             .order_by(ControllerCommand.issued_at.desc())
+            .limit(limit)
+        )
+        return self.session.scalars(query).all()
+
+
+class AccountLinkRepository(_Repository):
+    """One-time set-password links, found by the hash of their secret."""
+
+    def add(self, link: AccountLink) -> None:
+        self.session.add(link)
+
+    def get(self, token_hash: str) -> AccountLink | None:
+        return self.session.get(AccountLink, token_hash)
+
+    def unused_of(self, member_id: str) -> Sequence[AccountLink]:
+        query = select(AccountLink).where(
+            AccountLink.member_id == member_id, AccountLink.used_at.is_(None)
+        )
+        return self.session.scalars(query).all()
+
+    def latest_of(self, member_ids: set[str]) -> dict[str, AccountLink]:
+        """Each member's latest link (for the invitation column of the member list)."""
+        if not member_ids:
+            return {}
+        query = (
+            select(AccountLink)
+            .where(AccountLink.member_id.in_(member_ids))
+            .order_by(AccountLink.created_at)
+        )
+        return {link.member_id: link for link in self.session.scalars(query).all()}
+
+
+class ProblemReportRepository(_Repository):
+    def add(self, report: ProblemReport) -> None:
+        self.session.add(report)
+
+    def of_machine(self, machine_id: str, limit: int = 20) -> Sequence[ProblemReport]:
+        query = (
+            select(ProblemReport)
+            .where(ProblemReport.machine_id == machine_id)
+            .order_by(ProblemReport.created_at.desc(), ProblemReport.id.desc())
             .limit(limit)
         )
         return self.session.scalars(query).all()

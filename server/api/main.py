@@ -9,14 +9,13 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from dashboards import STATIC_DIR
-from server import __version__
+from server import __version__, web
 from server.api.routes import (
     audit,
     auth,
     imports,
     machines,
     members,
-    pages,
     privacy,
     sessions,
     trainings,
@@ -59,6 +58,9 @@ def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
 def create_app(runtime: ServerRuntime) -> FastAPI:
     """The API and pages over an already wired runtime (its start/stop is the caller's)."""
     app = FastAPI(
+        # Swagger UI and ReDoc are served by server.web from the shipped assets.
+        docs_url=None,
+        redoc_url=None,
         responses=ERROR_RESPONSES,
         title="fablab-monitor",
         version=__version__,
@@ -72,10 +74,11 @@ def create_app(runtime: ServerRuntime) -> FastAPI:
     app.state.runtime = runtime
     app.add_exception_handler(DomainError, _domain_error)
     # imports before members: /members/import must not be taken for /members/{member_id}.
-    routers = (auth, imports, members, privacy, machines, trainings, sessions, audit, pages)
+    routers = (auth, imports, members, privacy, machines, trainings, sessions, audit)
     for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    web.install(app)  # the pages, offline API docs, HTML error pages for browsers
 
     @app.get("/api/health", tags=["health"])
     def health() -> dict[str, object]:

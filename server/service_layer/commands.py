@@ -323,3 +323,43 @@ class PurgeRawEvents:
     older_than_days: int
     actor: Principal | None = None
     at: datetime = field(default_factory=utcnow)
+
+
+# -- web accounts: one-time set-password links, problem reports ----------------------------
+
+
+@dataclass(frozen=True)
+class IssueAccountLink:
+    """A one-time link for the member to set a password (an invitation, or a reset)."""
+
+    member_id: str
+    purpose: str = "invite"  # invite | reset
+    valid_hours: int = 72
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class RequestPasswordReset:
+    """Someone forgot a password: a link for the member with this email, if there is one."""
+
+    email: str
+    valid_hours: int = 72
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class UseAccountLink:
+    """Set the password through a one-time link (which then stops working)."""
+
+    token: str
+    password: str
+    at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class ReportProblem:
+    machine_id: str
+    text: str
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)

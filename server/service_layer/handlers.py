@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from server.service_layer import accounts, machines, members, privacy, trainings
+from server.service_layer import (
+    account_links,
+    accounts,
+    machines,
+    members,
+    privacy,
+    trainings,
+)
 from server.service_layer import commands as cmds
 from server.service_layer.auth_requests import answer_auth_request
 from server.service_layer.configs import publish_configs
@@ -41,4 +48,8 @@ HANDLERS: dict[type, Callable[[Any, SqlAlchemyUnitOfWork], Any]] = {
     cmds.RevokeApiToken: accounts.revoke_api_token,
     cmds.EraseMember: privacy.erase_member,
     cmds.PurgeRawEvents: privacy.purge_raw_events,
+    cmds.IssueAccountLink: account_links.issue_account_link,
+    cmds.RequestPasswordReset: account_links.request_password_reset,
+    cmds.UseAccountLink: account_links.use_account_link,
+    cmds.ReportProblem: account_links.report_problem,
 }

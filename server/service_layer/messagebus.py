@@ -36,6 +36,9 @@ class MessageBus:
         self.publish: Publish = publish or _drop
         self._config_locks: dict[str, threading.Lock] = {}
         self._config_locks_guard = threading.Lock()
+        # Called with each command once it is handled and committed (the live floor
+        # listens); a listener must be quick and must not raise.
+        self.listeners: list[Callable[[object], None]] = []
 
     def handle(self, cmd: object) -> Any:
         uow = self.uow_factory()
@@ -49,6 +52,8 @@ class MessageBus:
             self.send_config(config)
         if dirty:
             self.handle(PublishConfigs(frozenset(dirty)))
+        for listener in self.listeners:
+            listener(cmd)
         return result
 
     def send_config(self, config: ConfigMessage) -> bool:

@@ -44,6 +44,8 @@ class SqlAlchemyUnitOfWork:
         self.events = repo.EventRepository(self.session)
         self.streams = repo.OutboxStreamRepository(self.session)
         self.faults = repo.FaultRepository(self.session)
+        self.account_links = repo.AccountLinkRepository(self.session)
+        self.problem_reports = repo.ProblemReportRepository(self.session)
         self.machines_to_publish = set()
         self.outgoing = []
         self.configs = []

@@ -1,0 +1,36 @@
+"""Words the pages show for the system's codes (levels, end reasons, states), translated."""
+
+from __future__ import annotations
+
+from server.web.i18n import N_
+
+LEVELS = {
+    "supervised": N_("Supervised"),
+    "autonomous": N_("Autonomous"),
+    "trainer": N_("Trainer"),
+}
+END_REASONS = {
+    "badge": N_("badge"),
+    "card_removed": N_("card removed"),
+    "idle_timeout": N_("idle too long"),
+    "max_duration": N_("maximum duration"),
+    "remote_lock": N_("locked remotely"),
+    "out_of_service": N_("out of service"),
+    "oops": N_("problem reported"),
+    "controller_restart": N_("controller restarted"),
+    "shutdown": N_("controller stopped"),
+    "permission_revoked": N_("permission revoked"),
+}
+COMMAND_STATUSES = {
+    "pending": N_("pending"),
+    "applied": N_("applied"),
+    "expired": N_("expired"),
+}
+BADGE_STATUSES = {
+    "active": N_("active"),
+    "lost": N_("lost"),
+    "blocked": N_("blocked"),
+}
+MODES = {"toggle": N_("Tap to start, tap to end"), "hold": N_("Badge stays on the reader")}
+ALL = {"levels": LEVELS, "end_reasons": END_REASONS, "command_statuses": COMMAND_STATUSES,
+       "badge_statuses": BADGE_STATUSES, "modes": MODES}  # fmt: skip
