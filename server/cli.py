@@ -55,14 +55,14 @@ def serve(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
     import uvicorn
 
     from server.adapters.migrations import upgrade
-    from server.api.main import create_app
+    from server.api.main import create_app, uvicorn_options
     from server.bootstrap import ServerRuntime
 
     _logging(verbose)
     settings = Settings()
     upgrade(settings.database_url)
     with ServerRuntime(settings) as runtime:
-        uvicorn.run(create_app(runtime), host=settings.http_host, port=settings.http_port)
+        uvicorn.run(create_app(runtime), **uvicorn_options(settings))
 
 
 @app.command()

@@ -198,7 +198,14 @@ def run_demo(
         logger.info("demo running: %s (broker %s, data in %s)", url, broker_url, data_dir)
         if on_ready:
             on_ready(url)
-        uvicorn.run(create_app(runtime), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.run(
+            create_app(runtime),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            server_header=False,
+            proxy_headers=False,
+        )
     finally:
         if floor:
             floor.stop()
