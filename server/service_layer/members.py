@@ -73,7 +73,8 @@ def add_member(cmd: cmds.AddMember, uow: SqlAlchemyUnitOfWork) -> str:
         uow.flush()
     except IntegrityError as exc:
         # Another request added the same email (or id) since the checks above.
-        raise ConflictError(f"a member with email {email} already exists") from exc
+        taken = f"email {email}" if email else f"id {member_id}"
+        raise ConflictError(f"a member with {taken} already exists") from exc
     record(
         uow, actor=cmd.actor, action="member.create", object_type="member", object_id=member_id,
         before=None, after=member_facts(member), at=cmd.at,

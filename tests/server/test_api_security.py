@@ -469,3 +469,37 @@ def test_security_own_email_changes_are_rate_limited(client: TestClient, auth: H
         for n in range(6)
     ]
     assert [c.status_code for c in codes] == [200] * 5 + [429]
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_security_migration_removes_token_names_from_the_audit_log(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Entries written before the fix lose the name (revision 0008_security)."""
+    from sqlalchemy import create_engine, text
+
+    from server.adapters.migrations import upgrade
+
+    if backend == "sqlite":
+        database_url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    else:
+        database_url = request.getfixturevalue("fresh_postgres_url")
+    upgrade(database_url, "0004")
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO audit_entry (at, action, object_type, object_id, after) "
+                    "VALUES (:at, 'api_token.create', 'api_token', '1', :after)"
+                ),
+                {"at": utcnow().replace(tzinfo=None), "after": '{"member_id": "a", "name": "x"}'},
+            )
+        upgrade(database_url, "0008_security")
+        with engine.connect() as connection:
+            after = connection.execute(text("SELECT after FROM audit_entry")).scalar_one()
+        assert json.loads(after) == {"member_id": "a"}
+    finally:
+        engine.dispose()
