@@ -222,6 +222,7 @@ def _attach_badge(
 def register_badge(cmd: cmds.RegisterBadge, uow: SqlAlchemyUnitOfWork) -> int:
     guards.require(cmd.actor, Role.MANAGER)
     member = guards.member(uow, cmd.member_id)
+    guards.within_reach(cmd.actor, member)
     badge = _attach_badge(uow, member, cmd.uid, cmd, "badge.create")
     uow.commit()
     uow.machines_to_publish |= guards.machines_of_member(uow, member.id)
@@ -235,6 +236,7 @@ def set_badge_status(cmd: cmds.SetBadgeStatus, uow: SqlAlchemyUnitOfWork) -> Non
         raise NotFoundError(f"no badge {cmd.badge_id}")
     if cmd.status not in BADGE_STATUSES:
         raise DomainError(f"badge status must be one of: {', '.join(BADGE_STATUSES)}")
+    guards.within_reach(cmd.actor, guards.member(uow, badge.member_id))
     before = {"status": badge.status}
     badge.status = cmd.status
     record(
@@ -248,7 +250,7 @@ def set_badge_status(cmd: cmds.SetBadgeStatus, uow: SqlAlchemyUnitOfWork) -> Non
 def start_enrollment(cmd: cmds.StartEnrollment, uow: SqlAlchemyUnitOfWork) -> int:
     guards.require(cmd.actor, Role.MANAGER)
     machine = guards.machine(uow, cmd.machine_id)
-    guards.member(uow, cmd.member_id)
+    guards.within_reach(cmd.actor, guards.member(uow, cmd.member_id))
     if not 10 <= cmd.window_s <= 900:
         raise DomainError("the enrollment window must be between 10 and 900 seconds")
     enrollment = Enrollment(

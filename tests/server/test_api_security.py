@@ -503,3 +503,14 @@ def test_security_migration_removes_token_names_from_the_audit_log(
         assert json.loads(after) == {"member_id": "a"}
     finally:
         engine.dispose()
+
+
+def test_security_manager_cannot_add_a_badge_to_an_admins_account(
+    client: TestClient, auth: Headers
+) -> None:
+    """An admin's badge is staff on every machine: a manager must not give themselves one."""
+    response = client.post(
+        "/api/members/root/badges", json={"uid": "04DEAD01"}, headers=auth("mona")
+    )
+    assert response.status_code == 403
+    assert client.get("/api/members/root/badges", headers=auth("root")).json() == []
