@@ -97,8 +97,16 @@ class BodyLimitMiddleware:
 
     @staticmethod
     async def _too_large(send: Send, limit: int) -> None:
-        detail = f"the request body is larger than {limit} bytes"
+        detail = f"the request body is larger than {_size(limit)}"
         await _send_json(send, 413, {"detail": detail})
+
+
+def _size(n: int) -> str:
+    """2097152 -> '2 MB' (binary units, as the rest of the lab's messages)."""
+    for unit, factor in (("MB", 1024 * 1024), ("KB", 1024)):
+        if n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n} bytes"
 
 
 def _is_json(scope: Scope) -> bool:
