@@ -31,6 +31,7 @@ class ServerRuntime:
         self.settings = settings
         self.engine = make_engine(settings.database_url)
         self.session_factory = make_session_factory(self.engine)
+        self.login_limiter = LoginRateLimiter()
         self.bus = MessageBus(self.new_uow, publish=self._publish)
         self.ingest = IngestWorker(
             self.bus, max_queue=settings.ingest_queue_size, limits=settings.plausibility()
@@ -64,7 +65,7 @@ class ServerRuntime:
             )
 
     def new_uow(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self.session_factory)
+        return SqlAlchemyUnitOfWork(self.session_factory, self.login_limiter)
 
     def _publish(self, message: OutgoingMessage) -> None:
         if self.link is not None:

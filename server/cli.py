@@ -83,7 +83,7 @@ def serve(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 
     from server.adapters.listen import bind_http
     from server.adapters.migrations import upgrade
-    from server.api.main import create_app
+    from server.api.main import create_app, uvicorn_options
     from server.bootstrap import ServerRuntime
 
     _logging(verbose)
@@ -92,7 +92,9 @@ def serve(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
     upgrade(settings.database_url)
     with ServerRuntime(settings) as runtime, contextlib.suppress(KeyboardInterrupt):
         # uvicorn stops on SIGINT/SIGTERM, then raises the signal again: a clean exit here.
-        uvicorn.Server(uvicorn.Config(create_app(runtime))).run(sockets=[http_socket])
+        # The socket is bound already (a taken port fails before anything starts).
+        config = uvicorn.Config(create_app(runtime), **uvicorn_options(settings))
+        uvicorn.Server(config).run(sockets=[http_socket])
 
 
 @app.command()

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     controller_offline_after_missed_heartbeats: int = 3
     # Send the session cookie over HTTPS only; off for plain-HTTP local use and the demo.
     secure_cookies: bool = False
+    # Addresses of the reverse proxies whose X-Forwarded-For / -Proto headers are believed
+    # (e.g. ["127.0.0.1"] behind a local nginx); by default no one's: the peer is the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Largest request body accepted (bytes); the CSV import has its own 2 MB bound.
+    max_request_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Raw controller events older than this are purged (sessions and bills are kept).
     raw_event_retention_days: int = Field(default=365, ge=1)
     # No snapshot the server publishes gets older than this (it reissues them with a new

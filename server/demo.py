@@ -201,7 +201,9 @@ def run_demo(
         logger.info("demo running: %s (broker %s, data in %s)", url, broker_url, data_dir)
         if on_ready:
             on_ready(url)
-        server = uvicorn.Server(uvicorn.Config(create_app(runtime), log_level="warning"))
+        server = uvicorn.Server(uvicorn.Config(
+            create_app(runtime), log_level="warning", server_header=False, proxy_headers=False
+        ))
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C once stopped
             server.run(sockets=[http_socket])
     finally:

@@ -35,7 +35,7 @@ from server.adapters.orm import (
     UsageSession,
     utcnow,
 )
-from server.domain.trainings import TrainingView
+from server.domain.trainings import TrainingView, live_types_at_level
 
 
 class _Repository:
@@ -90,6 +90,13 @@ class MemberRepository(_Repository):
             .where(MemberRole.role.in_(roles), Member.active.is_(True))
         )
         return set(self.session.scalars(query).all())
+
+    def lock_active_admins(self) -> set[str]:
+        """Ids of the active admins, after locking every admin role row until the end of
+        the transaction (SELECT … FOR UPDATE; SQLite has no row locks and ignores it)."""
+        lock = select(MemberRole.member_id).where(MemberRole.role == "admin").with_for_update()
+        self.session.execute(lock).all()
+        return self.with_roles({"admin"})
 
     def names(self, member_ids: set[str]) -> dict[str, str]:
         """Display names of the given members."""
@@ -286,14 +293,16 @@ class TrainingTypeRepository(_Repository):
         )
         return self.session.scalars(query).all()
 
-    def trainer_of(self, member_id: str) -> set[str]:
-        """Training types the member holds at trainer level (unrevoked, unexpired)."""
-        query = select(Training.training_type_id).where(
-            Training.member_id == member_id,
-            Training.level == Level.TRAINER.value,
-            Training.revoked_at.is_(None),
-        )
-        return set(self.session.scalars(query).all())
+    def trainer_of(self, member_id: str, now: datetime | None = None) -> set[str]:
+        """Training types the member is trainer of at `now` (default: the present): a live
+        trainer-level training, neither revoked nor expired nor lapsed for disuse."""
+        trainings = TrainingRepository(self.session)
+        views = [v for v in trainings.views(member_ids={member_id}) if v.level is Level.TRAINER]
+        if not views:
+            return set()
+        moment = now if now is not None else datetime.now(UTC)
+        used = trainings.last_used({member_id})
+        return live_types_at_level(views, used, moment, Level.TRAINER)
 
 
 class UsageSessionRepository(_Repository):
@@ -601,12 +610,14 @@ class CredentialRepository(_Repository):
         query = select(ApiToken).where(ApiToken.member_id == member_id).order_by(ApiToken.id)
         return self.session.scalars(query).all()
 
-    def end_all_for(self, member_id: str, at: datetime) -> None:
-        """Log the member out everywhere and revoke their tokens."""
+    def end_all_for(self, member_id: str, at: datetime, keep_login: str | None = None) -> None:
+        """Log the member out everywhere (except the login whose token hash is
+        `keep_login`) and revoke their tokens."""
         for login in self.session.scalars(
             select(LoginSession).where(LoginSession.member_id == member_id)
         ).all():
-            self.session.delete(login)
+            if login.token_hash != keep_login:
+                self.session.delete(login)
         for token in self.api_tokens_of(member_id):
             if token.revoked_at is None:
                 token.revoked_at = at

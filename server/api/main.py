@@ -5,11 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from dashboards import STATIC_DIR
 from server import __version__, web
+from server.api.middleware import (
+    BodyLimitMiddleware,
+    RejectLoneSurrogatesMiddleware,
+    SecurityHeadersMiddleware,
+)
 from server.api.routes import (
     audit,
     auth,
@@ -21,16 +30,21 @@ from server.api.routes import (
     trainings,
 )
 from server.api.schemas import ErrorPublic
+from server.api.validation import validation_error
 from server.bootstrap import ServerRuntime
+from server.config import Settings
 from server.domain.errors import (
     AuthenticationError,
     ConflictError,
     DomainError,
     NotFoundError,
     PermissionDeniedError,
+    TooManyAttemptsError,
 )
+from server.service_layer.imports import MAX_BYTES as IMPORT_MAX_BYTES
 
 _STATUS = (
+    (TooManyAttemptsError, 429),
     (NotFoundError, 404),
     (ConflictError, 409),
     (PermissionDeniedError, 403),
@@ -45,6 +59,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorPublic, "description": "Your role does not allow this"},
     404: {"model": ErrorPublic, "description": "No such object, or not yours to see"},
     409: {"model": ErrorPublic, "description": "Conflicts with what already exists"},
+    413: {"model": ErrorPublic, "description": "The request body is too large"},
     429: {"model": ErrorPublic, "description": "Too many attempts: wait and retry"},
 }
 
@@ -52,7 +67,43 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     """A rule the request broke: 4xx with the rule's message."""
     status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 400)
-    return JSONResponse(status_code=status, content={"detail": str(exc)})
+    headers = None
+    if isinstance(exc, TooManyAttemptsError):
+        headers = {"Retry-After": str(exc.retry_after)}
+    return JSONResponse(status_code=status, content={"detail": str(exc)}, headers=headers)
+
+
+def _concurrent_change(_request: Request, _exc: Exception) -> JSONResponse:
+    """A change that raced another one to the same row (both passed the checks)."""
+    return JSONResponse(
+        status_code=409,
+        content={"detail": "this conflicts with a change made at the same time: reload and retry"},
+    )
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How uvicorn serves the app: no `server` banner; forwarded headers are not uvicorn's
+    business (it would believe any local client): the app trusts `trusted_proxies` only."""
+    return {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "server_header": False,
+        "proxy_headers": False,
+    }
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
+    # Added last = outermost: headers on every answer, then the body bound, then the
+    # Unicode check of JSON bodies the bound has already limited.
+    app.add_middleware(RejectLoneSurrogatesMiddleware)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_body_bytes,
+        limits={"/api/members/import": IMPORT_MAX_BYTES},
+    )
+    app.add_middleware(SecurityHeadersMiddleware)
+    if settings.trusted_proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
 
 
 def create_app(runtime: ServerRuntime) -> FastAPI:
@@ -73,6 +124,10 @@ def create_app(runtime: ServerRuntime) -> FastAPI:
     )
     app.state.runtime = runtime
     app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(IntegrityError, _concurrent_change)
+    app.add_exception_handler(StaleDataError, _concurrent_change)
+    _add_middleware(app, runtime.settings)
     # imports before members: /members/import must not be taken for /members/{member_id}.
     routers = (auth, imports, members, privacy, machines, trainings, sessions, audit)
     for module in routers:

@@ -150,11 +150,17 @@ class ConflictPublic(BaseModel):
 _PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
-Name = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_PRINTABLE)
-]
 # Explicit ranges, not \s: Python and JSON Schema (ECMA) regexes disagree on what \s is.
-_EMAIL_PART = r"[^@\x00-\x20\x7f-\x9f]+"
+# Unicode white space (what strip_whitespace removes) besides the controls:
+_UNICODE_SPACE = r"\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Printable text with at least one character that is not white space: what the schema
+# accepts is still accepted once stripped (no 422 for "   ").
+_VISIBLE_TEXT = rf"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f-\x9f{_UNICODE_SPACE}][^\x00-\x1f\x7f]*$"
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_VISIBLE_TEXT),
+]
+_EMAIL_PART = rf"[^@\x00-\x20\x7f-\x9f{_UNICODE_SPACE}]+"
 Email = Annotated[
     str,
     StringConstraints(
@@ -170,12 +176,16 @@ MemberIdText = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 ]
 Reason = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=_PRINTABLE)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=_VISIBLE_TEXT),
 ]
+# How many hex digits a UID needs is the protocol's rule (normalize_uid): a 400 if too few.
 BadgeUid = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, min_length=4, max_length=60, pattern=r"^[0-9A-Fa-f:\- ]+$"
+        strip_whitespace=True,
+        max_length=60,
+        pattern=r"^[0-9A-Fa-f:\- ]*[0-9A-Fa-f][0-9A-Fa-f:\- ]*$",
     ),
 ]
 Seconds = Annotated[int, Field(ge=0, le=7 * 24 * 3600)]

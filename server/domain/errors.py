@@ -21,3 +21,11 @@ class PermissionDeniedError(DomainError):
 
 class AuthenticationError(DomainError):
     """Wrong email or password, or an expired login."""
+
+
+class TooManyAttemptsError(DomainError):
+    """Too many attempts of a guarded action (a password check…): wait and retry."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

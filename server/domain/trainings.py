@@ -95,3 +95,24 @@ def _better(a: Permission, b: Permission) -> bool:
     if a.expires_at is None:
         return b.expires_at is not None
     return b.expires_at is not None and a.expires_at > b.expires_at
+
+
+def live_types_at_level(
+    trainings: list[TrainingView],
+    last_used: dict[tuple[str, str], datetime],
+    now: datetime,
+    level: Level,
+) -> set[str]:
+    """Training types in which a live training (not revoked, expired or lapsed) has `level`."""
+    live: set[str] = set()
+    for t in trainings:
+        if t.level is not level:
+            continue
+        lapse = lapses_at(
+            granted_at=t.granted_at,
+            last_used_at=last_used.get((t.member_id, t.training_type_id)),
+            lapse_months=t.lapse_months,
+        )
+        if is_live(now=now, expires_at=t.expires_at, revoked_at=t.revoked_at, lapse_at=lapse):
+            live.add(t.training_type_id)
+    return live

@@ -33,6 +33,8 @@ class NewApiToken:
 
 
 def principal_of(uow: SqlAlchemyUnitOfWork, member: Member) -> Principal:
+    """The member's powers now: lab-wide roles, and trainer of the types in which their
+    trainer-level training is live (not revoked, expired or lapsed)."""
     return Principal(
         member_id=member.id,
         roles=frozenset(Role(r.role) for r in member.roles),
@@ -82,7 +84,7 @@ def create_api_token(cmd: cmds.CreateApiToken, uow: SqlAlchemyUnitOfWork) -> New
     uow.flush()
     record(
         uow, actor=cmd.actor, action="api_token.create", object_type="api_token",
-        object_id=api_token.id, before=None, after={"member_id": member.id, "name": cmd.name},
+        object_id=api_token.id, before=None, after={"member_id": member.id},
         at=cmd.at,
     )  # fmt: skip
     uow.commit()

@@ -93,6 +93,9 @@ class SetPassword:
     member_id: str
     password: str
     current_password: str | None = None  # required when members change their own
+    # The cookie token of the login making the change: it stays open, every other login
+    # and every API token of the member end.
+    keep_login: str | None = None
     actor: Principal | None = None
     at: datetime = field(default_factory=utcnow)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from server.adapters.orm import Machine, Member, TrainingType
 from server.domain.access import Principal, Role
-from server.domain.errors import NotFoundError, PermissionDeniedError
+from server.domain.errors import DomainError, NotFoundError, PermissionDeniedError
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 
@@ -48,3 +48,25 @@ def machines_of_member(uow: SqlAlchemyUnitOfWork, member_id: str) -> set[str]:
         if found is not None:
             machines |= {m.id for m in found.machines}
     return machines
+
+
+def within_reach(actor: Principal | None, target: Member) -> None:
+    """Refuse to act on a member who holds a lab-wide role the actor does not hold:
+    a manager cannot deactivate an admin or take over an admin's email."""
+    if actor is None or actor.member_id == target.id:
+        return
+    above = sorted(r.role for r in target.roles if not actor.has(Role(r.role)))
+    if above:
+        raise PermissionDeniedError(
+            f"{target.id} holds the {', '.join(above)} role, which you do not hold"
+        )
+
+
+def keep_an_active_admin(uow: SqlAlchemyUnitOfWork, losing: str) -> None:
+    """Refuse a change that leaves the lab without an active admin when `losing` stops
+    being one. It first locks the admins' role rows until the transaction ends (on
+    PostgreSQL), so that two admins removing each other are serialised: the second one
+    counts the admins after the first one's change is committed."""
+    admins = uow.members.lock_active_admins()
+    if losing in admins and not admins - {losing}:
+        raise DomainError(f"{losing} is the last active admin: make another member admin first")

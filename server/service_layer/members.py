@@ -6,9 +6,11 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from protocol import CommandKind, ProtocolError, normalize_uid
 from server.adapters.orm import Badge, Enrollment, Member, MemberCategory, MemberRole
-from server.adapters.secrets import hash_password, verify_password
+from server.adapters.secrets import hash_password, token_hash, verify_password
 from server.domain.access import GRANTABLE_ROLES, Role
 from server.domain.errors import (
     AuthenticationError,
@@ -67,7 +69,12 @@ def add_member(cmd: cmds.AddMember, uow: SqlAlchemyUnitOfWork) -> str:
         password_hash=hash_password(cmd.password) if cmd.password else None,
     )
     uow.members.add(member)
-    uow.flush()
+    try:
+        uow.flush()
+    except IntegrityError as exc:
+        # Another request added the same email (or id) since the checks above.
+        taken = f"email {email}" if email else f"id {member_id}"
+        raise ConflictError(f"a member with {taken} already exists") from exc
     record(
         uow, actor=cmd.actor, action="member.create", object_type="member", object_id=member_id,
         before=None, after=member_facts(member), at=cmd.at,
@@ -81,17 +88,15 @@ def update_member(cmd: cmds.UpdateMember, uow: SqlAlchemyUnitOfWork) -> None:
     own = cmd.actor is not None and cmd.actor.member_id == cmd.member_id
     if cmd.category is not None or cmd.active is not None or not own:
         guards.require(cmd.actor, Role.MANAGER)
+    guards.within_reach(cmd.actor, member)
+    if cmd.active is False:
+        guards.keep_an_active_admin(uow, member.id)
     before = member_facts(member)
     changed: list[str] = []
     if cmd.name is not None and cmd.name != member.name:
         member.name, changed = cmd.name, [*changed, "name"]
-    if cmd.email is not None:
-        email = cmd.email.strip().lower()
-        other = uow.members.by_email(email)
-        if other is not None and other.id != member.id:
-            raise ConflictError(f"a member with email {email} already exists")
-        if email != member.email:
-            member.email, changed = email, [*changed, "email"]
+    if cmd.email is not None and _change_email(uow, member, cmd.email, own=own):
+        changed = [*changed, "email"]
     if cmd.category is not None:
         member.category = _category(uow, cmd.category)
     if cmd.active is not None:
@@ -108,8 +113,32 @@ def update_member(cmd: cmds.UpdateMember, uow: SqlAlchemyUnitOfWork) -> None:
         uow.machines_to_publish |= guards.machines_of_member(uow, member.id)
 
 
+def _change_email(uow: SqlAlchemyUnitOfWork, member: Member, raw: str, *, own: bool) -> bool:
+    """Give the member the email; True if it changed.
+
+    Members changing their own email are rate-limited and are not told whether the
+    address belongs to someone else (no account enumeration); managers are.
+    """
+    email = raw.strip().lower()
+    if email == member.email:
+        return False
+    if own:
+        key = f"email-change:{member.id}"
+        uow.limiter.check(key, what="email changes")
+        uow.limiter.failed(key)  # every change counts: probing addresses is bounded
+    other = uow.members.by_email(email)
+    if other is not None and other.id != member.id:
+        if own:
+            raise DomainError("this email address cannot be used: choose another one")
+        raise ConflictError(f"a member with email {email} already exists")
+    member.email = email
+    return True
+
+
 def set_roles(cmd: cmds.SetRoles, uow: SqlAlchemyUnitOfWork) -> None:
     guards.require(cmd.actor, Role.ADMIN)
+    if Role.ADMIN not in cmd.roles:
+        guards.keep_an_active_admin(uow, cmd.member_id)
     member = guards.member(uow, cmd.member_id)
     unknown = set(cmd.roles) - GRANTABLE_ROLES
     if unknown:
@@ -132,17 +161,29 @@ def set_password(cmd: cmds.SetPassword, uow: SqlAlchemyUnitOfWork) -> None:
     member = guards.member(uow, cmd.member_id)
     own = cmd.actor is not None and cmd.actor.member_id == member.id
     if own:
-        if not verify_password(member.password_hash, cmd.current_password or ""):
-            raise AuthenticationError("the current password is wrong")
+        _check_current_password(uow, member, cmd.current_password or "")
     else:
         guards.require(cmd.actor, Role.ADMIN)
     _check_password(cmd.password)
     member.password_hash = hash_password(cmd.password)
+    # Whoever knew the old password is logged out: every other login and every token ends.
+    kept = token_hash(cmd.keep_login) if own and cmd.keep_login else None
+    uow.credentials.end_all_for(member.id, cmd.at, keep_login=kept)
     record(
         uow, actor=cmd.actor, action="member.password", object_type="member", object_id=member.id,
         before=None, after=None, at=cmd.at,
     )  # fmt: skip
     uow.commit()
+
+
+def _check_current_password(uow: SqlAlchemyUnitOfWork, member: Member, password: str) -> None:
+    """Raise unless `password` is the member's; failures are rate-limited per member."""
+    key = f"password-check:{member.id}"
+    uow.limiter.check(key, what="wrong current passwords")
+    if not verify_password(member.password_hash, password):
+        uow.limiter.failed(key)
+        raise AuthenticationError("the current password is wrong")
+    uow.limiter.succeeded(key)
 
 
 def add_category(cmd: cmds.AddCategory, uow: SqlAlchemyUnitOfWork) -> str:
@@ -181,6 +222,7 @@ def _attach_badge(
 def register_badge(cmd: cmds.RegisterBadge, uow: SqlAlchemyUnitOfWork) -> int:
     guards.require(cmd.actor, Role.MANAGER)
     member = guards.member(uow, cmd.member_id)
+    guards.within_reach(cmd.actor, member)
     badge = _attach_badge(uow, member, cmd.uid, cmd, "badge.create")
     uow.commit()
     uow.machines_to_publish |= guards.machines_of_member(uow, member.id)
@@ -194,6 +236,7 @@ def set_badge_status(cmd: cmds.SetBadgeStatus, uow: SqlAlchemyUnitOfWork) -> Non
         raise NotFoundError(f"no badge {cmd.badge_id}")
     if cmd.status not in BADGE_STATUSES:
         raise DomainError(f"badge status must be one of: {', '.join(BADGE_STATUSES)}")
+    guards.within_reach(cmd.actor, guards.member(uow, badge.member_id))
     before = {"status": badge.status}
     badge.status = cmd.status
     record(
@@ -207,7 +250,7 @@ def set_badge_status(cmd: cmds.SetBadgeStatus, uow: SqlAlchemyUnitOfWork) -> Non
 def start_enrollment(cmd: cmds.StartEnrollment, uow: SqlAlchemyUnitOfWork) -> int:
     guards.require(cmd.actor, Role.MANAGER)
     machine = guards.machine(uow, cmd.machine_id)
-    guards.member(uow, cmd.member_id)
+    guards.within_reach(cmd.actor, guards.member(uow, cmd.member_id))
     if not 10 <= cmd.window_s <= 900:
         raise DomainError("the enrollment window must be between 10 and 900 seconds")
     enrollment = Enrollment(

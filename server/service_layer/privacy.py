@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 ERASED_STATUS = "erased"
 ERASED_UID = "ERASED"  # a denial whose badge is not among the member's (no real UID kept)
+ERASED_TOKEN_NAME = "erased"  # noqa: S105 - a placeholder name, not a secret
 MAX_RETENTION_DAYS = 100 * 365
 
 
@@ -185,6 +186,7 @@ def erase_member(cmd: cmds.EraseMember, uow: SqlAlchemyUnitOfWork) -> ErasureRes
         raise PermissionDeniedError(
             f"erasing a member with the role(s) {', '.join(held)} needs the admin role"
         )
+    guards.keep_an_active_admin(uow, member.id)
     # Before anything is revoked: the machines whose snapshots list the member's badges
     # (all of them for a member with a lab-wide role, who may be listed as staff).
     machines = guards.machines_of_member(uow, member.id)
@@ -223,6 +225,8 @@ def erase_member(cmd: cmds.EraseMember, uow: SqlAlchemyUnitOfWork) -> ErasureRes
             training.revoked_at = cmd.at
             training.revoked_by = revoked_by
     uow.credentials.end_all_for(member.id, cmd.at)
+    for token in uow.credentials.api_tokens_of(member.id):
+        token.name = ERASED_TOKEN_NAME  # what the member typed goes with them
     member.name = pseudonym(member.id)
     member.email = None
     member.password_hash = None

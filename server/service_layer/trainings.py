@@ -6,6 +6,7 @@ from protocol import Level, ProtocolError, check_segment
 from server.adapters.orm import Training, TrainingType
 from server.domain.access import Role, may_grant, may_revoke
 from server.domain.errors import ConflictError, DomainError, PermissionDeniedError
+from server.domain.moments import in_range
 from server.service_layer import commands as cmds
 from server.service_layer import guards
 from server.service_layer.audit import record
@@ -83,9 +84,19 @@ def grant_training(cmd: cmds.GrantTraining, uow: SqlAlchemyUnitOfWork) -> int:
             f"you may not grant {cmd.level.value} on {training_type.id}: trainers of a "
             "training grant up to autonomous, managers any level"
         )
-    if cmd.expires_at is not None and cmd.expires_at <= cmd.at:
+    if cmd.expires_at is not None and in_range(cmd.expires_at, "expires_at") <= cmd.at:
         raise DomainError("expires_at must be in the future")
     current = uow.trainings.current(member.id, training_type.id)
+    if (
+        current is not None
+        and cmd.actor is not None
+        and not may_revoke(cmd.actor, training_type.id, Level(current.level))
+    ):
+        # A grant replaces the current training: it is a revoke, held to the revoke rule.
+        raise PermissionDeniedError(
+            f"{member.id} holds {current.level} on {training_type.id}: a new grant would "
+            f"revoke it, and you may not revoke {current.level}"
+        )
     before = _training_facts(current) if current else None
     if current is not None:
         current.revoked_at = cmd.at

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from server.adapters import repository as repo
 from server.service_layer.commands import ConfigMessage, OutgoingMessage
+from server.service_layer.ratelimit import AttemptLimiter
 
 
 class SqlAlchemyUnitOfWork:
@@ -17,11 +18,16 @@ class SqlAlchemyUnitOfWork:
     Handlers add to `machines_to_publish` the machines whose signed config must be
     republished once the transaction is committed, to `outgoing` the MQTT messages
     (acks) to send after their commit, and to `configs` the signed configs whose version
-    they committed (sent in order per machine, see `MessageBus`).
+    they committed (sent in order per machine, see `MessageBus`). `limiter` counts failed
+    attempts of guarded actions (password checks, email changes) across units of work:
+    pass the process's.
     """
 
-    def __init__(self, session_factory: Callable[[], Session]) -> None:
+    def __init__(
+        self, session_factory: Callable[[], Session], limiter: AttemptLimiter | None = None
+    ) -> None:
         self._session_factory = session_factory
+        self.limiter = limiter if limiter is not None else AttemptLimiter()
         self.machines_to_publish: set[str] = set()
         self.outgoing: list[OutgoingMessage] = []
         self.configs: list[ConfigMessage] = []

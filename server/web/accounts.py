@@ -14,7 +14,7 @@ from server.adapters.mail import Mail
 from server.adapters.orm import utcnow
 from server.api.deps import SESSION_COOKIE, RuntimeDep, UowDep
 from server.bootstrap import ServerRuntime
-from server.domain.errors import AuthenticationError, DomainError
+from server.domain.errors import AuthenticationError, DomainError, TooManyAttemptsError
 from server.service_layer import commands as cmds
 from server.service_layer.account_links import InvalidLinkError, IssuedLink, link_member
 from server.service_layer.accounts import LOGIN_LIFETIME, LoginResult
@@ -225,11 +225,15 @@ def password_submit(
         try:
             runtime.bus.handle(
                 cmds.SetPassword(
-                    user.member_id, password, current_password=current, actor=user.principal
+                    user.member_id, password, current_password=current, actor=user.principal,
+                    # This login stays open; the member's other logins and tokens end.
+                    keep_login=request.cookies.get(SESSION_COOKIE),
                 )
             )
         except AuthenticationError:
             errors = {"current": tr(request, "The current password is wrong.")}
+        except TooManyAttemptsError:
+            errors = {"current": tr(request, "Too many wrong passwords: try again later.")}
         except DomainError as exc:
             errors = {"password": str(exc)}
     if errors:

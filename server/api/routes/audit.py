@@ -20,6 +20,7 @@ from server.adapters.repository import AuditQueries
 from server.api.deps import ManagerPrincipal, RuntimeDep, UowDep
 from server.api.schemas import Page
 from server.bootstrap import ServerRuntime
+from server.domain.moments import in_range
 from server.service_layer.privacy import audit_entry_dict
 
 router = APIRouter(prefix="/api", tags=["audit"])
@@ -104,7 +105,14 @@ def audit_filters(
     since: Annotated[IsoDateTime | None, Query(description="From this time (inclusive).")] = None,
     until: Annotated[IsoDateTime | None, Query(description="Before this time.")] = None,
 ) -> AuditFilters:
-    return AuditFilters(actor, action, object_type, object_id, since, until)
+    return AuditFilters(
+        actor,
+        action,
+        object_type,
+        object_id,
+        None if since is None else in_range(since, "since"),
+        None if until is None else in_range(until, "until"),
+    )
 
 
 FiltersDep = Annotated[AuditFilters, Depends(audit_filters)]

@@ -104,14 +104,24 @@ def update_me(
 
 
 @router.post(
-    "/me/password", status_code=204, responses={401: {"description": "Wrong current password"}}
+    "/me/password",
+    status_code=204,
+    responses={
+        401: {"description": "Wrong current password"},
+        429: {"description": "Too many wrong current passwords"},
+    },
 )
-def change_password(body: PasswordChange, runtime: RuntimeDep, principal: CurrentPrincipal) -> None:
+def change_password(
+    body: PasswordChange, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal
+) -> None:
+    """Change my password: this login stays open, my other logins and all my API tokens end.
+    Wrong current passwords are rate-limited (429)."""
     runtime.bus.handle(
         cmds.SetPassword(
             principal.member_id,
             body.new_password,
             current_password=body.current_password,
+            keep_login=request.cookies.get(SESSION_COOKIE),
             actor=principal,
         )
     )

@@ -1,7 +1,7 @@
 """web accounts: one-time set-password links, problem reports
 
 Revision ID: 0009_web_accounts
-Revises: 0005_ingest_integrity
+Revises: 0008_security
 Create Date: 2026-11-22
 """
 
@@ -14,7 +14,7 @@ import server.adapters.orm
 
 
 revision: str = '0009_web_accounts'
-down_revision: str | None = '0005_ingest_integrity'
+down_revision: str | None = '0008_security'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from server.adapters.mail import RecordingMailer
+from server.api.main import create_app
 from server.bootstrap import ServerRuntime
 from server.service_layer import commands as cmds
 from tests.server.conftest import password_of
-from tests.server.web.conftest import Login, csrf_of, form_post
+from tests.server.web.conftest import HTML, Login, csrf_of, form_post
 
 
 def test_login_page_wrong_password_shows_error_next_to_form(browser: TestClient) -> None:
@@ -103,6 +104,30 @@ def test_password_change_page_changes_password(browser: TestClient, login: Login
     response = browser.post("/me/password", data=data)
     assert "Your password is changed." in response.text
     assert csrf_of(response.text)
+
+
+def test_password_change_page_ends_the_members_other_logins_and_keeps_this_one(
+    lab: ServerRuntime, browser: TestClient, login: Login
+) -> None:
+    with TestClient(create_app(lab), headers={**HTML, "Accept-Language": "en"}) as other:
+        form_post(other, "/login", {"email": "ada@example.org", "password": password_of("ada")})
+        assert other.get("/me", follow_redirects=False).status_code == 200
+        csrf = login("ada")
+        data = {"csrf_token": csrf, "current": password_of("ada"), "password": "z" * 12,
+                "confirm": "z" * 12}  # fmt: skip
+        assert "Your password is changed." in browser.post("/me/password", data=data).text
+
+        assert other.get("/me", follow_redirects=False).status_code == 303
+        assert browser.get("/me", follow_redirects=False).status_code == 200
+
+
+def test_password_change_page_limits_wrong_current_passwords(
+    browser: TestClient, login: Login
+) -> None:
+    csrf = login("ada")
+    data = {"csrf_token": csrf, "current": "wrong", "password": "x" * 12, "confirm": "x" * 12}
+    answers = [browser.post("/me/password", data=data) for _ in range(6)]
+    assert "Too many wrong passwords: try again later." in answers[-1].text
 
 
 def test_language_switch_is_remembered(browser: TestClient) -> None:
