@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocol import BrokerAddress, check_segment
+from server.domain.billing.policy import BillingPolicy
 
 
 class Settings(BaseSettings):
@@ -33,6 +34,23 @@ class Settings(BaseSettings):
     secure_cookies: bool = False
     # Raw controller events older than this are purged (sessions and bills are kept).
     raw_event_retention_days: int = Field(default=365, ge=1)
+    # Billing: amounts are in this currency (ISO 4217), periods in `timezone`.
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    billing_credit_cap_percent: int = Field(default=100, ge=0, le=100)
+    billing_credit_cents_per_minute: int = Field(default=10, ge=0)
+    billing_credit_expiry_months: int | None = Field(default=None, ge=1, le=120)
+    billing_volunteer_cents_per_hour: int | None = Field(default=None, ge=0)
+
+    def billing_policy(self) -> BillingPolicy:
+        """The billing rules these settings give."""
+        return BillingPolicy(
+            timezone=self.timezone,
+            currency=self.currency,
+            credit_cap_percent=self.billing_credit_cap_percent,
+            credit_cents_per_minute=self.billing_credit_cents_per_minute,
+            credit_expiry_months=self.billing_credit_expiry_months,
+            volunteer_cents_per_hour=self.billing_volunteer_cents_per_hour,
+        )
 
     @field_validator("mqtt_url")
     @classmethod

@@ -347,3 +347,7 @@ class OutboxStream(Base):
     outbox_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     acked_seq: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+# Billing tables share this metadata (Alembic and create_all see them).
+from server.adapters import orm_billing  # noqa: E402, F401

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from server.service_layer import accounts, machines, members, privacy, trainings
+from server.service_layer import accounts, billing, machines, members, privacy, trainings
 from server.service_layer import commands as cmds
 from server.service_layer.auth_requests import answer_auth_request
 from server.service_layer.configs import publish_configs
@@ -41,3 +41,4 @@ HANDLERS: dict[type, Callable[[Any, SqlAlchemyUnitOfWork], Any]] = {
     cmds.EraseMember: privacy.erase_member,
     cmds.PurgeRawEvents: privacy.purge_raw_events,
 }
+HANDLERS.update(billing.HANDLERS)

@@ -8,6 +8,7 @@ from types import TracebackType
 from sqlalchemy.orm import Session
 
 from server.adapters import repository as repo
+from server.adapters.billing_repository import BillingRepository
 from server.service_layer.commands import OutgoingMessage
 
 
@@ -41,6 +42,7 @@ class SqlAlchemyUnitOfWork:
         self.denials = repo.DenialRepository(self.session)
         self.events = repo.EventRepository(self.session)
         self.streams = repo.OutboxStreamRepository(self.session)
+        self.billing = BillingRepository(self.session)
         self.machines_to_publish = set()
         self.outgoing = []
         return self
