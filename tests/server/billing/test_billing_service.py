@@ -115,17 +115,22 @@ def test_billing_approved_statement_is_refused_by_the_database(
     lab.bus.handle(bc.ClosePeriod(period_id, POLICY, actor=TESS))
     statement_id = _statement(lab, "ada", period_id)
     for sql in (
-        f"UPDATE billing_statement SET net_cents = 1 WHERE id = {statement_id}",
-        f"DELETE FROM billing_statement WHERE id = {statement_id}",
-        f"UPDATE billing_line SET amount_cents = 1 WHERE statement_id = {statement_id}",
-        f"DELETE FROM billing_line WHERE statement_id = {statement_id}",
+        "UPDATE billing_statement SET net_cents = 1 WHERE id = :id",
+        "DELETE FROM billing_statement WHERE id = :id",
+        "UPDATE billing_line SET amount_cents = 1 WHERE statement_id = :id",
+        "DELETE FROM billing_line WHERE statement_id = :id",
         "UPDATE billing_ledger_entry SET amount_cents = 1",
         "UPDATE billing_adjustment SET amount_cents = 1",
         "DELETE FROM billing_adjustment",
         "DELETE FROM billing_ledger_entry",
+        "INSERT INTO billing_line (statement_id, session_id, machine_id, started_at, ended_at, "
+        "metered_seconds, busy_seconds, billed_minutes, busy_billed_minutes, free_minutes, "
+        "multiplier_bp, amount_cents, computed_cents, late) "
+        "SELECT statement_id, 'x', machine_id, started_at, ended_at, 0, 0, 0, 0, 0, 1, 0, 0, "
+        "late FROM billing_line WHERE statement_id = :id",
     ):
         with lab.new_uow() as uow, pytest.raises(DBAPIError):
-            uow.session.execute(text(sql))
+            uow.session.execute(text(sql), {"id": statement_id} if ":id" in sql else {})
 
 
 def test_billing_approved_statement_refuses_adjustment_and_recompute(
