@@ -13,6 +13,8 @@ from server import __version__
 from server.api.routes import (
     audit,
     auth,
+    billing,
+    billing_credits,
     imports,
     machines,
     members,
@@ -72,7 +74,8 @@ def create_app(runtime: ServerRuntime) -> FastAPI:
     app.state.runtime = runtime
     app.add_exception_handler(DomainError, _domain_error)
     # imports before members: /members/import must not be taken for /members/{member_id}.
-    routers = (auth, imports, members, privacy, machines, trainings, sessions, audit, pages)
+    routers = (auth, imports, members, privacy, machines, trainings, sessions, audit, pages,
+               billing, billing_credits)  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
