@@ -212,20 +212,32 @@ class BillingRepository:
         )
         return {(m, s) for m, s in self.session.execute(query)}
 
-    def supervised_sessions(self, since: datetime) -> list[tuple[str, str, float]]:
-        """(session, supervisor, elapsed seconds) of finished sessions a member supervised."""
+    def supervised_sessions(self, since: datetime) -> list[tuple[str, str, float, datetime]]:
+        """(session, supervisor, elapsed seconds, end) of finished sessions a member
+        supervised."""
         query = (
-            select(UsageSession.id, UsageSession.supervisor_member_id, UsageSession.elapsed_seconds)
+            select(
+                UsageSession.id,
+                UsageSession.supervisor_member_id,
+                UsageSession.elapsed_seconds,
+                UsageSession.ended_at,
+            )
             .join(Member, Member.id == UsageSession.supervisor_member_id)
             .where(UsageSession.ended_at.is_not(None), UsageSession.started_at >= since)
             .order_by(UsageSession.started_at, UsageSession.id)
         )
-        return [(sid, str(sup), float(el)) for sid, sup, el in self.session.execute(query)]
+        rows = self.session.execute(query)
+        return [(sid, str(sup), float(el), end) for sid, sup, el, end in rows if end is not None]
 
-    def maintenance_sessions(self, since: datetime) -> list[tuple[str, str, float]]:
-        """(session, member, elapsed seconds) of finished maintenance overrides."""
+    def maintenance_sessions(self, since: datetime) -> list[tuple[str, str, float, datetime]]:
+        """(session, member, elapsed seconds, end) of finished maintenance overrides."""
         query = (
-            select(UsageSession.id, UsageSession.member_id, UsageSession.elapsed_seconds)
+            select(
+                UsageSession.id,
+                UsageSession.member_id,
+                UsageSession.elapsed_seconds,
+                UsageSession.ended_at,
+            )
             .where(
                 UsageSession.ended_at.is_not(None),
                 UsageSession.maintenance_override.is_(True),
@@ -234,17 +246,19 @@ class BillingRepository:
             )
             .order_by(UsageSession.started_at, UsageSession.id)
         )
-        return [(sid, str(member), float(el)) for sid, member, el in self.session.execute(query)]
+        rows = self.session.execute(query)
+        return [(sid, str(m), float(el), end) for sid, m, el, end in rows if end is not None]
 
-    def trainings_given(self, since: datetime) -> list[tuple[int, str, str]]:
-        """(training, trainer, trainee) of trainings a member granted to another."""
+    def trainings_given(self, since: datetime) -> list[tuple[int, str, str, datetime]]:
+        """(training, trainer, trainee, granted at) of trainings a member granted another."""
         query = (
-            select(Training.id, Training.granted_by, Training.member_id)
+            select(Training.id, Training.granted_by, Training.member_id, Training.granted_at)
             .join(Member, Member.id == Training.granted_by)
             .where(Training.granted_at >= since, Training.granted_by != Training.member_id)
             .order_by(Training.granted_at, Training.id)
         )
-        return [(tid, str(by), member) for tid, by, member in self.session.execute(query)]
+        rows = self.session.execute(query)
+        return [(tid, str(by), member, at) for tid, by, member, at in rows]
 
     def balance(self, member_id: str | None = None) -> Balance:
         """Credits, money earned and spent, time given and machine time used."""

@@ -274,7 +274,8 @@ def _earn(
 
 def sweep(uow: SqlAlchemyUnitOfWork, policy: BillingPolicy, at: datetime) -> dict[str, int]:
     """Credit what the system observed, expire old credits; idempotent (keyed on the
-    source object), so it may run any number of times."""
+    source object), so it may run any number of times. An automatic credit is dated when
+    the contribution happened (end of the session, grant of the training)."""
     counts = {"supervision": 0, "maintenance": 0, "training": 0, "expired": 0}
     types = uow.billing.automatic_types()
     sources = (
@@ -286,7 +287,7 @@ def sweep(uow: SqlAlchemyUnitOfWork, policy: BillingPolicy, at: datetime) -> dic
         if contribution_type is None:
             continue
         done = uow.billing.credited_sources(source_type)
-        for session_id, member_id, elapsed in query(contribution_type.created_at):
+        for session_id, member_id, elapsed, ended_at in query(contribution_type.created_at):
             if (member_id, session_id) in done:
                 continue
             minutes = whole_seconds(elapsed) // 60
@@ -298,13 +299,15 @@ def sweep(uow: SqlAlchemyUnitOfWork, policy: BillingPolicy, at: datetime) -> dic
                 quantity=minutes if contribution_type.unit == ValueUnit.HOUR else 1,
                 source=(source_type, session_id),
                 reason=f"{contribution_type.name} ({session_id})",
-                at=at,
+                at=ended_at,
                 actor_id=None,
             )
     training_type = types.get("training")
     if training_type is not None:
         done = uow.billing.credited_sources("training")
-        for training_id, trainer, trainee in uow.billing.trainings_given(training_type.created_at):
+        for training_id, trainer, trainee, granted_at in uow.billing.trainings_given(
+            training_type.created_at
+        ):
             if (trainer, str(training_id)) in done:
                 continue
             counts["training"] += _earn(
@@ -315,7 +318,7 @@ def sweep(uow: SqlAlchemyUnitOfWork, policy: BillingPolicy, at: datetime) -> dic
                 quantity=60 if training_type.unit == ValueUnit.HOUR else 1,
                 source=("training", str(training_id)),
                 reason=f"{training_type.name} ({trainee})",
-                at=at,
+                at=granted_at,
                 actor_id=None,
             )
     if policy.credit_expiry_months:
