@@ -54,11 +54,16 @@ def append_entry(
     at: datetime,
     actor_id: str | None,
     minutes: int = 0,
+    chains: dict[str, list[ledger.LedgerEntry]] | None = None,
 ) -> BillingLedgerEntry:
-    """Append to the member's chain; a broken rule is a DomainError."""
+    """Append to the member's chain; a broken rule is a DomainError.
+
+    `chains`, when given, holds every member's chain as loaded at the start of a batch
+    (the sweep) and is kept up to date instead of reading each chain again."""
+    chain = chains.get(member_id, []) if chains is not None else uow.billing.chain(member_id)
     try:
         entry = ledger.append(
-            uow.billing.chain(member_id),
+            chain,
             member_id=member_id,
             kind=kind,
             amount_cents=amount_cents,
@@ -72,7 +77,10 @@ def append_entry(
     except ledger.LedgerError as exc:
         raise DomainError(str(exc)) from exc
     row = uow.billing.append(entry)
-    uow.flush()
+    if chains is None:
+        uow.flush()
+    else:
+        chains.setdefault(member_id, []).append(entry)
     return row
 
 
@@ -252,6 +260,7 @@ def _earn(
     reason: str,
     at: datetime,
     actor_id: str | None,
+    chains: dict[str, list[ledger.LedgerEntry]] | None = None,
 ) -> bool:
     rule = rule_of(contribution_type)
     cents = rule.credit_cents(quantity, policy.credit_cents_per_minute)
@@ -268,6 +277,7 @@ def _earn(
         at=at,
         actor_id=actor_id,
         minutes=rule.minutes_given(quantity),
+        chains=chains,
     )
     return True
 
@@ -278,6 +288,7 @@ def sweep(uow: SqlAlchemyUnitOfWork, policy: BillingPolicy, at: datetime) -> dic
     the contribution happened (end of the session, grant of the training)."""
     counts = {"supervision": 0, "maintenance": 0, "training": 0, "expired": 0}
     types = uow.billing.automatic_types()
+    chains = uow.billing.chains()
     sources = (
         ("supervision", "supervised_session", uow.billing.supervised_sessions),
         ("maintenance", "maintenance_session", uow.billing.maintenance_sessions),
@@ -301,6 +312,7 @@ def sweep(uow: SqlAlchemyUnitOfWork, policy: BillingPolicy, at: datetime) -> dic
                 reason=f"{contribution_type.name} ({session_id})",
                 at=ended_at,
                 actor_id=None,
+                chains=chains,
             )
     training_type = types.get("training")
     if training_type is not None:
@@ -320,16 +332,23 @@ def sweep(uow: SqlAlchemyUnitOfWork, policy: BillingPolicy, at: datetime) -> dic
                 reason=f"{training_type.name} ({trainee})",
                 at=granted_at,
                 actor_id=None,
+                chains=chains,
             )
     if policy.credit_expiry_months:
-        counts["expired"] = _expire(uow, policy.credit_expiry_months, at)
+        counts["expired"] = _expire(uow, chains, policy.credit_expiry_months, at)
+    uow.flush()
     return counts
 
 
-def _expire(uow: SqlAlchemyUnitOfWork, months: int, at: datetime) -> int:
+def _expire(
+    uow: SqlAlchemyUnitOfWork,
+    chains: dict[str, list[ledger.LedgerEntry]],
+    months: int,
+    at: datetime,
+) -> int:
     expired = 0
-    for member_id, chain in uow.billing.chains().items():
-        for seq, cents in ledger.due_expiries(chain, months, at):
+    for member_id, chain in list(chains.items()):
+        for seq, cents in ledger.due_expiries(list(chain), months, at):
             append_entry(
                 uow,
                 member_id=member_id,
@@ -340,6 +359,7 @@ def _expire(uow: SqlAlchemyUnitOfWork, months: int, at: datetime) -> int:
                 source_id=str(seq),
                 at=at,
                 actor_id=None,
+                chains=chains,
             )
             expired += 1
     return expired

@@ -28,8 +28,8 @@ def test_seed_billing_lets_a_treasurer_close_last_month(tmp_path: Path) -> None:
         lines = uow.billing.period_lines(period)
         chains = uow.billing.chains()
         journal = views.period_journal(uow, period, POLICY)
-    assert approved == len(statements) >= 8
-    assert len(lines) >= 50 and all(s.status == "approved" for s in statements)
+    assert approved == len(statements) >= 6
+    assert len(lines) >= 30 and all(s.status == "approved" for s in statements)
     assert sum(s.charges_cents for s in statements) > 0
     assert {s.number for s in statements} == set(range(1, len(statements) + 1))
     assert any(e.source_type == "supervised_session" for c in chains.values() for e in c)
