@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from server.adapters.orm import Member, Training, UsageSession
@@ -324,6 +324,11 @@ class BillingRepository:
         if kind is not None:
             query = query.where(BillingStatement.kind == kind)
         return self.session.scalars(query).all()
+
+    def update_statements(self, rows: list[dict[str, Any]]) -> None:
+        """Set the given columns of each statement (`id` in every row), in one batch."""
+        if rows:
+            self.session.execute(update(BillingStatement), rows)
 
     def lines(self, statement_id: int) -> Sequence[BillingLine]:
         query = select(BillingLine).where(BillingLine.statement_id == statement_id)

@@ -15,7 +15,7 @@ from server.adapters.orm_billing import (
     BillingTariff,
 )
 from server.domain.access import Role
-from server.domain.billing.ledger import EntryKind
+from server.domain.billing.ledger import EntryKind, LedgerEntry
 from server.domain.billing.metering import RoundingRule, day_start, month_bounds
 from server.domain.billing.policy import BillingPolicy
 from server.domain.billing.statements import credits_to_apply
@@ -229,13 +229,18 @@ def recompute(
     insert_draft_lines(uow.session, period, currency=policy.currency, at=at)
     balances = uow.billing.balances()
     drafts = uow.billing.draft_charges(period.id)
+    totals = []
     for statement_id, member_id, charges in drafts:
-        statement = uow.billing.statement(statement_id)
-        assert statement is not None
         applied = credits_to_apply(charges, balances.get(member_id, 0), policy.credit_cap_percent)
-        statement.charges_cents = charges
-        statement.credits_applied_cents = applied
-        statement.net_cents = charges - applied
+        totals.append(
+            {
+                "id": statement_id,
+                "charges_cents": charges,
+                "credits_applied_cents": applied,
+                "net_cents": charges - applied,
+            }
+        )
+    uow.billing.update_statements(totals)
     period.computed_at = at
     return len(drafts)
 
@@ -298,53 +303,66 @@ def _statement(uow: SqlAlchemyUnitOfWork, statement_id: int) -> BillingStatement
 
 def _approve(
     uow: SqlAlchemyUnitOfWork,
-    statement: BillingStatement,
+    drafts: list[tuple[int, str, int]],
     policy: BillingPolicy,
     *,
-    balance: int,
+    chains: dict[str, list[LedgerEntry]],
     actor_id: str | None,
     at: Any,
-    number: int,
-) -> int:
-    """Apply the credits the balance allows now, spend them, number and freeze;
-    returns the credits applied."""
-    applied = credits_to_apply(statement.charges_cents, balance, policy.credit_cap_percent)
-    ledger_hash = None
-    if applied > 0:
-        entry = credits.append_entry(
-            uow,
-            member_id=statement.member_id,
-            kind=EntryKind.SPEND,
-            amount_cents=-applied,
-            reason=f"credits applied to statement F{number:06d}",
-            source_type="statement",
-            source_id=str(statement.id),
-            at=at,
-            actor_id=actor_id,
+) -> None:
+    """Approve the drafts (id, member, charges) in this order, numbered after the last
+    number: apply the credits each balance allows now, spend them, freeze."""
+    balances = uow.billing.balances()
+    number = uow.billing.last_number()
+    rows = []
+    for statement_id, member_id, charges in drafts:
+        number += 1
+        balance = balances.get(member_id, 0)
+        applied = credits_to_apply(charges, balance, policy.credit_cap_percent)
+        ledger_hash = None
+        if applied > 0:
+            entry = credits.append_entry(
+                uow,
+                member_id=member_id,
+                kind=EntryKind.SPEND,
+                amount_cents=-applied,
+                reason=f"credits applied to statement F{number:06d}",
+                source_type="statement",
+                source_id=str(statement_id),
+                at=at,
+                actor_id=actor_id,
+                chains=chains,
+            )
+            ledger_hash = entry.hash
+        balances[member_id] = balance - applied
+        rows.append(
+            {
+                "id": statement_id,
+                "charges_cents": charges,
+                "credits_applied_cents": applied,
+                "net_cents": charges - applied,
+                "number": number,
+                "status": "approved",
+                "approved_by": actor_id,
+                "approved_at": at,
+                "ledger_hash": ledger_hash,
+            }
         )
-        ledger_hash = entry.hash
-    statement.credits_applied_cents = applied
-    statement.net_cents = statement.charges_cents - applied
-    statement.number = number
-    statement.status = "approved"
-    statement.approved_by = actor_id
-    statement.approved_at = at
-    statement.ledger_hash = ledger_hash
     uow.flush()
-    return applied
+    uow.billing.update_statements(rows)
 
 
-def approve_statement(cmd: bc.ApproveStatement, uow: SqlAlchemyUnitOfWork) -> int:
+def approve_statement(cmd: bc.ApproveStatement, uow: SqlAlchemyUnitOfWork) -> int | None:
     guards.require(cmd.actor, Role.TREASURER)
     statement = _statement(uow, cmd.statement_id)
     if statement.status != "draft" or statement.kind != "statement":
         raise ConflictError(IMMUTABLE)
-    number = uow.billing.last_number() + 1
     actor_id = cmd.actor.member_id if cmd.actor else None
-    balance = uow.billing.balances().get(statement.member_id, 0)
-    _approve(
-        uow, statement, cmd.policy, balance=balance, actor_id=actor_id, at=cmd.at, number=number
-    )
+    chains = {statement.member_id: uow.billing.chain(statement.member_id)}
+    draft = [(statement.id, statement.member_id, statement.charges_cents)]
+    _approve(uow, draft, cmd.policy, chains=chains, actor_id=actor_id, at=cmd.at)
+    uow.session.refresh(statement)
+    number = statement.number
     record(
         uow,
         actor=cmd.actor,
@@ -369,19 +387,10 @@ def close_period(cmd: bc.ClosePeriod, uow: SqlAlchemyUnitOfWork) -> int:
     period = _open_period(uow, cmd.period_id)
     recompute(uow, period, cmd.policy, cmd.at)
     uow.flush()
-    drafts = sorted(
-        uow.billing.statements(period_id=period.id, status="draft"), key=lambda s: s.member_id
-    )
-    number = uow.billing.last_number()
+    drafts = sorted(uow.billing.draft_charges(period.id), key=lambda d: d[1])
     actor_id = cmd.actor.member_id if cmd.actor else None
-    balances = uow.billing.balances()
-    for statement in drafts:
-        number += 1
-        balance = balances.get(statement.member_id, 0)
-        applied = _approve(
-            uow, statement, cmd.policy, balance=balance, actor_id=actor_id, at=cmd.at, number=number
-        )
-        balances[statement.member_id] = balance - applied
+    chains = uow.billing.chains()
+    _approve(uow, drafts, cmd.policy, chains=chains, actor_id=actor_id, at=cmd.at)
     period.status = "closed"
     period.closed_by = actor_id
     period.closed_at = cmd.at

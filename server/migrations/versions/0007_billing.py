@@ -61,14 +61,24 @@ GUARDS = {
         "IF TG_OP = 'DELETE' THEN RETURN OLD; END IF; RETURN NEW; END; $$ LANGUAGE plpgsql",
         "CREATE TRIGGER billing_statement_approved_no_change BEFORE UPDATE OR DELETE "
         "ON billing_statement FOR EACH ROW EXECUTE FUNCTION billing_statement_frozen()",
-        "CREATE FUNCTION billing_line_frozen() RETURNS trigger AS $$ "
-        "DECLARE sid integer; BEGIN "
-        "IF TG_OP = 'INSERT' THEN sid := NEW.statement_id; ELSE sid := OLD.statement_id; END IF; "
-        "IF (SELECT status FROM billing_statement WHERE id = sid) = 'approved' THEN "
-        "RAISE EXCEPTION 'the lines of an approved statement cannot change'; END IF; "
-        "IF TG_OP = 'DELETE' THEN RETURN OLD; END IF; RETURN NEW; END; $$ LANGUAGE plpgsql",
-        "CREATE TRIGGER billing_line_approved_no_change BEFORE INSERT OR UPDATE OR DELETE "
-        "ON billing_line FOR EACH ROW EXECUTE FUNCTION billing_line_frozen()",
+        # Lines are written in bulk (a whole period in one INSERT): checked once per
+        # statement over the transition table rather than once per row.
+        *(
+            f"CREATE FUNCTION billing_line_frozen_{op_}() RETURNS trigger AS $$ BEGIN "
+            "IF EXISTS (SELECT 1 FROM billing_statement s WHERE s.status = 'approved' AND "
+            f"s.id = ANY (ARRAY(SELECT DISTINCT statement_id FROM {rows}))) THEN "
+            "RAISE EXCEPTION 'the lines of an approved statement cannot change'; END IF; "
+            "RETURN NULL; END; $$ LANGUAGE plpgsql"
+            for op_, rows in (("insert", "new_rows"), ("update", "old_rows"),
+                              ("delete", "old_rows"))
+        ),
+        *(
+            f"CREATE TRIGGER billing_line_approved_no_{op_} AFTER {op_.upper()} ON billing_line "
+            f"REFERENCING {table} TABLE AS {rows} FOR EACH STATEMENT "
+            f"EXECUTE FUNCTION billing_line_frozen_{op_}()"
+            for op_, table, rows in (("insert", "NEW", "new_rows"), ("update", "OLD", "old_rows"),
+                                     ("delete", "OLD", "old_rows"))
+        ),
     ],
 }
 
@@ -84,7 +94,10 @@ DROP_GUARDS = {
     "postgresql": [
         "DROP FUNCTION IF EXISTS billing_append_only() CASCADE",
         "DROP FUNCTION IF EXISTS billing_statement_frozen() CASCADE",
-        "DROP FUNCTION IF EXISTS billing_line_frozen() CASCADE",
+        *(
+            f"DROP FUNCTION IF EXISTS billing_line_frozen_{o}() CASCADE"
+            for o in ("insert", "update", "delete")
+        ),
     ],
 }
 
@@ -214,6 +227,7 @@ def upgrade() -> None:
     with op.batch_alter_table('billing_statement', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_billing_statement_member_id'), ['member_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_billing_statement_period_id'), ['period_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_billing_statement_refers_to_id'), ['refers_to_id'], unique=False)
 
     op.create_table('billing_tariff_machine',
     sa.Column('machine_id', sa.String(length=63), nullable=False),
@@ -290,6 +304,7 @@ def downgrade() -> None:
 
     op.drop_table('billing_tariff_machine')
     with op.batch_alter_table('billing_statement', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_billing_statement_refers_to_id'))
         batch_op.drop_index(batch_op.f('ix_billing_statement_period_id'))
         batch_op.drop_index(batch_op.f('ix_billing_statement_member_id'))
 
