@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from server.adapters.orm import Member, Training, UsageSession
@@ -373,6 +373,11 @@ class BillingRepository:
         return [(sid, member, int(total)) for sid, member, total in self.session.execute(query)]
 
     def last_number(self) -> int:
+        """The last document number given; on PostgreSQL, also takes the numbering lock
+        until the transaction ends, so that concurrent approvals number one after the
+        other."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(text("SELECT pg_advisory_xact_lock(8008)"))
         return int(self.session.scalar(select(func.max(BillingStatement.number))) or 0)
 
     def credit_notes_total(self, statement_id: int) -> int:

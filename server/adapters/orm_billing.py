@@ -170,9 +170,7 @@ class BillingStatement(Base):
     credits_applied_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     net_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     currency: Mapped[str] = mapped_column(String(3))
-    refers_to_id: Mapped[int | None] = mapped_column(
-        ForeignKey("billing_statement.id"), index=True
-    )
+    refers_to_id: Mapped[int | None] = mapped_column(ForeignKey("billing_statement.id"), index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     computed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     approved_by: Mapped[str | None] = mapped_column(String(64))

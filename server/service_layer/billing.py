@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from server.adapters.billing_sql import insert_draft_lines
 from server.adapters.orm_billing import (
     BillingAdjustment,
@@ -294,6 +296,16 @@ def adjust_line(cmd: bc.AdjustLine, uow: SqlAlchemyUnitOfWork) -> None:
     uow.commit()
 
 
+def _commit_numbered(uow: SqlAlchemyUnitOfWork) -> None:
+    """Commit a transaction that gave out document numbers; two approvals at once take
+    the same next number, and the second is refused by the unique number."""
+    try:
+        uow.commit()
+    except IntegrityError as exc:
+        uow.rollback()
+        raise ConflictError("another approval was numbered at the same time: try again") from exc
+
+
 def _statement(uow: SqlAlchemyUnitOfWork, statement_id: int) -> BillingStatement:
     statement = uow.billing.statement(statement_id)
     if statement is None:
@@ -377,7 +389,7 @@ def approve_statement(cmd: bc.ApproveStatement, uow: SqlAlchemyUnitOfWork) -> in
         },
         at=cmd.at,
     )
-    uow.commit()
+    _commit_numbered(uow)
     return number
 
 
@@ -404,7 +416,7 @@ def close_period(cmd: bc.ClosePeriod, uow: SqlAlchemyUnitOfWork) -> int:
         after={"status": "closed", "approved": len(drafts)},
         at=cmd.at,
     )
-    uow.commit()
+    _commit_numbered(uow)
     return len(drafts)
 
 
@@ -452,7 +464,7 @@ def issue_credit_note(cmd: bc.IssueCreditNote, uow: SqlAlchemyUnitOfWork) -> int
         },
         at=cmd.at,
     )
-    uow.commit()
+    _commit_numbered(uow)
     return note.id
 
 
