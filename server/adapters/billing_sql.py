@@ -21,6 +21,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, aliased
@@ -206,6 +207,9 @@ def insert_draft_lines(
         # Ties on the start instant are ordered bytewise, as Python orders strings.
         return col.collate("C") if dialect == "postgresql" else col
 
+    if dialect == "postgresql":
+        # The window over the period's sessions sorts them all: in memory, not on disk.
+        session.execute(text("SET LOCAL work_mem = '256MB'"))
     priced = _priced(period, session_order)
     members = select(priced.c.member_id).distinct().subquery("billed_member")
     session.execute(
