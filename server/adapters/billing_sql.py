@@ -196,6 +196,26 @@ def _priced(period: BillingPeriod, session_order: Any) -> Any:
     return select(f, amount.label("computed")).subquery("priced")
 
 
+LINE_COLUMNS = [
+    "statement_id",
+    "session_id",
+    "machine_id",
+    "started_at",
+    "ended_at",
+    "metered_seconds",
+    "busy_seconds",
+    "billed_minutes",
+    "busy_billed_minutes",
+    "free_minutes",
+    "rate_id",
+    "multiplier_bp",
+    "amount_cents",
+    "computed_cents",
+    "adjustment_reason",
+    "late",
+]
+
+
 def insert_draft_lines(
     session: Session, period: BillingPeriod, *, currency: str, at: datetime
 ) -> None:
@@ -210,8 +230,7 @@ def insert_draft_lines(
     if dialect == "postgresql":
         # The window over the period's sessions sorts them all: in memory, not on disk.
         session.execute(text("SET LOCAL work_mem = '256MB'"))
-    priced = _priced(period, session_order)
-    members = select(priced.c.member_id).distinct().subquery("billed_member")
+    members = select(_candidates(period).c.member_id).distinct().subquery("billed_member")
     session.execute(
         insert(BillingStatement).from_select(
             ["period_id", "member_id", "kind", "status", "currency", "computed_at"],
@@ -225,6 +244,12 @@ def insert_draft_lines(
             ),
         )
     )
+    rows = _line_rows(period, _priced(period, session_order))
+    session.execute(insert(BillingLine).from_select(LINE_COLUMNS, rows))
+
+
+def _line_rows(period: BillingPeriod, p: Any) -> Any:
+    """The priced sessions joined to their member's draft, the latest adjustment applied."""
     latest = (
         select(func.max(BillingAdjustment.id))
         .where(BillingAdjustment.period_id == period.id)
@@ -237,8 +262,13 @@ def insert_draft_lines(
         .where(BillingAdjustment.id.in_(latest))
         .subquery("adjustment")
     )
-    p = priced
-    rows = (
+    draft = and_(
+        BillingStatement.period_id == period.id,
+        BillingStatement.member_id == p.c.member_id,
+        BillingStatement.status == "draft",
+        BillingStatement.kind == "statement",
+    )
+    return (
         select(
             BillingStatement.id,
             p.c.session_id,
@@ -257,37 +287,6 @@ def insert_draft_lines(
             adjustment.c.reason,
             p.c.late,
         )
-        .join(
-            BillingStatement,
-            and_(
-                BillingStatement.period_id == period.id,
-                BillingStatement.member_id == p.c.member_id,
-                BillingStatement.status == "draft",
-                BillingStatement.kind == "statement",
-            ),
-        )
+        .join(BillingStatement, draft)
         .outerjoin(adjustment, adjustment.c.session_id == p.c.session_id)
-    )
-    session.execute(
-        insert(BillingLine).from_select(
-            [
-                "statement_id",
-                "session_id",
-                "machine_id",
-                "started_at",
-                "ended_at",
-                "metered_seconds",
-                "busy_seconds",
-                "billed_minutes",
-                "busy_billed_minutes",
-                "free_minutes",
-                "rate_id",
-                "multiplier_bp",
-                "amount_cents",
-                "computed_cents",
-                "adjustment_reason",
-                "late",
-            ],
-            rows,
-        )
     )
