@@ -152,9 +152,20 @@ def _seed_billing_history(settings: Settings) -> None:
     try:
         policy = settings.billing_policy()
         today = datetime.now(policy.tz).date()
-        seed_demo_billing(history.bus, site=DEMO_SITE, policy=policy, today=today)
+        period = seed_demo_billing(history.bus, site=DEMO_SITE, policy=policy, today=today)
+        logger.info("demo billing: last month's sessions loaded, period %s open", period)
+    except Exception:
+        logger.exception("demo billing history not loaded")
     finally:
         history.engine.dispose()
+
+
+def _start_billing_history(settings: Settings) -> None:
+    """Load the history beside the live demo (it takes a few seconds of ingest), so the
+    dashboards answer at once; a first run stopped meanwhile keeps part of it."""
+    threading.Thread(
+        target=_seed_billing_history, args=(settings,), name="demo-billing", daemon=True
+    ).start()
 
 
 def run_demo(
@@ -198,7 +209,7 @@ def run_demo(
             empty = not uow.machines.all()
         if empty:
             seed_demo_lab(runtime.bus, site=DEMO_SITE, heartbeat_interval_s=10)
-            _seed_billing_history(settings)
+            _start_billing_history(settings)
         runtime.start()
         for config in _controller_configs(runtime, data_dir, broker_url):
             readers[config.machine] = SimulatedReader()

@@ -142,6 +142,7 @@ def _post(port: int, path: str, headers: dict[str, str]) -> Any:
 
 def test_demo_treasurer_closes_last_month(demo: Demo) -> None:
     admin = _login(demo.port)
+    wait_until(lambda: _get(demo.port, "/api/billing/periods", admin), 90, "last month's period")
     (period,) = _get(demo.port, "/api/billing/periods", admin)
     assert period["status"] == "open"
     closed = _post(demo.port, f"/api/billing/periods/{period['id']}/close", admin)
