@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+
+def _lab_date(value: date) -> date:
+    if not date(2000, 1, 1) <= value <= date(2199, 12, 1):
+        raise ValueError("a billing date is between 2000-01-01 and 2199-12-01")
+    return value
+
+
+LabDate = Annotated[date, AfterValidator(_lab_date)]
 
 
 class TariffCreate(BaseModel):
@@ -30,7 +39,7 @@ class RateCreate(BaseModel):
     """A new dated version of a tariff's prices; rates are never edited."""
 
     tariff_id: str = Field(max_length=63)
-    valid_from: date
+    valid_from: LabDate
     category_id: str | None = Field(default=None, max_length=40)
     unlocked_per_hour: Decimal = Field(default=Decimal(0), ge=0, max_digits=9, decimal_places=2)
     busy_per_hour: Decimal = Field(default=Decimal(0), ge=0, max_digits=9, decimal_places=2)
@@ -168,8 +177,8 @@ class BalancePublic(BaseModel):
 
 
 class PeriodCreate(BaseModel):
-    starts_on: date
-    ends_on: date | None = Field(default=None, description="default: end of the month")
+    starts_on: LabDate
+    ends_on: LabDate | None = Field(default=None, description="default: end of the month")
 
 
 class PeriodPublic(BaseModel):

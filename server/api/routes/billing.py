@@ -46,6 +46,7 @@ TreasurerPrincipal = Annotated[Principal, Depends(require(Role.TREASURER))]
 TariffId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 CategoryId = Annotated[str, Path(max_length=40)]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such object"}}
+RowId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
 
 # -- tariffs, rates, categories ----------------------------------------------------------------
@@ -208,13 +209,13 @@ def open_period(
 
 
 @router.get("/periods/{period_id}", response_model=PeriodPublic, responses=NOT_FOUND)
-def get_period(period_id: int, uow: UowDep, _: TreasurerPrincipal) -> PeriodPublic:
+def get_period(period_id: RowId, uow: UowDep, _: TreasurerPrincipal) -> PeriodPublic:
     return _period_public(uow, period_id)
 
 
 @router.post("/periods/{period_id}/compute", response_model=PeriodPublic, responses=NOT_FOUND)
 def compute_period(
-    period_id: int, runtime: RuntimeDep, uow: UowDep, principal: TreasurerPrincipal
+    period_id: RowId, runtime: RuntimeDep, uow: UowDep, principal: TreasurerPrincipal
 ) -> PeriodPublic:
     """Credit what was observed, then (re)compute every draft statement of the period."""
     policy = runtime.settings.billing_policy()
@@ -225,7 +226,7 @@ def compute_period(
 
 @router.post("/periods/{period_id}/close", response_model=PeriodPublic, responses=NOT_FOUND)
 def close_period(
-    period_id: int, runtime: RuntimeDep, uow: UowDep, principal: TreasurerPrincipal
+    period_id: RowId, runtime: RuntimeDep, uow: UowDep, principal: TreasurerPrincipal
 ) -> PeriodPublic:
     """Recompute, approve every draft (numbered without gaps) and close the period."""
     policy = runtime.settings.billing_policy()
@@ -240,7 +241,7 @@ def _rows(rows: list[tuple[str, int, int]]) -> list[TotalRow]:
 
 @router.get("/periods/{period_id}/totals", response_model=PeriodTotals, responses=NOT_FOUND)
 def period_totals(
-    period_id: int, uow: UowDep, runtime: RuntimeDep, _: TreasurerPrincipal
+    period_id: RowId, uow: UowDep, runtime: RuntimeDep, _: TreasurerPrincipal
 ) -> PeriodTotals:
     """Totals of the period per machine, per member category and per contribution type."""
     _period_public(uow, period_id)
@@ -260,7 +261,7 @@ def period_totals(
 
 @router.get("/periods/{period_id}/export", response_class=PlainTextResponse, responses=NOT_FOUND)
 def export_period(
-    period_id: int,
+    period_id: RowId,
     uow: UowDep,
     runtime: RuntimeDep,
     _: TreasurerPrincipal,
@@ -346,7 +347,7 @@ def statement_public(
 def list_statements(
     uow: UowDep,
     principal: CurrentPrincipal,
-    period_id: int | None = None,
+    period_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
     member_id: str | None = None,
     status: Literal["draft", "approved"] | None = None,
 ) -> list[StatementPublic]:
@@ -358,7 +359,7 @@ def list_statements(
 
 
 @router.get("/statements/{statement_id}", response_model=StatementPublic, responses=NOT_FOUND)
-def get_statement(statement_id: int, uow: UowDep, principal: CurrentPrincipal) -> StatementPublic:
+def get_statement(statement_id: RowId, uow: UowDep, principal: CurrentPrincipal) -> StatementPublic:
     statement = _visible(uow, statement_id, principal)
     if statement.status != "approved" and not principal.has(Role.TREASURER):
         raise HTTPException(404, f"no statement {statement_id}")
@@ -411,7 +412,7 @@ LABELS = {
 
 @router.get("/statements/{statement_id}/html", response_class=HTMLResponse, responses=NOT_FOUND)
 def statement_html(
-    statement_id: int,
+    statement_id: RowId,
     request: Request,
     uow: UowDep,
     runtime: RuntimeDep,
@@ -450,7 +451,7 @@ def statement_html(
     "/statements/{statement_id}/adjust", response_model=StatementPublic, responses=NOT_FOUND
 )
 def adjust_line(
-    statement_id: int,
+    statement_id: RowId,
     body: LineAdjust,
     runtime: RuntimeDep,
     uow: UowDep,
@@ -479,7 +480,7 @@ def adjust_line(
     "/statements/{statement_id}/approve", response_model=StatementPublic, responses=NOT_FOUND
 )
 def approve_statement(
-    statement_id: int, runtime: RuntimeDep, uow: UowDep, principal: TreasurerPrincipal
+    statement_id: RowId, runtime: RuntimeDep, uow: UowDep, principal: TreasurerPrincipal
 ) -> StatementPublic:
     """Apply the credits, number the statement and make it immutable."""
     _visible(uow, statement_id, principal)
@@ -496,7 +497,7 @@ def approve_statement(
     responses=NOT_FOUND,
 )
 def issue_credit_note(
-    statement_id: int,
+    statement_id: RowId,
     body: CreditNoteCreate,
     runtime: RuntimeDep,
     uow: UowDep,

@@ -38,6 +38,7 @@ router = APIRouter(prefix="/api/billing", tags=["credits"])
 TreasurerPrincipal = Annotated[Principal, Depends(require(Role.TREASURER))]
 TypeId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such object"}}
+RowId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
 
 def type_public(t: BillingContributionType) -> ContributionTypePublic:
@@ -148,7 +149,7 @@ def submit_claim(
 
 @router.post("/claims/{claim_id}/decision", response_model=ClaimPublic, responses=NOT_FOUND)
 def decide_claim(
-    claim_id: int,
+    claim_id: RowId,
     body: ClaimDecision,
     runtime: RuntimeDep,
     uow: UowDep,
