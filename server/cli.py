@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from protocol import Level
+from server.cli_billing import billing_app, ledger_app
 from server.config import Settings
 from server.service_layer.messagebus import MessageBus
 
@@ -47,6 +48,8 @@ T = TypeVar("T")
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(billing_app, name="billing")
+app.add_typer(ledger_app, name="ledger")
 
 
 def _logging(verbose: bool) -> None:

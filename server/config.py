@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocol import BrokerAddress, check_segment
+from server.domain.billing.policy import BillingPolicy
 from server.domain.ingest_rules import Plausibility
 
 ENV_FILE_VARIABLE = "FABLAB_ENV_FILE"
@@ -85,7 +86,6 @@ class Settings(BaseSettings):
     public_url: str | None = None
     # Language of the pages when the browser asks for none we have (fr or en).
     default_locale: str = "en"
-    currency: str = "EUR"
     # Open data: a cell (machine x week) with fewer distinct members than this is hidden.
     open_data_min_members: int = Field(default=3, ge=1)
     open_data_licence: str = "CC-BY-4.0"
@@ -98,6 +98,23 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_from: str = "fablab-monitor@localhost"
     smtp_starttls: bool = True
+    # Billing: amounts are in this currency (ISO 4217), periods in `timezone`.
+    currency: str = Field(default="EUR", pattern=r"^[A-Z]{3}$")
+    billing_credit_cap_percent: int = Field(default=100, ge=0, le=100)
+    billing_credit_cents_per_minute: int = Field(default=10, ge=0)
+    billing_credit_expiry_months: int | None = Field(default=None, ge=1, le=120)
+    billing_volunteer_cents_per_hour: int | None = Field(default=None, ge=0)
+
+    def billing_policy(self) -> BillingPolicy:
+        """The billing rules these settings give."""
+        return BillingPolicy(
+            timezone=self.timezone,
+            currency=self.currency,
+            credit_cap_percent=self.billing_credit_cap_percent,
+            credit_cents_per_minute=self.billing_credit_cents_per_minute,
+            credit_expiry_months=self.billing_credit_expiry_months,
+            volunteer_cents_per_hour=self.billing_volunteer_cents_per_hour,
+        )
 
     @field_validator("mqtt_url")
     @classmethod

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from server.api.main import create_app
 from server.bootstrap import ServerRuntime
 from server.config import Settings
 from server.seed import DEMO_MEMBERS, DemoMember, seed_demo_lab
+from server.seed_billing import seed_demo_billing
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +147,29 @@ def _current_sensor(pins: Any) -> Callable[[bool], None]:
     return drive
 
 
+def _seed_billing_history(settings: Settings) -> None:
+    """Last month's prices, credits and sessions, through a runtime with no MQTT link (the
+    history's acks go to no controller)."""
+    history = ServerRuntime(settings, mqtt_enabled=False)
+    try:
+        policy = settings.billing_policy()
+        today = datetime.now(policy.tz).date()
+        period = seed_demo_billing(history.bus, site=DEMO_SITE, policy=policy, today=today)
+        logger.info("demo billing: last month's sessions loaded, period %s open", period)
+    except Exception:
+        logger.exception("demo billing history not loaded")
+    finally:
+        history.engine.dispose()
+
+
+def _start_billing_history(settings: Settings) -> None:
+    """Load the history beside the live demo (it takes a few seconds of ingest), so the
+    dashboards answer at once; a first run stopped meanwhile keeps part of it."""
+    threading.Thread(
+        target=_seed_billing_history, args=(settings,), name="demo-billing", daemon=True
+    ).start()
+
+
 def run_demo(
     *,
     port: int = 8000,
@@ -187,6 +212,7 @@ def run_demo(
             empty = not uow.machines.all()
         if empty:
             seed_demo_lab(runtime.bus, site=DEMO_SITE, heartbeat_interval_s=10)
+            _start_billing_history(settings)
         runtime.start()
         for config in _controller_configs(runtime, data_dir, broker_url):
             readers[config.machine] = SimulatedReader()

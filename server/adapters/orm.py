@@ -402,3 +402,7 @@ class ProblemReport(Base):
     member_id: Mapped[str | None] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(String(2000))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+
+
+# Billing tables share this metadata (Alembic and create_all see them).
+from server.adapters import orm_billing  # noqa: E402, F401

@@ -22,6 +22,8 @@ from server.api.middleware import (
 from server.api.routes import (
     audit,
     auth,
+    billing,
+    billing_credits,
     imports,
     machines,
     members,
@@ -129,7 +131,8 @@ def create_app(runtime: ServerRuntime) -> FastAPI:
     app.add_exception_handler(StaleDataError, _concurrent_change)
     _add_middleware(app, runtime.settings)
     # imports before members: /members/import must not be taken for /members/{member_id}.
-    routers = (auth, imports, members, privacy, machines, trainings, sessions, audit)
+    routers = (auth, imports, members, privacy, machines, trainings, sessions, audit, billing,
+               billing_credits)  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")

@@ -8,6 +8,7 @@ from typing import Any
 from server.service_layer import (
     account_links,
     accounts,
+    billing,
     machines,
     members,
     privacy,
@@ -53,3 +54,4 @@ HANDLERS: dict[type, Callable[[Any, SqlAlchemyUnitOfWork], Any]] = {
     cmds.UseAccountLink: account_links.use_account_link,
     cmds.ReportProblem: account_links.report_problem,
 }
+HANDLERS.update(billing.HANDLERS)

@@ -8,6 +8,7 @@ from types import TracebackType
 from sqlalchemy.orm import Session
 
 from server.adapters import repository as repo
+from server.adapters.billing_repository import BillingRepository
 from server.service_layer.commands import ConfigMessage, OutgoingMessage
 from server.service_layer.ratelimit import AttemptLimiter
 
@@ -52,6 +53,7 @@ class SqlAlchemyUnitOfWork:
         self.faults = repo.FaultRepository(self.session)
         self.account_links = repo.AccountLinkRepository(self.session)
         self.problem_reports = repo.ProblemReportRepository(self.session)
+        self.billing = BillingRepository(self.session)
         self.machines_to_publish = set()
         self.outgoing = []
         self.configs = []

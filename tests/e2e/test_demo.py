@@ -130,3 +130,32 @@ def test_demo_runs_on_an_external_broker(tmp_path: Path, mosquitto: MosquittoSer
         code, output = demo.interrupt()
     assert code == 0, output
     assert "embedded MQTT broker" not in output
+
+
+def _post(port: int, path: str, headers: dict[str, str]) -> Any:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=b"", headers=headers, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def test_demo_treasurer_closes_last_month(demo: Demo) -> None:
+    admin = _login(demo.port)
+    wait_until(lambda: _get(demo.port, "/api/billing/periods", admin), 90, "last month's period")
+    (period,) = _get(demo.port, "/api/billing/periods", admin)
+    assert period["status"] == "open"
+    closed = _post(demo.port, f"/api/billing/periods/{period['id']}/close", admin)
+    assert closed["status"] == "closed" and closed["statements"] > 0
+    statements = _get(demo.port, f"/api/billing/statements?period_id={period['id']}", admin)
+    assert all(s["status"] == "approved" and s["number"] for s in statements)
+    fec = urllib.request.urlopen(
+        urllib.request.Request(
+            f"http://127.0.0.1:{demo.port}/api/billing/periods/{period['id']}/export?format=fec",
+            headers=admin,
+        ),
+        timeout=10,
+    ).read()
+    assert fec.decode().startswith("JournalCode|JournalLib|EcritureNum")
+    code, output = demo.interrupt()
+    assert code == 0 and "Traceback" not in output, output

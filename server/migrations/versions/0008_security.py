@@ -1,7 +1,7 @@
 """security: the audit log keeps no API token names; erased members' token names go
 
 Revision ID: 0008_security
-Revises: 0005_ingest_integrity
+Revises: 0007_billing
 Create Date: 2026-11-22
 
 Data only (no schema change). Before this revision `api_token.create` entries copied the
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_security"
-down_revision: str | None = "0005_ingest_integrity"
+down_revision: str | None = "0007_billing"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

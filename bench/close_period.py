@@ -1,0 +1,174 @@
+"""Closing a billing period over many sessions, on PostgreSQL.
+
+    python bench/close_period.py --sessions 100000 300000 1000000 [--members 2000]
+        [--database-url postgresql+psycopg://user@host/db]
+
+Without `--database-url` it starts a throwaway PostgreSQL cluster (`initdb` + `pg_ctl`,
+the test fixture's: fsync off). For each size it creates a fresh database, migrates it,
+seeds 10 machines on 3 tariffs (one rate change on the 15th, a student rate, category
+multipliers, free minutes, minimum charges), `--members` members (70 % members, 20 %
+students, 10 % non-members), an automatic contribution type for supervision, and the
+sessions of October 2026 (1 % of them supervised), generated in SQL. Then it times, through
+the message bus as the treasurer's commands run:
+
+- compute: credit sweep + every draft statement priced in SQL (`ComputePeriod`);
+- close: recompute + approve every statement (numbers, credits spent) + close
+  (`ClosePeriod`), which is what "closing the period" costs.
+
+Results print as Markdown for docs/benchmarks.md. Not a test: nothing asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+
+from server.adapters.migrations import upgrade  # noqa: E402
+from server.adapters.orm_billing import BillingLine, BillingStatement  # noqa: E402
+from server.bootstrap import ServerRuntime  # noqa: E402
+from server.config import Settings  # noqa: E402
+from server.domain.billing.policy import BillingPolicy  # noqa: E402
+from server.service_layer import billing_commands as bc  # noqa: E402
+from server.service_layer import commands as cmds  # noqa: E402
+from tests.fixtures.postgres import (  # noqa: E402
+    PostgresCluster,
+    create_database,
+    unique_database_name,
+    with_database,
+)
+
+POLICY = BillingPolicy(credit_cap_percent=50)
+MACHINES = 10
+
+
+def _seed(runtime: ServerRuntime, members: int) -> None:
+    bus, at = runtime.bus, datetime(2026, 9, 1, tzinfo=UTC)
+    for i in range(MACHINES):
+        bus.handle(cmds.AddMachine(f"m{i}", f"Machine {i}", "lab"))
+    bus.handle(bc.AddTariff("cutting", "Cutting", ("m0", "m1", "m2"), at=at))
+    bus.handle(bc.AddTariff("milling", "Milling", ("m3", "m4", "m5"), at=at))
+    bus.handle(bc.AddTariff("printing", "Printing", ("m6", "m7", "m8"), at=at))  # m9: free
+    october = date(2026, 10, 1)
+    bus.handle(bc.AddRate("cutting", october, POLICY, 1200, 0, 200, 15))
+    bus.handle(bc.AddRate("cutting", date(2026, 10, 15), POLICY, 1500, 0, 600, 15))
+    bus.handle(bc.AddRate("cutting", october, POLICY, 600, 0, 100, 15, category_id="student"))
+    bus.handle(bc.AddRate("milling", october, POLICY, 600, 2400, 0, 6, 60))
+    bus.handle(bc.AddRate("printing", october, POLICY, 200, 0, 0, 1, 120))
+    bus.handle(bc.SetCategoryMultiplier("non-member", 15_000))
+    bus.handle(
+        bc.AddContributionType(
+            "supervising", "Supervising", "hour", "money", 1000, "supervision", at=at
+        )
+    )
+    categories = ["member"] * 7 + ["student"] * 2 + ["non-member"]
+    with runtime.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO member (id, name, category, active, created_at) "
+                "SELECT 'u' || g, 'Member ' || g, (CAST(:cats AS text[]))[1 + g % 10], true, now() "
+                "FROM generate_series(0, :n - 1) AS g"
+            ),
+            {"cats": categories, "n": members},
+        )
+
+
+SESSIONS_SQL = """
+INSERT INTO usage_session (id, machine_id, controller_id, member_id, reported_member_id,
+    started_at, ended_at, elapsed_seconds, busy_seconds, busy, stale_snapshot,
+    maintenance_override, supervisor_member_id, decided_online)
+SELECT 'b' || g, 'm' || (g % 10), 'm' || (g % 10), 'u' || (g % :members),
+    'u' || (g % :members), s.start, s.start + make_interval(secs => s.elapsed), s.elapsed,
+    floor(s.elapsed * 0.6), false, false, false,
+    CASE WHEN g % 100 = 0 THEN 'u' || ((g + 1) % :members) END, false
+FROM generate_series(1, :n) AS g,
+LATERAL (SELECT timestamp '2026-09-30 22:00' + make_interval(secs => (g::bigint * 7919)
+                 % (31 * 86400 - 7 * 3600)) AS start,
+                (60 + (g::bigint * 104729) % 14400)::float8 + 0.25 AS elapsed) AS s
+"""
+
+
+def _one_size(admin_url: str, sessions: int, members: int) -> dict[str, float]:
+    name = unique_database_name("fablab_bench")
+    create_database(admin_url, name)
+    url = with_database(admin_url, name)
+    upgrade(url)
+    runtime = ServerRuntime(Settings(database_url=url, site="lab"), mqtt_enabled=False)
+    try:
+        _seed(runtime, members)
+        started = time.perf_counter()
+        with runtime.engine.begin() as conn:
+            conn.execute(text(SESSIONS_SQL), {"n": sessions, "members": members})
+            conn.execute(text("ANALYZE"))
+        generated = time.perf_counter() - started
+        period = runtime.bus.handle(bc.OpenPeriod(date(2026, 10, 1), POLICY))
+        started = time.perf_counter()
+        drafts = runtime.bus.handle(bc.ComputePeriod(period, POLICY))
+        computed = time.perf_counter() - started
+        started = time.perf_counter()
+        approved = runtime.bus.handle(bc.ClosePeriod(period, POLICY))
+        closed = time.perf_counter() - started
+        with runtime.new_uow() as uow:
+            lines = uow.session.scalar(select(func.count()).select_from(BillingLine))
+            total = uow.session.scalar(select(func.sum(BillingStatement.charges_cents)))
+        assert drafts == approved
+        return {
+            "sessions": sessions,
+            "lines": float(lines or 0),
+            "statements": approved,
+            "generate": generated,
+            "compute": computed,
+            "close": closed,
+            "charges": float(total or 0) / 100,
+        }
+    finally:
+        runtime.engine.dispose()
+        engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[100_000, 300_000])
+    parser.add_argument("--members", type=int, default=2_000)
+    parser.add_argument("--database-url", help="an existing PostgreSQL server's URL")
+    args = parser.parse_args()
+    cluster = None
+    admin_url = args.database_url
+    if admin_url is None:
+        cluster = PostgresCluster()
+        cluster.start()
+        admin_url = cluster.url
+    try:
+        results = [_one_size(admin_url, n, args.members) for n in args.sessions]
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    )
+    print("| sessions | lines | statements | compute (s) | close (s) | close µs/session |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in results:
+        per = r["close"] / r["sessions"] * 1e6
+        print(
+            f"| {r['sessions']:,.0f} | {r['lines']:,.0f} | {r['statements']:,.0f} | "
+            f"{r['compute']:.2f} | {r['close']:.2f} | {per:.1f} |"
+        )
+        print(f"<!-- generated in {r['generate']:.1f} s; charges {r['charges']:,.2f} -->")
+
+
+if __name__ == "__main__":
+    main()
