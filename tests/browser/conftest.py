@@ -240,7 +240,7 @@ def running_lab(broker: MosquittoServer, tmp: Path) -> Iterator[LiveLab]:
         runtime.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live(mosquitto: MosquittoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveLab]:
     with running_lab(mosquitto, tmp_path_factory.mktemp("browser-lab")) as lab:
         yield lab
@@ -250,7 +250,9 @@ def launch_chromium(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API runs an event loop in this thread until it stops,
+# which would break every later test that calls asyncio.run().
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail("Chromium missing: scripts/test installs Debian's chromium package",

@@ -24,6 +24,7 @@ from server.api.main import create_app
 from server.bootstrap import ServerRuntime
 from server.domain.access import Principal, Role
 from server.service_layer import commands as cmds
+from tests.fixtures import free_port
 from tests.server.conftest import Headers, password_of
 
 ADA = {"email": "ada@example.org", "password": password_of("ada")}
@@ -356,12 +357,14 @@ def _serve_and_probe(
 
     monkeypatch.setenv("FABLAB_DATABASE_URL", f"sqlite:///{tmp_path / 'serve.sqlite3'}")
     monkeypatch.setenv("FABLAB_MQTT_URL", broker_url)
+    # `fablab serve` binds its port before starting: never the default 8000 in a test.
+    monkeypatch.setenv("FABLAB_HTTP_PORT", str(free_port()))
     if trusted is not None:
         monkeypatch.setenv("FABLAB_TRUSTED_PROXIES", trusted)
     seen: dict[str, Any] = {}
 
-    def fake_run(app: Any, **options: Any) -> None:
-        config = uvicorn.Config(app, **options)
+    def fake_run(server: uvicorn.Server, sockets: Any = None) -> None:
+        config = server.config
         config.load()
         seen["server_header"] = config.server_header
 
@@ -380,7 +383,7 @@ def _serve_and_probe(
 
         seen["codes"] = asyncio.run(probe())
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
     cli.serve(verbose=False)
     return seen
 
