@@ -5,7 +5,7 @@ CI set runs (short outages, few cycles, one database engine per scenario); the f
 
     FABLAB_FAULTS_FULL=1 scripts/test -m faults tests/faults
 
-After a run, the scenarios × result table in docs/reliability.md is updated (between
+After a run, the table of scenarios and results in docs/reliability.md is updated (between
 its markers) with the results of the scenarios that ran.
 """
 
@@ -146,7 +146,9 @@ LabFactory = Callable[..., FaultLab]
 
 @pytest.fixture
 def fault_lab_factory(
-    tmp_path: Path, request: pytest.FixtureRequest, mosquitto_factory: Callable[..., MosquittoServer]
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    mosquitto_factory: Callable[..., MosquittoServer],
 ) -> Iterator[LabFactory]:
     labs: list[FaultLab] = []
 

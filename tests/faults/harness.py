@@ -256,7 +256,9 @@ class ControllerProcess:
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
-            raise ScenarioError(f"controller {self.machine} did not answer in {timeout} s") from None
+            raise ScenarioError(
+                f"controller {self.machine} did not answer in {timeout} s"
+            ) from None
         if line is None:
             raise ScenarioError(
                 f"controller {self.machine} exited; log:\n{self.log_tail()}"
