@@ -15,7 +15,7 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +113,7 @@ class FaultLab:
     def member(self, member_id: str) -> MemberSpec:
         return self.members[member_id]
 
-    def settle_and_check(self, timeout: float = 60) -> None:
+    def settle_and_check(self, timeout: float = 60, forged_sessions: Iterable[str] = ()) -> None:
         """End nothing, wait until every outbox is drained, then run every check."""
         assert not self.workload.open, f"sessions still open: {list(self.workload.open)}"
         problems: list[str] = []
@@ -124,7 +124,9 @@ class FaultLab:
         machines = [c.machine for c in self.controllers.values()]
         deadline = time.monotonic() + 15
         while True:  # the last commits may trail the acks the controllers saw
-            session_problems = check_sessions(self.engine, self.workload, machines)
+            session_problems = check_sessions(
+                self.engine, self.workload, machines, forged_sessions
+            )
             if not session_problems or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -133,6 +135,8 @@ class FaultLab:
             self.engine, self.tap, [c.spec.controller_id for c in self.controllers.values()]
         )
         problems += check_relays(self.controllers.values(), self.workload)
+        if not self.server.running:
+            problems.append(f"the server process died; log:\n{self.server.log_tail()}")
         assert_no_problems(problems)
 
 
