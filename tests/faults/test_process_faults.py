@@ -32,9 +32,14 @@ def kill9_broker(broker: MosquittoServer) -> None:
 
 
 def flap_busy(workload: Workload, controller: ControllerProcess, times: int) -> None:
-    """Busy on/off in quick succession: the outbox is being written when a fault lands."""
+    """Busy on/off in quick succession: the outbox is being written when a fault lands.
+
+    Each change is held for a few main-loop iterations (the loop polls the input every
+    ~50 ms), so that every one of them becomes an event.
+    """
     for i in range(times):
         workload.busy(controller, on=i % 2 == 0)
+        time.sleep(0.15)
     workload.busy(controller, on=False)
 
 
