@@ -261,9 +261,9 @@ class ControllerProcess:
                 f"controller {self.machine} did not answer in {timeout} s"
             ) from None
         if line is None:
-            raise ScenarioError(
-                f"controller {self.machine} exited; log:\n{self.log_tail()}"
-            )
+            tail = self.log_tail()
+            last = tail.splitlines()[-1] if tail else ""
+            raise ScenarioError(f"controller {self.machine} exited ({last}); log:\n{tail}")
         reply: dict[str, Any] = json.loads(line)
         return reply
 

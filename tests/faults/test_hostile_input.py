@@ -213,7 +213,7 @@ def test_hostile_corpus_replays_and_fuzz(fault_lab_factory: LabFactory, engine: 
                 hostile.publish(topic, payload)
             replay_genuine(hostile, lab, rng)
 
-            @settings(max_examples=int(scale(150, 2000)), deadline=None, database=None,
+            @settings(max_examples=int(scale(100, 2000)), deadline=None, database=None,
                       suppress_health_check=list(HealthCheck))
             @given(_forged_stream_events(lab))
             def publish_one(message: tuple[str, bytes]) -> None:

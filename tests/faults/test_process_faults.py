@@ -126,7 +126,7 @@ def test_server_kill9_during_ingest(fault_lab_factory: LabFactory, engine: str) 
     lab.wait_snapshots()
     rng = random.Random(11)
     with Floor(lab, controllers, seed=3):
-        for _ in range(int(scale(3, 12))):
+        for _ in range(int(scale(2, 12))):
             time.sleep(rng.uniform(1.0, 4.0))
             lab.server.kill9()
             lab.workload.note("kill9_server")
@@ -156,7 +156,7 @@ def test_broker_down_while_sessions_go_on(
         time.sleep(2)
         lab.broker.stop()
         lab.workload.note("broker_stopped")
-        time.sleep(scale(15, 150))
+        time.sleep(scale(10, 150))
         lab.broker.start()
         lab.workload.note("broker_started")
         time.sleep(3)
@@ -176,7 +176,7 @@ def test_broker_kill9_repeatedly(
     lab.wait_snapshots()
     rng = random.Random(13)
     with Floor(lab, controllers, seed=9):
-        for _ in range(int(scale(2, 10))):
+        for _ in range(int(scale(1, 10))):
             time.sleep(rng.uniform(1.0, 4.0))
             kill9_broker(lab.broker)
             lab.workload.note("kill9_broker")
