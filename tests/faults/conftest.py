@@ -122,7 +122,7 @@ class FaultLab:
         except AssertionError as exc:
             problems.append(str(exc))
         machines = [c.machine for c in self.controllers.values()]
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 5
         while True:  # the last commits may trail the acks the controllers saw
             session_problems = check_sessions(
                 self.engine, self.workload, machines, forged_sessions
