@@ -504,7 +504,7 @@ def db_sessions(engine: Engine, machines: Iterable[str]) -> list[Any]:
             {
                 "id": r.id, "machine": r.machine_id, "controller": r.controller_id,
                 "member": r.member_id, "start": _ts(r.started_at), "end": _ts(r.ended_at),
-                "end_reason": r.end_reason,
+                "end_reason": r.end_reason, "elapsed": r.elapsed_seconds, "busy": r.busy_seconds,
             }
             for r in rows
         ]  # fmt: skip
@@ -552,6 +552,8 @@ def check_sessions(
             problems.append(f"{label}: ended {row['end_reason']}, truth {truth.end_reason}")
         if row["end"] is None or abs(row["end"] - truth.end) > TOLERANCE_S:
             problems.append(f"{label}: ends at {row['end']}, truth {truth.end:.3f}")
+        if truth.end_reason == "badge":
+            problems += _check_totals(label, row, truth, workload)
         if truth.killed_at is not None and not (
             truth.killed_at - HEARTBEAT_S - TOLERANCE_S <= truth.end <= truth.killed_at
         ):
@@ -562,6 +564,36 @@ def check_sessions(
     for row in rows:
         if row["id"] not in matched and row["id"] not in skip:
             problems.append(f"session {row['id']} on {row['machine']} was never performed: {row}")
+    return problems
+
+
+def _check_totals(
+    label: str, row: dict[str, Any], truth: TruthSession, workload: Workload
+) -> list[str]:
+    """Elapsed time within 1 s of the truth; busy time within 1 s plus polling slack."""
+    assert truth.end is not None
+    problems = []
+    elapsed = truth.end - truth.start
+    if abs(row["elapsed"] - elapsed) > TOLERANCE_S:
+        problems.append(f"{label}: elapsed {row['elapsed']:.1f} s, truth {elapsed:.1f} s")
+    changes = [
+        (e["at"], bool(e["on"])) for e in workload.log
+        if e["kind"] == "busy" and e["machine"] == truth.machine
+        and truth.start <= e["at"] <= truth.end
+    ]  # fmt: skip
+    busy_s, busy, since = 0.0, False, truth.start
+    for at, on in sorted(changes):
+        if on and not busy:
+            since = at
+        elif busy and not on:
+            busy_s += at - since
+        busy = on
+    if busy:
+        busy_s += truth.end - since
+    # The controller polls its busy input every main-loop iteration (about 50 ms).
+    slack = TOLERANCE_S + 0.1 * len(changes)
+    if abs(row["busy"] - busy_s) > slack:
+        problems.append(f"{label}: busy {row['busy']:.1f} s, truth {busy_s:.1f} s")
     return problems
 
 

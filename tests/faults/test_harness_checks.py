@@ -40,6 +40,7 @@ def _usage(session_id: str, machine: str = "laser", member: str = "ada", **kw: A
         "member_id": member, "reported_member_id": member,
         "started_at": datetime.fromtimestamp(T0, UTC),
         "ended_at": datetime.fromtimestamp(T0 + 60, UTC), "end_reason": "badge",
+        "elapsed_seconds": 60.0, "busy_seconds": 0.0,
     }  # fmt: skip
     values.update(kw)
     return UsageSession(**values)
@@ -75,6 +76,8 @@ def test_check_sessions_accepts_the_truth(engine: Engine, tmp_path: Path) -> Non
         ({"started_at": datetime.fromtimestamp(T0 + 2, UTC)}, "starts at"),
         ({"ended_at": datetime.fromtimestamp(T0 + 90, UTC)}, "ends at"),
         ({"end_reason": "controller_restart"}, "ended controller_restart"),
+        ({"elapsed_seconds": 3600.0}, "elapsed 3600.0 s, truth 60.0 s"),
+        ({"busy_seconds": 30.0}, "busy 30.0 s, truth 0.0 s"),
     ],
 )
 def test_check_sessions_finds_a_bent_session(
@@ -83,6 +86,19 @@ def test_check_sessions_finds_a_bent_session(
     _store(engine, _usage("s1", **row))
     problems = check_sessions(engine, _workload(tmp_path), ["laser", "cnc"])
     assert any(found in p for p in problems), problems
+
+
+def test_check_sessions_counts_busy_time_from_the_workload(
+    engine: Engine, tmp_path: Path
+) -> None:
+    _store(engine, _usage("s1", busy_seconds=20.0))
+    workload = _workload(tmp_path)
+    workload.log += [
+        {"kind": "busy", "machine": "laser", "on": True, "at": T0 + 10},
+        {"kind": "busy", "machine": "laser", "on": False, "at": T0 + 30},
+        {"kind": "busy", "machine": "cnc", "on": True, "at": T0 + 31},
+    ]
+    assert check_sessions(engine, workload, ["laser"]) == []
 
 
 def test_check_sessions_finds_a_double_and_a_phantom(engine: Engine, tmp_path: Path) -> None:
