@@ -74,7 +74,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.faults)
-            item.add_marker(pytest.mark.integration)
 
 
 @dataclass
