@@ -449,6 +449,7 @@ class Workload:
             f"relay on for {member.member_id} on {controller.machine}",
         )
         truth.session_id = status["session_id"]
+        self.note("session_on", machine=controller.machine, session_id=truth.session_id)
         self.sessions.append(truth)
         self.open[controller.machine] = truth
         return truth
