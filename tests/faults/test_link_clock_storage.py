@@ -14,7 +14,7 @@ from tests.faults.proxy import TcpProxy
 from tests.faults.test_process_faults import Floor, flap_busy
 
 
-@pytest.mark.parametrize("engine", ["sqlite", full_only("postgres")])
+@pytest.mark.parametrize("engine", [full_only("sqlite"), full_only("postgres")])
 def test_partition_controller_broker(fault_lab_factory: LabFactory, engine: str) -> None:
     """A TCP proxy between controllers and broker holds traffic, delays it and resets it."""
     lab = fault_lab_factory(engine)
@@ -68,7 +68,7 @@ def test_controller_clock_jumps(fault_lab_factory: LabFactory, step_s: float) ->
     lab.settle_and_check()
 
 
-@pytest.mark.parametrize("engine", ["sqlite", full_only("postgres")])
+@pytest.mark.parametrize("engine", [full_only("sqlite"), full_only("postgres")])
 def test_full_outbox_while_server_down(fault_lab_factory: LabFactory, engine: str) -> None:
     """The server is down while the controller fills its (small) outbox to the bound."""
     lab = fault_lab_factory(engine)
