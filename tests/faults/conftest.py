@@ -74,6 +74,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.faults)
+            if "fault_lab_factory" in getattr(item, "fixturenames", ()):
+                # Outages of minutes in the full set: past the suite's default timeout.
+                item.add_marker(pytest.mark.timeout(1800 if FULL else 300))
 
 
 @dataclass
