@@ -180,17 +180,25 @@ def fault_lab_factory(
             members={m.member_id: m for m in MEMBERS},
         )  # fmt: skip
         labs.append(lab)
+        # The per-test PostgreSQL database was set up after this fixture, so it would be
+        # dropped before this fixture's teardown: stop the lab's processes first.
+        request.node.addfinalizer(lambda: _close_lab(lab))
         server.start()
         return lab
 
     yield make
     for lab in labs:
-        for controller in lab.controllers.values():
-            controller.stop()
-        lab.server.stop()
-        lab.tap.close()
-        lab.engine.dispose()
-        lab.broker.stop()
+        _close_lab(lab)
+
+
+def _close_lab(lab: FaultLab) -> None:
+    """Stop every process of the lab (idempotent)."""
+    for controller in lab.controllers.values():
+        controller.stop()
+    lab.server.stop()
+    lab.tap.close()
+    lab.engine.dispose()
+    lab.broker.stop()
 
 
 # -- the results table in docs/reliability.md --------------------------------------------
