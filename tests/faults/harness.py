@@ -241,17 +241,22 @@ class ControllerProcess:
                 bufsize=1,
                 start_new_session=True,
             )
-        threading.Thread(target=self._pump, args=(self.process,), daemon=True).start()
+        # Each process gets its own queue: the pump of a killed process may still put its
+        # end-of-output marker after the next process has started.
+        threading.Thread(
+            target=self._pump, args=(self.process, self._lines), daemon=True
+        ).start()
         self.starts += 1
         reply = self._reply(timeout)
         if reply.get("ok") != "started":
             raise ScenarioError(f"controller {self.machine} did not start: {reply}")
 
-    def _pump(self, process: subprocess.Popen[str]) -> None:
+    @staticmethod
+    def _pump(process: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
+            lines.put(line)
+        lines.put(None)
 
     def _reply(self, timeout: float) -> dict[str, Any]:
         try:
