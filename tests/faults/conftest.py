@@ -5,8 +5,8 @@ CI set runs (short outages, few cycles, one database engine per scenario); the f
 
     FABLAB_FAULTS_FULL=1 scripts/test -m faults tests/faults
 
-After a run, the table of scenarios and results in docs/reliability.md is updated (between
-its markers) with the results of the scenarios that ran.
+After a run with ``-m faults``, the table of scenarios and results in docs/reliability.md
+is updated (between its markers) with the results of the scenarios that ran.
 """
 
 from __future__ import annotations
@@ -243,7 +243,9 @@ def _scenario_doc(item_name: str, session: pytest.Session) -> str:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not _RESULTS:
+    # Only runs that ask for the fault suite (`-m faults`) write the table: a plain
+    # `scripts/test` leaves the working tree as it found it.
+    if not _RESULTS or "faults" not in (session.config.option.markexpr or ""):
         return
     path = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
     if not path.exists():
