@@ -226,7 +226,9 @@ def _store_and_apply(
             return _moved_duplicate(cmd, uow, envelope, event, earlier)
         if earlier is not None:
             raise ProtocolError("event_id", "already used by another controller")
-        _check_wall_times(event, cmd.received_at, cmd.limits)
+        _check_wall_times(
+            event, cmd.received_at, cmd.limits, dated_by_start=_dated_by_start(uow, event)
+        )
     except ProtocolError as exc:
         logger.warning("rejected event %s/%s: %s", envelope.controller_id, envelope.seq, exc)
         uow.events.add(_raw(cmd, envelope, None, "rejected", str(exc)))
@@ -264,10 +266,29 @@ def _moved_duplicate(
     return IngestOutcome(Outcome.DUPLICATE)
 
 
-def _check_wall_times(event: Event, received_at: datetime, limits: Plausibility) -> None:
-    """Refuse wall times outside the window around the server's clock."""
+def _dated_by_start(uow: SqlAlchemyUnitOfWork, event: Event) -> bool:
+    """Is this a heartbeat or an end of a session started in the same boot? Its time is
+    then the start plus its monotonic elapsed time, and its own wall time is unused."""
+    if event.kind not in (EventKind.SESSION_HEARTBEAT, EventKind.SESSION_ENDED):
+        return False
+    if "ended_wall_time" in event.data:
+        return False
+    usage = uow.sessions.get(event.data["session_id"])
+    return (
+        usage is not None
+        and usage.started_mono_time is not None
+        and usage.boot_id == event.boot_id
+        and usage.controller_id == event.controller_id
+    )
+
+
+def _check_wall_times(
+    event: Event, received_at: datetime, limits: Plausibility, *, dated_by_start: bool
+) -> None:
+    """Refuse wall times outside the window around the server's clock (except the
+    unused wall time of an event dated from its session's start)."""
     now = received_at.timestamp()
-    times = [("wall_time", event.wall_time)]
+    times = [] if dated_by_start else [("wall_time", event.wall_time)]
     if "ended_wall_time" in event.data:
         times.append(("data.ended_wall_time", event.data["ended_wall_time"]))
     for name, value in times:
@@ -291,7 +312,7 @@ def _apply(
     elif kind is EventKind.SESSION_STARTED:
         _session_started(uow, controller, event)
     elif kind in (EventKind.SESSION_HEARTBEAT, EventKind.SESSION_ENDED):
-        _session_progress(uow, controller, event, limits)
+        _session_progress(uow, controller, event, received_at, limits)
     elif kind is EventKind.BADGE_ENROLLED:
         enrolled = complete_enrollment(uow, controller.machine_id, data["badge_uid"], received_at)
         if enrolled is None:
@@ -384,12 +405,16 @@ def _redate_progress(usage: UsageSession) -> None:
 
 
 def _session_progress(
-    uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event, limits: Plausibility
+    uow: SqlAlchemyUnitOfWork,
+    controller: Controller,
+    event: Event,
+    received_at: datetime,
+    limits: Plausibility,
 ) -> None:
     """A heartbeat or the end: durations only grow, and never beyond the real span."""
     data = event.data
     usage = _get_or_open(uow, controller, event)
-    _check_durations(usage, event, limits)
+    _check_durations(usage, event, received_at, limits)
     usage.elapsed_seconds = max(usage.elapsed_seconds, data["elapsed_seconds"])
     usage.busy_seconds = max(usage.busy_seconds, data["busy_seconds"])
     at = _progress_at(usage, data.get("ended_wall_time", event.wall_time))
@@ -407,13 +432,18 @@ def _progress_at(usage: UsageSession, reported_wall: float) -> datetime:
     return _wall(progress_wall_time(started, usage.elapsed_seconds, reported_wall=reported_wall))
 
 
-def _check_durations(usage: UsageSession, event: Event, limits: Plausibility) -> None:
+def _check_durations(
+    usage: UsageSession, event: Event, received_at: datetime, limits: Plausibility
+) -> None:
     """Refuse elapsed/busy times longer than the session has really run (once its
-    start is known: a session opened by a heartbeat takes its start from it)."""
+    start is known: a session opened by a heartbeat takes its start from it). A wall
+    time outside the plausible window says nothing of the span: the monotonic one does."""
     if usage.started_mono_time is None:
         return
     ended_wall = event.data.get("ended_wall_time", event.wall_time)
     same_boot = event.boot_id == usage.boot_id and "ended_wall_time" not in event.data
+    if same_boot and wall_time_problem(ended_wall, received_at.timestamp(), limits):
+        ended_wall = usage.started_at.timestamp()
     span = session_span(
         usage.started_at.timestamp(),
         ended_wall,

@@ -79,3 +79,31 @@ def test_ingest_session_started_after_its_end_dates_the_end_from_the_start(
         usage = uow.sessions.get("s1")
         assert usage is not None and usage.ended_at is not None
         assert usage.ended_at - usage.started_at == timedelta(seconds=5.0)
+
+
+def test_ingest_session_ended_after_clock_step_of_a_year_ends_at_start_plus_elapsed(
+    ingest: Ingest, events: EventFactory, lab: ServerRuntime
+) -> None:
+    ingest(_start(events))
+    year = 400 * 86400.0
+    end = _stepped(events, EventKind.SESSION_ENDED, 5.0, year, reason=EndReason.BADGE.value)
+    assert ingest(end).outcome is Outcome.ACCEPTED
+    with lab.new_uow() as uow:
+        usage = uow.sessions.get("s1")
+        assert usage is not None and usage.ended_at is not None
+        assert usage.ended_at - usage.started_at == timedelta(seconds=5.0)
+
+
+def test_ingest_end_far_ahead_cannot_claim_more_than_its_monotonic_span(
+    ingest: Ingest, events: EventFactory, lab: ServerRuntime
+) -> None:
+    ingest(_start(events))
+    year = 400 * 86400.0
+    forged = _stepped(
+        events, EventKind.SESSION_ENDED, 300 * 86400.0, year - 300 * 86400.0,
+        reason=EndReason.BADGE.value,
+    )  # fmt: skip
+    assert ingest(forged).outcome is Outcome.REJECTED
+    with lab.new_uow() as uow:
+        usage = uow.sessions.get("s1")
+        assert usage is not None and usage.ended_at is None
