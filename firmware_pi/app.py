@@ -571,9 +571,11 @@ class ControllerApp(Generic[ReaderT]):
         if ack.controller_id != self.config.controller_id:
             log.warning("ignoring ack for controller %s", ack.controller_id)
             return
-        if ack.outbox_id == self.outbox.outbox_id and (
-            ack.conflicts or ack.up_to_seq > self.outbox.last_seq
-        ):
+        if ack.outbox_id != self.outbox.outbox_id:
+            # Another stream of this controller (one it left): nothing here to drop or report.
+            log.debug("ignoring ack for outbox %s", ack.outbox_id)
+            return
+        if ack.conflicts or ack.up_to_seq > self.outbox.last_seq:
             self._new_stream(ack)
             return
         if ack.rejected:

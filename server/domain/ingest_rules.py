@@ -109,3 +109,18 @@ def duration_problem(
     if busy_seconds > elapsed_seconds + limits.duration_tolerance_s:
         return "data.busy_seconds", f"{busy_seconds:g} s is longer than the session's elapsed time"
     return None
+
+
+def progress_wall_time(
+    started_wall: float | None, elapsed_seconds: float, *, reported_wall: float
+) -> float:
+    """When a session's heartbeat or end lies in time (seconds since the epoch).
+
+    Once the session's start is known it is `started_wall + elapsed_seconds`: the
+    elapsed time is measured on the controller's monotonic clock from the start, so a
+    wall clock stepped (NTP, no RTC) after the start moves nothing. Only a session whose
+    start has not arrived yet takes the controller's wall time at the event.
+    """
+    if started_wall is None:
+        return reported_wall
+    return started_wall + elapsed_seconds

@@ -34,6 +34,7 @@ from server.domain.ingest_rules import (
     classify_seq,
     duration_problem,
     owns_session,
+    progress_wall_time,
     session_span,
     wall_time_problem,
 )
@@ -87,8 +88,7 @@ def ingest_event(cmd: IngestEvent, uow: SqlAlchemyUnitOfWork) -> IngestOutcome:
     try:
         address = parse_topic(cmd.topic)
     except ProtocolError as exc:
-        logger.warning("event on unexpected topic %r: %s", cmd.topic, exc)
-        return IngestOutcome(Outcome.BAD_TOPIC, str(exc))
+        return _store_stranger(cmd, uow, Outcome.BAD_TOPIC, f"unexpected topic: {exc}")
     try:
         envelope = EventEnvelope.read(cmd.payload)
     except ProtocolError as exc:
@@ -99,12 +99,11 @@ def ingest_event(cmd: IngestEvent, uow: SqlAlchemyUnitOfWork) -> IngestOutcome:
         return IngestOutcome(Outcome.UNREADABLE, error)
     controller = uow.controllers.get(envelope.controller_id)
     if controller is None or controller.machine_id != address.machine:
-        logger.warning(
-            "event from controller %r not registered for machine %r",
-            envelope.controller_id,
-            address.machine,
+        error = (
+            f"controller {envelope.controller_id!r} is not registered"
+            f" for machine {address.machine!r}"
         )
-        return IngestOutcome(Outcome.UNKNOWN_CONTROLLER, "controller not registered for machine")
+        return _store_stranger(cmd, uow, Outcome.UNKNOWN_CONTROLLER, error)
 
     # Every process ingesting this stream waits here: the ack is computed from all of
     # its committed seqs, never from a stale read.
@@ -127,6 +126,18 @@ def ingest_event(cmd: IngestEvent, uow: SqlAlchemyUnitOfWork) -> IngestOutcome:
     uow.commit()
     uow.outgoing.append(OutgoingMessage(ack_topic(address.site, address.machine), ack.encode()))
     return IngestOutcome(outcome.outcome, outcome.error, ack.up_to_seq)
+
+
+def _store_stranger(
+    cmd: IngestEvent, uow: SqlAlchemyUnitOfWork, outcome: Outcome, error: str
+) -> IngestOutcome:
+    """An event outside any trusted stream (bad topic, unknown controller, another
+    machine's topic): stored as rejected with the reason, never acked. It holds no
+    controller, outbox or seq, so it can never take a seq of a genuine stream."""
+    logger.warning("rejected event on %r: %s", cmd.topic, error)
+    uow.events.add(_raw(cmd, None, None, "rejected", error))
+    uow.commit()
+    return IngestOutcome(outcome, error)
 
 
 def _held_view(held: RawEvent | None) -> HeldEvent | None:
@@ -215,7 +226,9 @@ def _store_and_apply(
             return _moved_duplicate(cmd, uow, envelope, event, earlier)
         if earlier is not None:
             raise ProtocolError("event_id", "already used by another controller")
-        _check_wall_times(event, cmd.received_at, cmd.limits)
+        _check_wall_times(
+            event, cmd.received_at, cmd.limits, dated_by_start=_dated_by_start(uow, event)
+        )
     except ProtocolError as exc:
         logger.warning("rejected event %s/%s: %s", envelope.controller_id, envelope.seq, exc)
         uow.events.add(_raw(cmd, envelope, None, "rejected", str(exc)))
@@ -253,10 +266,29 @@ def _moved_duplicate(
     return IngestOutcome(Outcome.DUPLICATE)
 
 
-def _check_wall_times(event: Event, received_at: datetime, limits: Plausibility) -> None:
-    """Refuse wall times outside the window around the server's clock."""
+def _dated_by_start(uow: SqlAlchemyUnitOfWork, event: Event) -> bool:
+    """Is this a heartbeat or an end of a session started in the same boot? Its time is
+    then the start plus its monotonic elapsed time, and its own wall time is unused."""
+    if event.kind not in (EventKind.SESSION_HEARTBEAT, EventKind.SESSION_ENDED):
+        return False
+    if "ended_wall_time" in event.data:
+        return False
+    usage = uow.sessions.get(event.data["session_id"])
+    return (
+        usage is not None
+        and usage.started_mono_time is not None
+        and usage.boot_id == event.boot_id
+        and usage.controller_id == event.controller_id
+    )
+
+
+def _check_wall_times(
+    event: Event, received_at: datetime, limits: Plausibility, *, dated_by_start: bool
+) -> None:
+    """Refuse wall times outside the window around the server's clock (except the
+    unused wall time of an event dated from its session's start)."""
     now = received_at.timestamp()
-    times = [("wall_time", event.wall_time)]
+    times = [] if dated_by_start else [("wall_time", event.wall_time)]
     if "ended_wall_time" in event.data:
         times.append(("data.ended_wall_time", event.data["ended_wall_time"]))
     for name, value in times:
@@ -280,7 +312,7 @@ def _apply(
     elif kind is EventKind.SESSION_STARTED:
         _session_started(uow, controller, event)
     elif kind in (EventKind.SESSION_HEARTBEAT, EventKind.SESSION_ENDED):
-        _session_progress(uow, controller, event, limits)
+        _session_progress(uow, controller, event, received_at, limits)
     elif kind is EventKind.BADGE_ENROLLED:
         enrolled = complete_enrollment(uow, controller.machine_id, data["badge_uid"], received_at)
         if enrolled is None:
@@ -348,6 +380,8 @@ def _session_started(uow: SqlAlchemyUnitOfWork, controller: Controller, event: E
     usage.started_at = _wall(event.wall_time)
     usage.started_mono_time = event.mono_time
     usage.boot_id = event.boot_id
+    if usage.last_heartbeat_at is not None or usage.ended_at is not None:
+        _redate_progress(usage)
     usage.snapshot_version = data["snapshot_version"]
     usage.maintenance_override = bool(data.get("maintenance_override", False))
     usage.supervisor_member_id = data.get("supervisor_member_id")
@@ -361,30 +395,55 @@ def _session_started(uow: SqlAlchemyUnitOfWork, controller: Controller, event: E
         logger.warning("session %s decided on stale snapshot %s", usage.id, usage.snapshot_version)
 
 
+def _redate_progress(usage: UsageSession) -> None:
+    """The start arrived after heartbeats or the end (reordered): date them from it."""
+    at = _progress_at(usage, usage.started_at.timestamp())
+    if usage.ended_at is not None:
+        usage.ended_at = at
+    else:
+        usage.last_heartbeat_at = at
+
+
 def _session_progress(
-    uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event, limits: Plausibility
+    uow: SqlAlchemyUnitOfWork,
+    controller: Controller,
+    event: Event,
+    received_at: datetime,
+    limits: Plausibility,
 ) -> None:
     """A heartbeat or the end: durations only grow, and never beyond the real span."""
     data = event.data
     usage = _get_or_open(uow, controller, event)
-    _check_durations(usage, event, limits)
+    _check_durations(usage, event, received_at, limits)
     usage.elapsed_seconds = max(usage.elapsed_seconds, data["elapsed_seconds"])
     usage.busy_seconds = max(usage.busy_seconds, data["busy_seconds"])
+    at = _progress_at(usage, data.get("ended_wall_time", event.wall_time))
     if event.kind is EventKind.SESSION_HEARTBEAT:
-        usage.last_heartbeat_at = _wall(event.wall_time)
+        usage.last_heartbeat_at = at
     else:
-        usage.ended_at = _wall(data.get("ended_wall_time", event.wall_time))
+        usage.ended_at = at
         usage.end_reason = data["reason"]
         usage.busy = False
 
 
-def _check_durations(usage: UsageSession, event: Event, limits: Plausibility) -> None:
+def _progress_at(usage: UsageSession, reported_wall: float) -> datetime:
+    """The session's start plus its (monotonic) elapsed time, once the start is in."""
+    started = usage.started_at.timestamp() if usage.started_mono_time is not None else None
+    return _wall(progress_wall_time(started, usage.elapsed_seconds, reported_wall=reported_wall))
+
+
+def _check_durations(
+    usage: UsageSession, event: Event, received_at: datetime, limits: Plausibility
+) -> None:
     """Refuse elapsed/busy times longer than the session has really run (once its
-    start is known: a session opened by a heartbeat takes its start from it)."""
+    start is known: a session opened by a heartbeat takes its start from it). A wall
+    time outside the plausible window says nothing of the span: the monotonic one does."""
     if usage.started_mono_time is None:
         return
     ended_wall = event.data.get("ended_wall_time", event.wall_time)
     same_boot = event.boot_id == usage.boot_id and "ended_wall_time" not in event.data
+    if same_boot and wall_time_problem(ended_wall, received_at.timestamp(), limits):
+        ended_wall = usage.started_at.timestamp()
     span = session_span(
         usage.started_at.timestamp(),
         ended_wall,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -228,6 +229,26 @@ def test_app_ignores_ack_for_another_outbox(
     fake_link.deliver_ack(1, outbox_id="previous-outbox")
     settle(app)
 
+    assert len(app.outbox) == 1
+
+
+def test_app_ignores_rejections_in_an_ack_for_another_outbox(
+    build_app: BuildApp,
+    stored_snapshot: PermissionSnapshot,
+    fake_link: FakeLink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake_link.connect()
+    app = build_app()
+    app.start()
+    app.reader.tap(STRANGER)
+    wait_until(lambda: fake_link.published_seqs() == [1])
+
+    with caplog.at_level(logging.INFO, logger="firmware_pi"):
+        fake_link.deliver_ack(1, outbox_id="another-outbox", rejected=(1,))
+        settle(app)
+
+    assert "server rejected events" not in caplog.text
     assert len(app.outbox) == 1
 
 

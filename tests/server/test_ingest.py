@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from protocol import Ack, EndReason, EventKind, Level, ack_topic
+from protocol import Ack, EndReason, EventKind, Level, ack_topic, events_topic
 from server.adapters.orm import BadgeDenial, RawEvent, UsageSession
 from server.bootstrap import ServerRuntime
 from server.service_layer.commands import OutgoingMessage
@@ -121,6 +121,59 @@ def test_ingest_event_from_unregistered_controller_is_refused(
     assert outcome.outcome is Outcome.UNKNOWN_CONTROLLER
     assert _count(lab, UsageSession) == 0
     assert _acks(sent) == []
+
+
+def _only_raw(runtime: ServerRuntime) -> RawEvent:
+    with runtime.new_uow() as uow:
+        raw = uow.session.scalars(select(RawEvent)).one()
+        uow.session.expunge(raw)
+        return raw
+
+
+def test_ingest_event_from_unregistered_controller_is_stored_rejected_with_reason(
+    ingest: Ingest, lab: ServerRuntime
+) -> None:
+    payload = _start(EventFactory(controller_id="intruder")).encode()
+    ingest(payload)
+    raw = _only_raw(lab)
+    assert (raw.status, raw.payload) == ("rejected", payload.decode())
+    assert "intruder" in (raw.error or "")
+
+
+def test_ingest_event_on_another_machines_topic_is_stored_rejected_not_acked(
+    ingest: Ingest, events: EventFactory, lab: ServerRuntime, sent: list[OutgoingMessage]
+) -> None:
+    outcome = ingest(_start(events), topic=events_topic(SITE, "cutter"))
+    assert outcome.outcome is Outcome.UNKNOWN_CONTROLLER
+    raw = _only_raw(lab)
+    assert raw.status == "rejected" and "cutter" in (raw.error or "")
+    assert sent == []
+
+
+def test_ingest_event_on_another_machines_topic_leaves_its_seq_to_the_real_stream(
+    ingest: Ingest, events: EventFactory, lab: ServerRuntime, sent: list[OutgoingMessage]
+) -> None:
+    start = _start(events)
+    ingest(start, topic=events_topic(SITE, "cutter"))
+    assert ingest(start).outcome is Outcome.ACCEPTED
+    assert _count(lab, UsageSession) == 1
+    assert [a.up_to_seq for a in _acks(sent)] == [1]
+
+
+def test_ingest_event_on_malformed_topic_is_stored_rejected_not_acked(
+    ingest: Ingest, events: EventFactory, lab: ServerRuntime, sent: list[OutgoingMessage]
+) -> None:
+    outcome = ingest(_start(events), topic="fablab/x/y/z/events/extra")
+    assert outcome.outcome is Outcome.BAD_TOPIC
+    raw = _only_raw(lab)
+    assert (raw.status, raw.topic) == ("rejected", "fablab/x/y/z/events/extra")
+    assert raw.error
+    assert sent == []
+
+
+def test_ingest_stranger_payload_is_stored_truncated(ingest: Ingest, lab: ServerRuntime) -> None:
+    ingest(b"x" * 200_000, topic="not/a/fablab/topic")
+    assert len(_only_raw(lab).payload) == 64 * 1024
 
 
 def test_ingest_badge_denied_records_denial(
