@@ -1,4 +1,4 @@
-"""The navigation links of the billing pages, shown once the billing API is served."""
+"""The navigation links of the billing pages, by the viewer's roles."""
 
 from __future__ import annotations
 
@@ -6,29 +6,19 @@ from starlette.requests import Request
 
 from server.web.i18n import N_
 
-# (API path prefix that must exist, page link, message id of the link, role needed).
+# (page link, message id of the link, role needed).
 BILLING_LINKS = (
-    ("/api/billing", "/billing", N_("Billing"), "treasurer"),
-    ("/api/billing", "/me/credits", N_("My credits"), "maker"),
-    ("/api/billing", "/me/statements", N_("My statements"), "maker"),
-    ("/api/billing", "/me/claims", N_("My contribution claims"), "maker"),
-    ("/api/billing", "/claims", N_("Contribution claims"), "manager"),
+    ("/billing", N_("Billing"), "treasurer"),
+    ("/me/credits", N_("My credits"), "maker"),
+    ("/me/statements", N_("My statements"), "maker"),
+    ("/me/claims", N_("My contribution claims"), "maker"),
+    ("/claims", N_("Contribution claims"), "manager"),
 )
 
 
-def _route_paths(request: Request) -> set[str]:
-    return {getattr(route, "path", "") for route in request.app.routes}
-
-
 def available_links(request: Request) -> list[tuple[str, str]]:
-    """Billing links whose API exists and whose page is served, for the viewer's roles."""
+    """The billing links the logged-in viewer's roles may open (none when logged out)."""
     user = getattr(request.state, "web_user", None)
     if user is None:
         return []
-    paths = _route_paths(request)
-    links = []
-    for api_prefix, page, label, role in BILLING_LINKS:
-        has_api = any(p.startswith(api_prefix) for p in paths)
-        if has_api and page in paths and user.has(role):
-            links.append((page, label))
-    return links
+    return [(page, label) for page, label, role in BILLING_LINKS if user.has(role)]

@@ -85,7 +85,7 @@ def render_text(locale: str, template: str, context: dict[str, Any]) -> str:
 
 
 def billing_links(request: Request) -> list[tuple[str, str]]:
-    """Links to the billing pages, once the billing routes exist: (path, message id).
+    """Links to the billing pages the viewer may open: (path, message id).
 
     The pages themselves are in `server/web/treasurer.py`.
     """

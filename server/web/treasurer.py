@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from server.api.deps import RuntimeDep, UowDep
 from server.bootstrap import ServerRuntime
 from server.domain.billing import accounting, ledger
-from server.domain.billing.money import from_cents, to_cents
+from server.domain.billing.money import BASIS, from_cents, multiplier_bp, to_cents
 from server.domain.errors import DomainError
 from server.service_layer import billing_commands as bc
 from server.service_layer import billing_views as views
@@ -77,8 +77,10 @@ def _overview(request: Request, uow: SqlAlchemyUnitOfWork, **extra: Any) -> dict
         "categories": [(c, multipliers.get(c.id)) for c in uow.categories.all()],
         "months": months,
         "chart": chart,
+        "tariffs": uow.billing.tariffs(),
         "errors": {},
         "starts_on": "",
+        "rate_form": {},
         **extra,
     }
 
@@ -110,6 +112,101 @@ def open_period(
         context = _overview(request, uow, errors={"starts_on": message}, starts_on=starts_on)
         return _render(request, "billing.html", context, 400)
     return RedirectResponse(f"/billing/periods/{period_id}", status_code=303)
+
+
+RATE_FIELDS = ("unlocked_per_hour", "busy_per_hour", "minimum_charge")
+
+
+def _rate_errors(request: Request, uow: SqlAlchemyUnitOfWork, form: dict[str, str]) -> tuple[
+    dict[str, str], dict[str, int]]:  # fmt: skip
+    """Errors per field of the new-rate form, and its values (cents, minutes) when valid."""
+    errors: dict[str, str] = {}
+    values: dict[str, int] = {}
+    if form["tariff_id"] not in {t.id for t in uow.billing.tariffs()}:
+        errors["tariff_id"] = tr(request, "Choose the tariff.")
+    try:
+        date.fromisoformat(form["valid_from"])
+    except ValueError:
+        errors["valid_from"] = tr(request, "Give the first day as YYYY-MM-DD.")
+    for name in RATE_FIELDS:
+        cents, error = _amount_cents(request, form[name] or "0")
+        if error or cents is None:
+            errors[name] = error
+        else:
+            values[name] = cents
+    for name, low, high in (("rounding_minutes", 1, 1440), ("free_minutes", 0, 100_000)):
+        text = form[name].strip() or ("1" if name == "rounding_minutes" else "0")
+        if not text.isdigit() or not low <= int(text) <= high:
+            errors[name] = tr(request, "Give a whole number between %(low)s and %(high)s.",
+                              low=low, high=high)  # fmt: skip
+        else:
+            values[name] = int(text)
+    return errors, values
+
+
+@router.post("/billing/rates", response_class=HTMLResponse)
+def add_rate(
+    request: Request,
+    runtime: RuntimeDep,
+    uow: UowDep,
+    user: TreasurerUser,
+    _: FormUser,
+    tariff_id: Annotated[str, Form(max_length=63)] = "",
+    valid_from: Annotated[str, Form(max_length=10)] = "",
+    unlocked_per_hour: Annotated[str, Form(max_length=20)] = "",
+    busy_per_hour: Annotated[str, Form(max_length=20)] = "",
+    minimum_charge: Annotated[str, Form(max_length=20)] = "",
+    rounding_minutes: Annotated[str, Form(max_length=6)] = "",
+    free_minutes: Annotated[str, Form(max_length=6)] = "",
+) -> Response:
+    """A new dated version of a tariff's prices (rates are never edited)."""
+    form = {"tariff_id": tariff_id, "valid_from": valid_from,
+            "unlocked_per_hour": unlocked_per_hour, "busy_per_hour": busy_per_hour,
+            "minimum_charge": minimum_charge, "rounding_minutes": rounding_minutes,
+            "free_minutes": free_minutes}  # fmt: skip
+    errors, values = _rate_errors(request, uow, form)
+    if not errors:
+        try:
+            runtime.bus.handle(bc.AddRate(
+                tariff_id, date.fromisoformat(valid_from), runtime.settings.billing_policy(),
+                unlocked_cents_per_hour=values["unlocked_per_hour"],
+                busy_cents_per_hour=values["busy_per_hour"],
+                minimum_cents=values["minimum_charge"],
+                rounding_minutes=values["rounding_minutes"],
+                free_minutes=values["free_minutes"], actor=user.principal))  # fmt: skip
+            return RedirectResponse("/billing#rates-title", status_code=303)
+        except DomainError as exc:
+            errors["valid_from"] = str(exc)
+    context = _overview(request, uow, errors=errors, rate_form=form)
+    return _render(request, "billing.html", context, 400)
+
+
+@router.post("/billing/categories/{category_id}", response_class=HTMLResponse)
+def set_category_multiplier(
+    request: Request,
+    category_id: Annotated[str, Path(max_length=40)],
+    runtime: RuntimeDep,
+    uow: UowDep,
+    user: TreasurerUser,
+    _: FormUser,
+    multiplier: Annotated[str, Form(max_length=12)] = "",
+) -> Response:
+    """Set a member category's multiplier on general rates (1 = full price)."""
+    try:
+        basis_points = multiplier_bp(multiplier.strip().replace(",", "."))
+        if basis_points > 10 * BASIS:
+            raise ValueError(multiplier)
+        runtime.bus.handle(
+            bc.SetCategoryMultiplier(category_id, basis_points, actor=user.principal)
+        )
+    except (ArithmeticError, ValueError):
+        message = tr(request, "Give a number between 0 and 10, such as 0.5.")
+        context = _overview(request, uow, errors={f"multiplier-{category_id}": message})
+        return _render(request, "billing.html", context, 400)
+    except DomainError as exc:
+        context = _overview(request, uow, errors={f"multiplier-{category_id}": str(exc)})
+        return _render(request, "billing.html", context, 400)
+    return RedirectResponse("/billing#categories-title", status_code=303)
 
 
 def _period_or_404(uow: SqlAlchemyUnitOfWork, period_id: int) -> Any:

@@ -209,3 +209,65 @@ def test_billing_pages_chart_shows_charges_and_credits_per_month(
     page = browser.get("/billing").text
     svg = re.search(r"<svg.*?</svg>", page, re.S)
     assert svg and "October 2026: 24.00" in svg.group(0)
+
+
+def test_billing_pages_treasurer_adds_a_rate_and_sets_a_category_multiplier(
+    priced: ServerRuntime, browser: TestClient, login: Login
+) -> None:
+    csrf = login("tess")
+    rate = {"csrf_token": csrf, "tariff_id": "cutting", "valid_from": "2026-11-01",
+            "unlocked_per_hour": "15,00", "busy_per_hour": "", "minimum_charge": "2.00",
+            "rounding_minutes": "15", "free_minutes": "0"}  # fmt: skip
+    assert browser.post("/billing/rates", data=rate).status_code == 200
+    with priced.new_uow() as uow:
+        category = uow.categories.all()[0].id
+    page = browser.post(f"/billing/categories/{category}", data={"csrf_token": csrf,
+                        "multiplier": "0,5"})  # fmt: skip
+    assert page.status_code == 200
+    with priced.new_uow() as uow:
+        newest = uow.billing.rates("cutting")[-1]
+        assert (newest.valid_from, newest.unlocked_cents_per_hour) == (date(2026, 11, 1), 1500)
+        assert (newest.minimum_cents, newest.rounding_minutes) == (200, 15)
+        assert uow.billing.multipliers()[category] == 5_000
+
+
+def test_billing_pages_bad_rate_shows_errors_next_to_fields_and_adds_nothing(
+    priced: ServerRuntime, browser: TestClient, login: Login
+) -> None:
+    csrf = login("tess")
+    rate = {"csrf_token": csrf, "tariff_id": "cutting", "valid_from": "2026-11-01",
+            "unlocked_per_hour": "lots", "rounding_minutes": "0"}  # fmt: skip
+    page = browser.post("/billing/rates", data=rate)
+    assert page.status_code == 400
+    assert 'id="f-unlocked_per_hour-error"' in page.text
+    assert 'id="f-rounding_minutes-error"' in page.text
+    with priced.new_uow() as uow:
+        assert len(uow.billing.rates("cutting")) == 1
+
+
+def test_billing_pages_treasurer_issues_a_credit_note_on_an_approved_statement(
+    priced: ServerRuntime, browser: TestClient, login: Login
+) -> None:
+    period = _closed_period(browser, login)
+    with priced.new_uow() as uow:
+        (approved,) = uow.billing.statements(period_id=period, member_id="ada")
+    csrf = _csrf(browser.get(f"/billing/statements/{approved.id}").text)
+    page = browser.post(
+        f"/billing/statements/{approved.id}/credit-note",
+        data={"csrf_token": csrf, "note_amount": "2.00", "note_reason": "goodwill"},
+    )
+    assert page.status_code == 200 and "goodwill" in page.text
+    with priced.new_uow() as uow:
+        notes = uow.billing.statements(member_id="ada", kind="credit_note")
+        assert [(n.refers_to_id, n.reason) for n in notes] == [(approved.id, "goodwill")]
+
+
+def test_billing_pages_navigation_links_follow_roles(
+    priced: ServerRuntime, browser: TestClient, login: Login
+) -> None:
+    login("tess")
+    assert 'href="/billing"' in browser.get("/me").text
+    _switch(browser, login, "ada")
+    page = browser.get("/me").text
+    assert 'href="/me/statements"' in page and 'href="/me/claims"' in page
+    assert 'href="/billing"' not in page and 'href="/claims"' not in page
