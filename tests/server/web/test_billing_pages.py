@@ -271,3 +271,26 @@ def test_billing_pages_navigation_links_follow_roles(
     page = browser.get("/me").text
     assert 'href="/me/statements"' in page and 'href="/me/claims"' in page
     assert 'href="/billing"' not in page and 'href="/claims"' not in page
+
+
+def test_billing_pages_with_data_render_in_both_languages_without_inline_code(
+    priced: ServerRuntime, browser: TestClient, login: Login
+) -> None:
+    period = _closed_period(browser, login)
+    with priced.new_uow() as uow:
+        (ada,) = uow.billing.statements(period_id=period, member_id="ada")
+    treasurer = ["/billing", f"/billing/periods/{period}", f"/billing/statements/{ada.id}"]
+    maker = ["/me/statements", f"/me/statements/{ada.id}", "/me/credits", "/me/claims"]
+    for member_id, paths in (("tess", treasurer), ("ada", maker), ("mona", ["/claims"])):
+        _switch(browser, login, member_id)
+        for path in paths:
+            pages = {}
+            for locale in ("en", "fr"):
+                browser.cookies.set("fablab_lang", locale)
+                response = browser.get(path)
+                assert response.status_code == 200, (locale, path)
+                html = response.text
+                assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), path
+                assert not re.search(r"\sstyle=|<style|\son[a-z]+=", html), path
+                pages[locale] = re.sub(r"<[^>]+>|\s+", " ", html.split("<main", 1)[1])
+            assert pages["en"] != pages["fr"], path
