@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 
 from server.api.deps import RuntimeDep, UowDep
 from server.bootstrap import ServerRuntime
-from server.domain.billing import accounting, ledger
+from server.domain.billing import ledger
 from server.domain.billing.money import BASIS, from_cents, multiplier_bp, to_cents
 from server.domain.errors import DomainError
 from server.service_layer import billing_commands as bc
@@ -287,15 +287,7 @@ def export_period(
     """The period as a download: statements CSV, accounting journal or FEC."""
     _period_or_404(uow, period_id)
     policy = runtime.settings.billing_policy()
-    if format == "csv":
-        body, media, name = views.period_csv(uow, period_id, policy), "text/csv", "statements.csv"
-    else:
-        lines = views.period_journal(uow, period_id, policy)
-        if format == "journal":
-            body, media, name = views.journal_csv(lines), "text/csv", "journal.csv"
-        else:
-            sep = "|" if format == "fec" else "\t"
-            body, media, name = accounting.fec_text(lines, sep), "text/plain", "FEC.txt"
+    body, media, name = views.period_export(uow, period_id, policy, format)
     disposition = f'attachment; filename="period-{period_id}-{name}"'
     return PlainTextResponse(body, media_type=media, headers={"Content-Disposition": disposition})
 
