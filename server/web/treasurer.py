@@ -7,9 +7,10 @@ handing the same commands to the message bus.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -52,21 +53,26 @@ def _render(
 # -- treasurer: overview, periods -------------------------------------------------------------
 
 
-def month_rows(uow: SqlAlchemyUnitOfWork) -> list[tuple[date, int, int]]:
-    """(first day of the period's month, charges, credits applied) of approved statements."""
+def month_rows(uow: SqlAlchemyUnitOfWork, tz: ZoneInfo) -> list[tuple[date, int, int]]:
+    """(first day of a month, charges of approved statements of periods starting that month,
+    contribution credits earned that month in the lab's time zone), oldest first."""
     rows: dict[date, list[int]] = {}
     for period in uow.billing.periods():
-        month = period.starts_on.replace(day=1)
-        sums = rows.setdefault(month, [0, 0])
+        sums = rows.setdefault(period.starts_on.replace(day=1), [0, 0])
         for s in uow.billing.statements(period_id=period.id, status="approved"):
             sums[0] += s.charges_cents
-            sums[1] += s.credits_applied_cents
+    for chain in uow.billing.chains().values():
+        for entry in chain:
+            if entry.kind is ledger.EntryKind.EARN:
+                at = entry.at if entry.at.tzinfo else entry.at.replace(tzinfo=UTC)
+                month = at.astimezone(tz).date().replace(day=1)
+                rows.setdefault(month, [0, 0])[1] += entry.amount_cents
     return [(month, c, k) for month, (c, k) in sorted(rows.items())]
 
 
 def _overview(request: Request, uow: SqlAlchemyUnitOfWork, **extra: Any) -> dict[str, Any]:
     fmt = page_context(request)["fmt"]
-    months = month_rows(uow)
+    months = month_rows(uow, fmt.tz)
     chart = charts.paired_bars([(fmt.month(m), c / 100, k / 100) for m, c, k in months], fmt.axis)
     multipliers = uow.billing.multipliers()
     return {

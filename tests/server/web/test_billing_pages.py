@@ -205,10 +205,17 @@ def test_billing_pages_treasurer_adjusts_a_draft_line_with_reason(
 def test_billing_pages_chart_shows_charges_and_credits_per_month(
     priced: ServerRuntime, browser: TestClient, login: Login
 ) -> None:
+    mona = Principal("mona", frozenset({Role.MANAGER}))
+    policy = priced.settings.billing_policy()
+    claim = priced.bus.handle(bc.SubmitClaim("ada", "recipe", 1, "a recipe", actor=mona))
+    december = datetime(2026, 12, 2, 12, tzinfo=UTC)
+    priced.bus.handle(bc.DecideClaim(claim, True, "ok", policy, actor=mona, at=december))
     _closed_period(browser, login)
     page = browser.get("/billing").text
     svg = re.search(r"<svg.*?</svg>", page, re.S)
     assert svg and "October 2026: 24.00" in svg.group(0)
+    credit = 30 * policy.credit_cents_per_minute / 100
+    assert f"December 2026: {credit:.2f}" in svg.group(0)
 
 
 def test_billing_pages_treasurer_adds_a_rate_and_sets_a_category_multiplier(
