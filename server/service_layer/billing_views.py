@@ -220,3 +220,18 @@ def journal_csv(lines: list[accounting.JournalLine]) -> str:
             ]
         )
     return out.getvalue()
+
+
+def period_export(
+    uow: SqlAlchemyUnitOfWork, period_id: int, policy: BillingPolicy, fmt: str
+) -> tuple[str, str, str]:
+    """(body, media type, file name) of a period's download: `csv` (statement lines and
+    totals), `journal` (the accounting journal as CSV), `fec` / `fec-tab` (the French FEC,
+    `|` or tab separated)."""
+    if fmt == "csv":
+        return period_csv(uow, period_id, policy), "text/csv", "statements.csv"
+    lines = period_journal(uow, period_id, policy)
+    if fmt == "journal":
+        return journal_csv(lines), "text/csv", "journal.csv"
+    sep = "|" if fmt == "fec" else "\t"
+    return accounting.fec_text(lines, sep), "text/plain", "FEC.txt"

@@ -32,5 +32,21 @@ BADGE_STATUSES = {
     "blocked": N_("blocked"),
 }
 MODES = {"toggle": N_("Tap to start, tap to end"), "hold": N_("Badge stays on the reader")}
+BILLING = {
+    "open": N_("open"),
+    "computed": N_("computed"),
+    "closed": N_("closed"),
+    "draft": N_("draft"),
+    "approved": N_("approved"),
+    "pending": N_("pending"),
+    "rejected": N_("rejected"),
+    "statement": N_("statement"),
+    "credit_note": N_("credit note"),
+    "earn": N_("contribution credited"),
+    "spend": N_("used by a statement"),
+    "expire": N_("expired"),
+    "topup": N_("paid in advance"),
+    "adjust": N_("adjustment"),
+}
 ALL = {"levels": LEVELS, "end_reasons": END_REASONS, "command_statuses": COMMAND_STATUSES,
-       "badge_statuses": BADGE_STATUSES, "modes": MODES}  # fmt: skip
+       "badge_statuses": BADGE_STATUSES, "modes": MODES, "billing": BILLING}  # fmt: skip

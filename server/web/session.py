@@ -104,6 +104,7 @@ def _require(role: Role) -> Callable[[WebUser], WebUser]:
 
 ManagerUser = Annotated[WebUser, Depends(_require(Role.MANAGER))]
 TrainerUser = Annotated[WebUser, Depends(_require(Role.TRAINER))]
+TreasurerUser = Annotated[WebUser, Depends(_require(Role.TREASURER))]
 
 
 async def check_csrf(request: Request, user: LoggedIn) -> WebUser:

@@ -11,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from dashboards import TEMPLATES_DIR
+from server.web.billing_nav import available_links
 from server.web.i18n import LOCALES, Formatter, Gettext, gettext_for, request_locale
 from server.web.session import anonymous_form_token, keep_form_token
-from server.web.treasurer import available_links
 
 _current_gettext: ContextVar[Gettext] = ContextVar("current_gettext")
 
@@ -85,9 +85,8 @@ def render_text(locale: str, template: str, context: dict[str, Any]) -> str:
 
 
 def billing_links(request: Request) -> list[tuple[str, str]]:
-    """Links to the billing pages, once the billing routes exist: (path, message id).
+    """Links to the billing pages the viewer may open: (path, message id).
 
-    Treasurer and member billing pages (credits, ledger, statements, claims, periods)
-    belong in `server/web/treasurer.py`; until the billing routes land, nothing is shown.
+    The pages themselves are in `server/web/treasurer.py`.
     """
     return available_links(request)

@@ -33,7 +33,6 @@ from server.api.billing_schemas import (
 )
 from server.api.deps import CurrentPrincipal, RuntimeDep, UowDep, require
 from server.domain.access import Principal, Role
-from server.domain.billing import accounting
 from server.domain.billing.money import BASIS, from_cents, multiplier_bp, to_cents
 from server.service_layer import billing_commands as bc
 from server.service_layer import billing_views as views
@@ -271,15 +270,7 @@ def export_period(
     `fec` / `fec-tab`: the French FEC (18 columns, `|` or tab separated)."""
     _period_public(uow, period_id)
     policy = runtime.settings.billing_policy()
-    if format == "csv":
-        body, media, name = views.period_csv(uow, period_id, policy), "text/csv", "statements.csv"
-    else:
-        lines = views.period_journal(uow, period_id, policy)
-        if format == "journal":
-            body, media, name = views.journal_csv(lines), "text/csv", "journal.csv"
-        else:
-            sep = "|" if format == "fec" else "\t"
-            body, media, name = accounting.fec_text(lines, sep), "text/plain", "FEC.txt"
+    body, media, name = views.period_export(uow, period_id, policy, format)
     return PlainTextResponse(
         body,
         media_type=media,

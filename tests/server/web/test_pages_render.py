@@ -11,12 +11,14 @@ from tests.server.web.conftest import Login
 
 PUBLIC_PAGES = ("/", "/?kiosk=1", "/login", "/forgot", "/open-data", "/docs", "/redoc")
 MAKER_PAGES = ("/me", "/me/sessions", "/me/sessions?month=2026-01", "/me/tokens",
-               "/me/password", "/report")  # fmt: skip
+               "/me/password", "/report", "/me/statements", "/me/credits",
+               "/me/claims")  # fmt: skip
 TRAINER_PAGES = ("/trainer", "/trainer?q=nora", "/trainer/supervised", "/members/nora",
                  "/machines/laser", "/machines/laser?q=nora")  # fmt: skip
 MANAGER_PAGES = ("/members", "/members?q=ada", "/members/new", "/members/import",
                  "/members/ada", "/machines", "/machines/laser", "/audit",
-                 "/audit?action=member.create", "/stats")  # fmt: skip
+                 "/audit?action=member.create", "/stats", "/claims")  # fmt: skip
+TREASURER_PAGES = ("/billing",)
 
 
 def _statuses(client: TestClient, paths: tuple[str, ...]) -> dict[str, int]:
@@ -46,6 +48,21 @@ def test_pages_maker_gets_403_page_on_manager_pages(browser: TestClient, login: 
         assert response.status_code == 403, path
         assert "You may not open this page" in response.text
         assert "Nora" not in response.text, path
+
+
+def test_pages_treasurer_pages_render_for_a_treasurer(browser: TestClient, login: Login) -> None:
+    login("tess")
+    paths = MAKER_PAGES + TREASURER_PAGES
+    assert _statuses(browser, paths) == dict.fromkeys(paths, 200)
+
+
+def test_pages_treasurer_pages_are_403_for_manager_and_maker(
+    browser: TestClient, login: Login
+) -> None:
+    for member_id in ("mona", "ada"):
+        browser.cookies.clear()
+        login(member_id)
+        assert _statuses(browser, TREASURER_PAGES) == dict.fromkeys(TREASURER_PAGES, 403)
 
 
 def test_pages_private_redirect_anonymous_to_login(browser: TestClient) -> None:

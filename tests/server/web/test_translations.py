@@ -19,6 +19,7 @@ from tests.server.web.test_pages_render import (
     MANAGER_PAGES,
     PUBLIC_PAGES,
     TRAINER_PAGES,
+    TREASURER_PAGES,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -88,7 +89,11 @@ def test_translations_every_page_renders_in_both_languages(
 ) -> None:
     login("mona")
     untranslated = []
-    for path in PUBLIC_PAGES[:5] + MAKER_PAGES + TRAINER_PAGES + MANAGER_PAGES:
+    paths = PUBLIC_PAGES[:5] + MAKER_PAGES + TRAINER_PAGES + MANAGER_PAGES + TREASURER_PAGES
+    for path in paths:
+        if path in TREASURER_PAGES and path == TREASURER_PAGES[0]:
+            browser.cookies.clear()
+            login("tess")
         pages = {}
         for locale in LOCALES:
             browser.cookies.set("fablab_lang", locale)
