@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from server.api.schemas import Name
+
 
 def _lab_date(value: date) -> date:
     if not date(2000, 1, 1) <= value <= date(2199, 12, 1):
@@ -18,15 +20,19 @@ def _lab_date(value: date) -> date:
 LabDate = Annotated[date, AfterValidator(_lab_date)]
 
 
+# Machine ids as the members API takes them: printable (PostgreSQL text holds no NUL).
+_MachineRef = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
 class TariffCreate(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    name: str = Field(min_length=1, max_length=200)
-    machine_ids: list[str] = Field(default_factory=list, max_length=200)
+    name: Name
+    machine_ids: list[_MachineRef] = Field(default_factory=list, max_length=200)
 
 
 class TariffUpdate(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    machine_ids: list[str] | None = Field(default=None, max_length=200)
+    name: Name | None = None
+    machine_ids: list[_MachineRef] | None = Field(default=None, max_length=200)
 
 
 class TariffPublic(BaseModel):
