@@ -26,8 +26,11 @@ Helpers to import: ``from tests.fixtures import free_port, wait_for_port``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -43,6 +46,7 @@ from tests.fixtures import (
 )
 from tests.fixtures.postgres import (
     create_database,
+    create_database_from_template,
     drop_database,
     unique_database_name,
     with_database,
@@ -188,17 +192,57 @@ def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
         drop_database(postgres_url, name)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty server database migrated to head, once on SQLite and once on PostgreSQL."""
+@pytest.fixture(scope="session")
+def sqlite_schema_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per test session, copied by `migrated_sqlite_url`.
+
+    Running the migrations for each of the hundreds of tests that want an empty
+    database costs minutes; a copy of the migrated file is the same schema."""
     from server.adapters.migrations import upgrade
 
+    path = tmp_path_factory.mktemp("schema-template") / "template.sqlite3"
+    upgrade(f"sqlite:///{path}")
+    # WAL mode: fold the log into the main file so that copying the file copies it all.
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+def migrated_sqlite_url(template: Path, path: Path) -> str:
+    """A SQLite URL at `path` holding a copy of the migrated `template`."""
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def postgres_schema_template(postgres_url: str) -> Iterator[str]:
+    """The name of a PostgreSQL database migrated to head once per test session, the
+    template of every `database_url` on PostgreSQL (nothing stays connected to it)."""
+    from server.adapters.migrations import upgrade
+
+    name = unique_database_name("fablab_tmpl")
+    create_database(postgres_url, name)
+    upgrade(with_database(postgres_url, name))
+    yield name
+    drop_database(postgres_url, name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty server database migrated to head, once on SQLite and once on PostgreSQL
+    (each a copy of a once-migrated template)."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'server.sqlite3'}"
-    else:
-        url = request.getfixturevalue("fresh_postgres_url")
-    upgrade(url)
-    return url
+        template = request.getfixturevalue("sqlite_schema_template")
+        yield migrated_sqlite_url(template, tmp_path / "server.sqlite3")
+        return
+    postgres_url: str = request.getfixturevalue("postgres_url")
+    template_name: str = request.getfixturevalue("postgres_schema_template")
+    name = unique_database_name()
+    create_database_from_template(postgres_url, name, template_name)
+    try:
+        yield with_database(postgres_url, name)
+    finally:
+        drop_database(postgres_url, name)
 
 
 # -- misc --------------------------------------------------------------------------------

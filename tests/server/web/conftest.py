@@ -14,6 +14,7 @@ from server.adapters.mail import RecordingMailer
 from server.api.main import create_app
 from server.bootstrap import ServerRuntime
 from server.service_layer import commands as cmds
+from tests.conftest import migrated_sqlite_url
 from tests.server.conftest import password_of
 
 HTML = {"Accept": "text/html,application/xhtml+xml"}
@@ -74,11 +75,7 @@ def login(browser: TestClient) -> Login:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
+def database_url(tmp_path: Path, sqlite_schema_template: Path) -> str:
     """Pages run on SQLite only: their queries are the repositories' (tested on both
     engines by the API tests), and the page tests stay quick."""
-    from server.adapters.migrations import upgrade
-
-    url = f"sqlite:///{tmp_path / 'web.sqlite3'}"
-    upgrade(url)
-    return url
+    return migrated_sqlite_url(sqlite_schema_template, tmp_path / "web.sqlite3")
