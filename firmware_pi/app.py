@@ -52,6 +52,7 @@ from firmware_pi.controller import (
 from firmware_pi.faults import FaultCode, fault_data
 from firmware_pi.hardware import MachineHardware
 from firmware_pi.link import Incoming, Link, LinkDown, LinkUp
+from firmware_pi.logs import bind_controller
 from firmware_pi.outbox import LocalService, Outbox, OutboxFullError
 from firmware_pi.reader import CardReader
 from firmware_pi.signals import Signal
@@ -262,6 +263,7 @@ class ControllerApp(Generic[ReaderT]):
             return
 
     def _run(self) -> None:
+        bind_controller(self.config.controller_id)  # its log lines say whose they are
         try:
             self._start_up()
             while not self._stop_requested.is_set():
