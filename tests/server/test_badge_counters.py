@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from protocol import EventKind, Level
+from server.api.routes.members import badge_public
 from server.bootstrap import ServerRuntime
 from server.service_layer.ingest import Outcome
 from tests.server.conftest import EventFactory, Ingest
@@ -22,6 +23,9 @@ def test_badge_counters_enrollment_that_wrote_the_sector_marks_the_badge_protect
                   protected=True))  # fmt: skip
 
     assert _protection(lab, "04FFEE01") == ("active", "protected", None)
+    with lab.new_uow() as uow:
+        badge = uow.badges.by_uid("04FFEE01")
+        assert badge is not None and badge_public(badge).protection == "protected"  # API
 
 
 def test_badge_counters_repeat_from_one_controller_blocks_and_unknown_badge_is_kept(
