@@ -343,6 +343,7 @@ class Controller:
             log.warning("badge %s: could not write its anti-cloning sector: enrolled plain",
                         enrolling.uid)
         return self._report_enrolled(enrolling.uid, protected=ok)
+
     def card_present(self, uid: str | None, now: Instant) -> list[Effect]:
         """The reader's view of the card lying on it (hold mode), polled by the app."""
         session = self.session
@@ -493,11 +494,11 @@ class Controller:
             return self._deny(uid, response.reason or DenyReason.UNKNOWN_BADGE, None)
         assert response.member_id is not None and response.level is not None
         entry = PermissionEntry(
-            badge_digest(self.key, pending.uid), response.member_id, response.level,
+            badge_digest(self.key, uid), response.member_id, response.level,
             response.expires_at,
         )
         if self.out_of_service:
-            return self._deny(pending.uid, DenyReason.OUT_OF_SERVICE, entry)
+            return self._deny(uid, DenyReason.OUT_OF_SERVICE, entry)
         if self._expired(entry, now):
             return self._deny(uid, DenyReason.TRAINING_EXPIRED, entry)
         return self._checked(uid, entry, pending.sector, now, lambda counter, at: self._grant(
