@@ -18,6 +18,8 @@ import types
 
 import pytest
 
+from firmware_pi.badge_sector import BadgeKeys
+
 # Registers and commands of the MFRC522 datasheet.
 COMMAND, COMM_IRQ, DIV_IRQ, ERROR, STATUS2, FIFO_DATA, FIFO_LEVEL, CONTROL, BIT_FRAMING = (
     0x01, 0x04, 0x05, 0x06, 0x08, 0x09, 0x0A, 0x0C, 0x0D)
@@ -314,3 +316,27 @@ def install_fake_pi(monkeypatch: pytest.MonkeyPatch) -> SimulatedChip:
     importlib.import_module("mfrc522")
     simulated.gpio = gpio
     return simulated
+
+
+# -- anti-cloning badges (firmware_pi.badge_sector) ---------------------------------------
+
+MASTER = bytes(range(100, 132))  # the test site's badge master key
+KEYS = BadgeKeys(MASTER)
+
+
+class ReaderClock:
+    """The reader's debounce clock, moved by the tests."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def protected_card(uid: str, counter: int, *, keys: BadgeKeys = KEYS) -> SimulatedCard:
+    """A MIFARE Classic badge whose sector holds `counter` and its MAC."""
+    card = SimulatedCard(bytes.fromhex(uid), sak=0x08)
+    card.blocks[keys.data_block] = keys.counter_block(uid, counter)
+    card.blocks[keys.trailer_block] = keys.trailer(uid)
+    return card

@@ -22,32 +22,21 @@ from firmware_pi.badge_sector import (
 )
 from firmware_pi.reader import MFRC522Reader
 from protocol import CommandKind, EventKind, PermissionSnapshot
-from tests.firmware_pi.mfrc522_sim import SimulatedCard, SimulatedChip, install_fake_pi
+from tests.firmware_pi.mfrc522_sim import (
+    KEYS,
+    MASTER,
+    ReaderClock,
+    SimulatedCard,
+    SimulatedChip,
+    install_fake_pi,
+    protected_card,
+)
 from tests.firmware_pi.pi_helpers import ALICE, Rig, lab_snapshot
-
-MASTER = bytes(range(100, 132))
-KEYS = BadgeKeys(MASTER)
 
 
 @pytest.fixture
 def chip(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatedChip]:
     yield install_fake_pi(monkeypatch)
-
-
-class ReaderClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def protected_card(uid: str, counter: int, *, keys: BadgeKeys = KEYS) -> SimulatedCard:
-    """A MIFARE Classic badge whose sector holds `counter` and its MAC."""
-    card = SimulatedCard(bytes.fromhex(uid), sak=0x08)
-    card.blocks[keys.data_block] = keys.counter_block(uid, counter)
-    card.blocks[keys.trailer_block] = keys.trailer(uid)
-    return card
 
 
 def counter_on(card: SimulatedCard) -> int:
@@ -114,6 +103,24 @@ def test_anticlone_granted_tap_writes_counter_plus_one_and_reports_it(bench: Ben
     assert bench.rig.relay_on
     assert counter_on(card) == 6
     assert [s["badge_counter"] for s in bench.starts()] == [6]
+
+
+def test_anticlone_counter_is_written_before_the_relay_moves_or_the_start_is_recorded(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[bool, int]] = []
+    write = bench.reader.write_counter
+
+    def watched(uid: str, counter: int) -> bool:
+        seen.append((bench.rig.relay_on, len(bench.starts())))
+        return write(uid, counter)
+
+    monkeypatch.setattr(bench.reader, "write_counter", watched)
+
+    bench.tap(protected_card(ALICE, 5))
+
+    assert seen == [(False, 0)]
+    assert bench.rig.relay_on
 
 
 def test_anticlone_each_granted_tap_moves_the_counter(bench: Bench) -> None:

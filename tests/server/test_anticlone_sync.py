@@ -19,9 +19,16 @@ from server.adapters.orm import AuditEntry, Badge, ControllerFault
 from server.bootstrap import ServerRuntime
 from server.service_layer import commands as cmds
 from server.service_layer.commands import OutgoingMessage
-from tests.firmware_pi.mfrc522_sim import SimulatedCard, SimulatedChip, install_fake_pi
+from tests.firmware_pi.mfrc522_sim import (
+    KEYS,
+    MASTER,
+    ReaderClock,
+    SimulatedCard,
+    SimulatedChip,
+    install_fake_pi,
+    protected_card,
+)
 from tests.firmware_pi.pi_helpers import FakeClock, Rig
-from tests.firmware_pi.test_pi_anticlone import KEYS, MASTER, ReaderClock, protected_card
 from tests.server.conftest import KEY_HEX, SITE
 
 ADA = "04A1B2C3"  # ada's badge in the `lab` fixture, autonomous on the laser
