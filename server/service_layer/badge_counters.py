@@ -86,7 +86,8 @@ def _flag_clone(
     counter = event.data["badge_counter"]
     now_at = datetime.fromtimestamp(event.wall_time, UTC)
     message = (
-        f"badge {badge.uid} of member {badge.member_id}: counter {counter} written twice"
+        # The badge's id, not its UID: an erased member's faults must not keep it.
+        f"badge #{badge.id} of member {badge.member_id}: counter {counter} written twice"
         f" (on {earlier.machine_id} at {earlier.at:%Y-%m-%d %H:%M} UTC and on"
         f" {controller.machine_id} at {now_at:%Y-%m-%d %H:%M} UTC): two cards carry its"
         " sector; the badge is blocked"
