@@ -1,12 +1,26 @@
-"""Anti-cloning on the server, event by event: protection and counters of a badge."""
+"""Anti-cloning on the server, event by event: protection and counters of a badge.
+
+On PostgreSQL only: tests/server/test_anticlone_sync.py runs the same rules end to end
+on SQLite."""
 
 from __future__ import annotations
+
+import pytest
 
 from protocol import EventKind, Level
 from server.api.routes.members import badge_public
 from server.bootstrap import ServerRuntime
 from server.service_layer.ingest import Outcome
 from tests.server.conftest import EventFactory, Ingest
+
+
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    from server.adapters.migrations import upgrade
+
+    url: str = request.getfixturevalue("fresh_postgres_url")
+    upgrade(url)
+    return url
 
 
 def _protection(lab: ServerRuntime, uid: str) -> tuple[str, str, int | None]:
