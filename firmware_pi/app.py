@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Generic, Protocol, Self, TypeVar
 
@@ -42,14 +42,17 @@ from firmware_pi.controller import (
     Controller,
     Effect,
     EmitEvent,
+    ProtectBadge,
     SendAuthRequest,
     SetOutOfService,
     SetRelay,
     ShowSignal,
+    WriteBadgeCounter,
 )
 from firmware_pi.faults import FaultCode, fault_data
 from firmware_pi.hardware import MachineHardware
 from firmware_pi.link import Incoming, Link, LinkDown, LinkUp
+from firmware_pi.logs import bind_controller
 from firmware_pi.outbox import LocalService, Outbox, OutboxFullError
 from firmware_pi.reader import CardReader
 from firmware_pi.signals import Signal
@@ -260,6 +263,7 @@ class ControllerApp(Generic[ReaderT]):
             return
 
     def _run(self) -> None:
+        bind_controller(self.config.controller_id)  # its log lines say whose they are
         try:
             self._start_up()
             while not self._stop_requested.is_set():
@@ -353,7 +357,9 @@ class ControllerApp(Generic[ReaderT]):
         if uid is not None:
             now = self.clock.now()
             try:
-                effects = self.controller.tap(uid, now, online=self.connected)
+                effects = self.controller.tap(
+                    uid, now, online=self.connected, sector=self.reader.sector(uid)
+                )
             except ProtocolError as exc:
                 log.warning("ignoring unreadable badge %r: %s", uid, exc)
             else:
@@ -426,6 +432,28 @@ class ControllerApp(Generic[ReaderT]):
             with self.outbox.atomic():
                 self._record(effects, now)
         self._act(effects)
+        self._write_badge(effects)
+
+    def _write_badge(self, effects: Sequence[Effect]) -> None:
+        """Card writes the decision waits for (anti-cloning sector): done here, on the
+        loop thread, and their outcome fed back to the state machine at once."""
+        for effect in effects:
+            if isinstance(effect, WriteBadgeCounter):
+                ok = self._card_io(self.reader.write_counter, effect.uid, effect.counter)
+                now = self.clock.now()
+                self._apply(self.controller.badge_written(ok, now), now)
+            elif isinstance(effect, ProtectBadge):
+                ok = self._card_io(self.reader.protect, effect.uid)
+                now = self.clock.now()
+                self._apply(self.controller.badge_protected(ok), now)
+
+    @staticmethod
+    def _card_io(write: Callable[..., bool], *args: object) -> bool:
+        try:
+            return write(*args)
+        except Exception:
+            log.exception("writing to the badge failed")
+            return False
 
     def _record(self, effects: Sequence[Effect], now: Instant) -> None:
         """The outbox part of `effects`; the caller holds the transaction."""

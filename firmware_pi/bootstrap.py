@@ -28,7 +28,8 @@ def make_reader(config: ControllerConfig) -> CardReader:
         return SimulatedReader()
     if kind == "mfrc522":
         return MFRC522Reader(
-            bus=config.mfrc522_bus, device=config.mfrc522_device, rst_pin=config.mfrc522_rst_pin
+            bus=config.mfrc522_bus, device=config.mfrc522_device, rst_pin=config.mfrc522_rst_pin,
+            badge_keys=config.badge_keys,
         )
     if kind == "keyboard":
         return KeyboardWedgeReader(device=config.reader_device)
@@ -121,6 +122,7 @@ def build_controller(
             presence_sensing=the_reader.senses_presence,
             local_out_of_service=local.out_of_service,
             local_reason=local.reason,
+            protect_badges=config.badge_keys is not None,
         )
         if link is None:
             link = MqttLink(

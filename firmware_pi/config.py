@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_pi import __version__
+from firmware_pi.badge_sector import BadgeKeys
 from protocol import BrokerAddress, ProtocolError, check_segment
 
 MIN_KEY_BYTES = 32
@@ -20,6 +21,7 @@ _INT_KEYS = (
     "busy_mcp3008_channel",
     "snapshot_max_age_s",
     "outbox_max_events",
+    "badge_sector",
 )
 _FLOAT_KEYS = ("busy_threshold", "auth_timeout_s")
 _BOOL_KEYS = ("relay_active_high", "busy_active_high")
@@ -75,6 +77,12 @@ class ControllerConfig:
     snapshot_max_age_s: int = 0  # 0 = a snapshot never gets too old to grant
     auth_timeout_s: float = 1.5  # online check of unknown badges; 0 = never ask
     outbox_max_events: int = 20_000
+    # Anti-cloning (MIFARE Classic on the MFRC522, docs/security.md): the site's badge
+    # master key, the same on every controller of the site and on no snapshot; unset,
+    # badges are plain (UID only). `badge_sector` is the card sector it protects. Only
+    # the MFRC522 reader reads and writes the sector.
+    badge_master_key_hex: str | None = field(default=None, repr=False)
+    badge_sector: int = 1
     firmware_version: str = __version__
 
     def __post_init__(self) -> None:
@@ -116,6 +124,27 @@ class ControllerConfig:
             raise ConfigError("snapshot_max_age_s", "must be >= 0")
         if self.outbox_max_events < 100:
             raise ConfigError("outbox_max_events", "must be at least 100")
+        self._check_badge_keys()
+
+    def _check_badge_keys(self) -> None:
+        if self.badge_master_key_hex is None:
+            return
+        try:
+            key = bytes.fromhex(self.badge_master_key_hex)
+        except ValueError:
+            raise ConfigError("badge_master_key_hex", "must be hexadecimal") from None
+        if len(key) < MIN_KEY_BYTES:
+            raise ConfigError("badge_master_key_hex",
+                              f"must decode to at least {MIN_KEY_BYTES} bytes")
+        if not 1 <= self.badge_sector <= 15:
+            raise ConfigError("badge_sector", "must be 1 to 15 (sector 0 holds the UID)")
+
+    @property
+    def badge_keys(self) -> BadgeKeys | None:
+        """The anti-cloning keys of the site's badges, if the lab protects them."""
+        if self.badge_master_key_hex is None:
+            return None
+        return BadgeKeys(bytes.fromhex(self.badge_master_key_hex), self.badge_sector)
 
     @property
     def pins(self) -> dict[str, int | str | None]:
@@ -208,7 +237,7 @@ def _check_type(name: str, value: Any) -> Any:
         if not isinstance(value, str | Path) or not str(value):
             raise ConfigError(name, "must be a path")
         return Path(value)
-    if name in ("username", "password", "ca_file") and value is None:
+    if name in ("username", "password", "ca_file", "badge_master_key_hex") and value is None:
         return None
     if not isinstance(value, str):
         raise ConfigError(name, "must be a string")

@@ -26,6 +26,14 @@ Rules (docs/protocol.md and issue 3):
 - a snapshot older than `snapshot_max_age_s` (when set) grants nothing.
 - every session end has a reason; a session left open by a crash is closed by the
   next run at its last heartbeat (`controller_restart`) and the relay stays off.
+- anti-cloning (docs/security.md): a tap carries what the reader found in the badge's
+  sector. A sector whose MAC does not verify is denied (`badge_mac_invalid`); a badge
+  the snapshot marks `protected` read without its sector is denied
+  (`badge_sector_missing`); a plain badge is denied where the lab refuses them
+  (`plain_badge_refused`). A granted badge with a sector gets counter + 1 written
+  (`WriteBadgeCounter`, answered by `badge_written`) before anything else: only a
+  confirmed write starts the session (or the wait for a supervisor), whose
+  `session_started` carries the counter; a failed one denies (`badge_write_failed`).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from firmware_pi.badge_sector import MAX_COUNTER, SectorRead, SectorStatus
 from firmware_pi.clock import Instant
 from firmware_pi.signals import Signal
 from protocol import (
@@ -101,7 +110,27 @@ class SetOutOfService:
     reason: str | None
 
 
-Effect = EmitEvent | SetRelay | ShowSignal | SendAuthRequest | SetOutOfService
+@dataclass(frozen=True)
+class WriteBadgeCounter:
+    """Write `counter` to the sector of the badge on the reader, then tell the
+    controller how it went (`badge_written`); nothing else happens until then."""
+
+    uid: str
+    counter: int
+
+
+@dataclass(frozen=True)
+class ProtectBadge:
+    """Give the badge being enrolled its anti-cloning sector, then tell the controller
+    how it went (`badge_protected`)."""
+
+    uid: str
+
+
+Effect = (
+    EmitEvent | SetRelay | ShowSignal | SendAuthRequest | SetOutOfService | WriteBadgeCounter
+    | ProtectBadge
+)
 
 
 @dataclass
@@ -150,6 +179,7 @@ class PendingSupervision:
     entry: PermissionEntry
     deadline_mono: float
     decided_online: bool
+    badge_counter: int | None = None  # the anti-cloning counter written at the tap
 
 
 @dataclass(frozen=True)
@@ -159,6 +189,17 @@ class PendingAuth:
     request_id: str
     uid: str
     deadline_mono: float
+    sector: SectorRead | None = None
+
+
+@dataclass(frozen=True)
+class PendingWrite:
+    """A granted tap waiting for its new counter to be written to the badge."""
+
+    uid: str
+    counter: int
+    entry: PermissionEntry | None
+    resume: Callable[[Instant], list[Effect]]
 
 
 @dataclass(frozen=True)
@@ -167,6 +208,7 @@ class Enrolling:
 
     command_id: str
     deadline_mono: float
+    uid: str | None = None  # the badge read, while its sector is being written
 
 
 def _new_id() -> str:
@@ -190,11 +232,13 @@ class Controller:
     presence_sensing: bool = True  # the reader tells whether a card lies on it
     local_out_of_service: bool = False
     local_reason: str | None = None
+    protect_badges: bool = False  # enrollment writes the anti-cloning sector
     session: Session | None = field(default=None, init=False)
     busy: bool = field(default=False, init=False)
     pending_supervision: PendingSupervision | None = field(default=None, init=False)
     pending_auth: PendingAuth | None = field(default=None, init=False)
     enrolling: Enrolling | None = field(default=None, init=False)
+    pending_write: PendingWrite | None = field(default=None, init=False)
 
     # -- state --------------------------------------------------------------------------
 
@@ -240,14 +284,18 @@ class Controller:
             return effects + self._end_session(EndReason.OUT_OF_SERVICE, now)
         return [*effects, ShowSignal(self.resting_signal())]
 
-    def tap(self, uid: str, now: Instant, *, online: bool = False) -> list[Effect]:
-        """A badge was presented to the reader; `online`: the server can be asked."""
+    def tap(
+        self, uid: str, now: Instant, *, online: bool = False, sector: SectorRead | None = None
+    ) -> list[Effect]:
+        """A badge was presented to the reader; `online`: the server can be asked;
+        `sector`: what the reader found in its anti-cloning sector (None: the reader
+        reads no sectors, a plain badge)."""
         uid = normalize_uid(uid)
         session = self.session
         if self.enrolling is not None and (session is None or uid != session.badge_uid):
             return self._enrolled(uid)
-        if self.pending_auth is not None:
-            log.info("badge %s ignored: an online check is in progress", uid)
+        if self.pending_auth is not None or self.pending_write is not None:
+            log.info("badge %s ignored: a check or a badge write is in progress", uid)
             return []
         if session is not None:
             if uid == session.badge_uid:
@@ -263,16 +311,38 @@ class Controller:
         if refusal is DenyReason.OUT_OF_SERVICE:
             manager = self._staff_member(uid, StaffRole.MANAGER, now)
             if manager is not None:
-                return self._maintenance_session(uid, manager, entry, now)
+                return self._checked(uid, entry, sector, now, lambda counter, at: (
+                    self._maintenance_session(uid, manager, entry, at, counter)))
         if refusal is not None:
             return self._deny(uid, refusal, entry)
         if entry is None:
             if online and self.auth_timeout_s > 0:
-                return self._ask_server(uid, now)
+                return self._ask_server(uid, now, sector)
             return self._deny(uid, DenyReason.UNKNOWN_BADGE, None)
         if self._expired(entry, now):
             return self._deny(uid, DenyReason.TRAINING_EXPIRED, entry)
-        return self._grant(uid, entry, now, decided_online=False)
+        return self._checked(uid, entry, sector, now, lambda counter, at: self._grant(
+            uid, entry, at, decided_online=False, badge_counter=counter))
+
+    def badge_written(self, ok: bool, now: Instant) -> list[Effect]:
+        """The outcome of the last WriteBadgeCounter: the grant goes on only if it held."""
+        pending = self.pending_write
+        if pending is None:
+            return []
+        self.pending_write = None
+        if not ok:
+            return self._deny(pending.uid, DenyReason.BADGE_WRITE_FAILED, pending.entry)
+        return pending.resume(now)
+
+    def badge_protected(self, ok: bool) -> list[Effect]:
+        """The outcome of the last ProtectBadge: the enrolled badge is reported."""
+        enrolling = self.enrolling
+        if enrolling is None or enrolling.uid is None:
+            return []
+        if not ok:
+            log.warning("badge %s: could not write its anti-cloning sector: enrolled plain",
+                        enrolling.uid)
+        return self._report_enrolled(enrolling.uid, protected=ok)
 
     def card_present(self, uid: str | None, now: Instant) -> list[Effect]:
         """The reader's view of the card lying on it (hold mode), polled by the app."""
@@ -419,22 +489,25 @@ class Controller:
             log.info("auth response %s matches no pending check: ignored", response.request_id)
             return []
         self.pending_auth = None
+        uid = pending.uid
         if not response.granted:
-            return self._deny(pending.uid, response.reason or DenyReason.UNKNOWN_BADGE, None)
+            return self._deny(uid, response.reason or DenyReason.UNKNOWN_BADGE, None)
         assert response.member_id is not None and response.level is not None
         entry = PermissionEntry(
-            badge_digest(self.key, pending.uid), response.member_id, response.level,
+            badge_digest(self.key, uid), response.member_id, response.level,
             response.expires_at,
         )
         if self.out_of_service:
-            return self._deny(pending.uid, DenyReason.OUT_OF_SERVICE, entry)
+            return self._deny(uid, DenyReason.OUT_OF_SERVICE, entry)
         if self._expired(entry, now):
-            return self._deny(pending.uid, DenyReason.TRAINING_EXPIRED, entry)
-        return self._grant(pending.uid, entry, now, decided_online=True)
+            return self._deny(uid, DenyReason.TRAINING_EXPIRED, entry)
+        return self._checked(uid, entry, pending.sector, now, lambda counter, at: self._grant(
+            uid, entry, at, decided_online=True, badge_counter=counter))
 
     def stop(self, reason: EndReason, now: Instant) -> list[Effect]:
         """End the running session, if any, for `reason` (e.g. shutdown)."""
         self.pending_auth = None
+        self.pending_write = None
         self.pending_supervision = None
         if self.session is None:
             return []
@@ -493,6 +566,43 @@ class Controller:
             return entry.member_id
         return self._staff_member(uid, StaffRole.SUPERVISOR, now)
 
+    def _badge_refusal(
+        self, entry: PermissionEntry | None, sector: SectorRead | None
+    ) -> DenyReason | None:
+        """Why the badge itself (its anti-cloning sector) is refused, or None."""
+        status = SectorStatus.MISSING if sector is None else sector.status
+        if status is SectorStatus.MAC_INVALID:
+            return DenyReason.BADGE_MAC_INVALID
+        if status is SectorStatus.MISSING:
+            if entry is not None and entry.protected:
+                return DenyReason.BADGE_SECTOR_MISSING
+            if not self.settings.plain_badges_allowed:
+                return DenyReason.PLAIN_BADGE_REFUSED
+        elif sector is not None and (sector.counter or 0) >= MAX_COUNTER:
+            return DenyReason.BADGE_WRITE_FAILED  # no counter left to write
+        return None
+
+    def _checked(
+        self,
+        uid: str,
+        entry: PermissionEntry | None,
+        sector: SectorRead | None,
+        now: Instant,
+        grant: Callable[[int | None, Instant], list[Effect]],
+    ) -> list[Effect]:
+        """Deny a refused badge; write counter + 1 to a badge with a sector, then
+        `grant(counter, now)` once written (`badge_written`); a plain badge: at once."""
+        refusal = self._badge_refusal(entry, sector)
+        if refusal is not None:
+            return self._deny(uid, refusal, entry)
+        if sector is None or sector.counter is None or sector.status is not SectorStatus.VALID:
+            return grant(None, now)
+        counter = sector.counter + 1
+        self.pending_write = PendingWrite(
+            uid, counter, entry, lambda at: grant(counter, at)
+        )
+        return [WriteBadgeCounter(uid, counter)]
+
     @staticmethod
     def _expired(entry: PermissionEntry, now: Instant) -> bool:
         return entry.expires_at is not None and now.wall >= entry.expires_at
@@ -543,16 +653,18 @@ class Controller:
         return self.snapshot.settings.heartbeat_interval_s
 
     def _grant(
-        self, uid: str, entry: PermissionEntry, now: Instant, *, decided_online: bool
+        self, uid: str, entry: PermissionEntry, now: Instant, *, decided_online: bool,
+        badge_counter: int | None = None,
     ) -> list[Effect]:
         if entry.level is Level.SUPERVISED:
             window = self.settings.supervisor_window_s
             self.pending_supervision = PendingSupervision(
-                uid, entry, now.mono + window, decided_online
+                uid, entry, now.mono + window, decided_online, badge_counter
             )
             log.info("badge %s (supervised): waiting %d s for a supervisor", uid, window)
             return [ShowSignal(Signal.AWAITING_SUPERVISOR)]
-        return self._start_session(uid, entry, now, decided_online=decided_online)
+        return self._start_session(uid, entry, now, decided_online=decided_online,
+                                   badge_counter=badge_counter)
 
     def _supervisor_tap(self, uid: str, now: Instant) -> list[Effect]:
         withdrawn = self._recheck_pending(now)
@@ -569,11 +681,12 @@ class Controller:
         return self._start_session(
             pending.uid, pending.entry, now,
             decided_online=pending.decided_online, supervisor_member_id=supervisor,
+            badge_counter=pending.badge_counter,
         )
 
-    def _ask_server(self, uid: str, now: Instant) -> list[Effect]:
+    def _ask_server(self, uid: str, now: Instant, sector: SectorRead | None) -> list[Effect]:
         request_id = self.new_request_id()
-        self.pending_auth = PendingAuth(request_id, uid, now.mono + self.auth_timeout_s)
+        self.pending_auth = PendingAuth(request_id, uid, now.mono + self.auth_timeout_s, sector)
         log.info("badge %s not on the snapshot: asking the server", uid)
         request = AuthRequest(
             request_id=request_id,
@@ -608,11 +721,21 @@ class Controller:
     def _enrolled(self, uid: str) -> list[Effect]:
         enrolling = self.enrolling
         assert enrolling is not None
-        self.enrolling = None
         log.info("badge %s read for enrolment (command %s)", uid, enrolling.command_id)
+        if self.protect_badges:
+            self.enrolling = replace(enrolling, uid=uid)
+            return [ProtectBadge(uid)]
+        return self._report_enrolled(uid, protected=False)
+
+    def _report_enrolled(self, uid: str, *, protected: bool) -> list[Effect]:
+        enrolling = self.enrolling
+        assert enrolling is not None
+        self.enrolling = None
+        data: dict[str, Any] = {"badge_uid": uid, "command_id": enrolling.command_id}
+        if protected:
+            data["protected"] = True
         return [
-            EmitEvent(EventKind.BADGE_ENROLLED,
-                      {"badge_uid": uid, "command_id": enrolling.command_id}),
+            EmitEvent(EventKind.BADGE_ENROLLED, data),
             ShowSignal(Signal.ENROLLED),
             ShowSignal(self.resting_signal()),
         ]
@@ -632,13 +755,14 @@ class Controller:
         ]
 
     def _maintenance_session(
-        self, uid: str, manager_id: str, entry: PermissionEntry | None, now: Instant
+        self, uid: str, manager_id: str, entry: PermissionEntry | None, now: Instant,
+        badge_counter: int | None,
     ) -> list[Effect]:
         level = entry.level if entry is not None else Level.TRAINER
         maintenance = PermissionEntry(badge_digest(self.key, uid), manager_id, level)
         log.warning("manager %s overrides out-of-service for maintenance", manager_id)
         return self._start_session(uid, maintenance, now, decided_online=False,
-                                   maintenance_override=True)
+                                   maintenance_override=True, badge_counter=badge_counter)
 
     def _start_session(
         self,
@@ -649,6 +773,7 @@ class Controller:
         decided_online: bool,
         supervisor_member_id: str | None = None,
         maintenance_override: bool = False,
+        badge_counter: int | None = None,
     ) -> list[Effect]:
         version = self.snapshot.version if self.snapshot is not None else 0
         session = Session(
@@ -679,6 +804,8 @@ class Controller:
             data["maintenance_override"] = True
         if decided_online:
             data["decided_online"] = True
+        if badge_counter is not None:
+            data["badge_counter"] = badge_counter
         log.info("session %s started by member %s", session.session_id, entry.member_id)
         return [
             EmitEvent(EventKind.SESSION_STARTED, data),

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 
+from firmware_pi.logs import bind_controller
 from protocol import (
     AuthRequest,
     BrokerAddress,
@@ -247,6 +248,7 @@ class MqttLink:
         reason_code: Any,
         properties: Any,
     ) -> None:
+        bind_controller(self._controller_id)  # paho's thread: its log lines say whose
         try:
             if reason_code.is_failure:
                 log.warning("broker refused the connection: %s", reason_code)
@@ -272,6 +274,7 @@ class MqttLink:
         reason_code: Any,
         properties: Any,
     ) -> None:
+        bind_controller(self._controller_id)
         try:
             if self._connected.is_set():
                 self._connected.clear()
@@ -282,6 +285,7 @@ class MqttLink:
             log.exception("error in on_disconnect")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        bind_controller(self._controller_id)
         try:
             kind = self._subscriptions.get(message.topic)
             if kind is None:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import IO, Any, Self
 
+from firmware_pi.badge_sector import MISSING, TRANSPORT_KEY, BadgeKeys, SectorRead, SectorStatus
 from protocol import ProtocolError, normalize_uid
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ _SELECT_CODES = (0x93, 0x95, 0x97)
 _CASCADE_TAG = 0x88
 _SAK_CASCADE = 0x04
 _HLTA = 0x50
+_MF_CRYPTO1_ON = 0x08  # Status2Reg: MIFARE Classic authentication succeeded
 
 
 class CardReader(abc.ABC):
@@ -57,6 +59,21 @@ class CardReader(abc.ABC):
     def describe(self) -> str:
         """One line for `fablab-pi check`."""
         return type(self).__name__
+
+    def sector(self, uid: str) -> SectorRead | None:
+        """What the last tap of `uid` found in its anti-cloning sector; None when this
+        reader does not read sectors (every badge is then a plain badge)."""
+        return None
+
+    def write_counter(self, uid: str, counter: int) -> bool:
+        """Write `counter` and its MAC to the sector of the badge `uid` on the reader;
+        True only once read back as written."""
+        return False
+
+    def protect(self, uid: str) -> bool:
+        """Enrollment: give the badge `uid` on the reader its anti-cloning sector
+        (diversified keys, counter 0); True when it has a valid one."""
+        return False
 
     def failure(self) -> str | None:
         """What is wrong while the reader keeps failing; None while it works (or when
@@ -96,10 +113,14 @@ class Debouncer:
         """Feed one sighting; the UID when it is a new tap, else None."""
         if uid is None:
             return None
-        is_tap = uid != self._last_uid or now - self._last_seen >= self.rearm_s
+        is_tap = self.would_tap(uid, now)
         self._last_uid = uid
         self._last_seen = now
         return uid if is_tap else None
+
+    def would_tap(self, uid: str, now: float) -> bool:
+        """Would seeing `uid` at `now` be a new tap? (Changes nothing.)"""
+        return uid != self._last_uid or now - self._last_seen >= self.rearm_s
 
     def present(self, now: float) -> str | None:
         """The card seen within the last `rearm_s`, if any."""
@@ -242,6 +263,12 @@ class MFRC522Reader(_PollingReader):
     WUPA wakes it again. A frame that fails its BCC, CRC_A or cascade rules is a miss,
     never a partial UID. Misses between reads of a card lying on the reader are
     normal; the Debouncer's `rearm_s` and the hold grace period absorb them.
+
+    With `badge_keys`, a poll that makes a new tap also authenticates to the badge's
+    anti-cloning sector with the card's diversified key and reads its counter block
+    (`sector()`), in the same selection; `write_counter()` and `protect()` select the
+    card again (it is halted between polls). One lock keeps the poll thread and these
+    calls from interleaving on the SPI bus.
     """
 
     senses_presence = True
@@ -257,6 +284,7 @@ class MFRC522Reader(_PollingReader):
         rearm_s: float = DEFAULT_REARM_S,
         clock: Callable[[], float] = time.monotonic,
         start: bool = True,
+        badge_keys: BadgeKeys | None = None,
     ) -> None:
         try:
             from mfrc522 import MFRC522  # needs RPi.GPIO and spidev: only on a Pi
@@ -266,13 +294,39 @@ class MFRC522Reader(_PollingReader):
             ) from exc
         bcm = 11  # RPi.GPIO.BCM: pin numbers as gpiozero's
         self.rst_pin = rst_pin
-        self.chip = MFRC522(bus=bus, device=device, spd=speed_hz, pin_mode=bcm, pin_rst=rst_pin)
+        self.badge_keys = badge_keys
+        self._chip_lock = threading.RLock()
+        self._sectors: dict[str, SectorRead] = {}
+        # The package logs every failed authentication at ERROR on its own handler; a
+        # plain badge (no sector under our key) is normal, and this class reports what
+        # matters itself.
+        self.chip = MFRC522(bus=bus, device=device, spd=speed_hz, pin_mode=bcm,
+                            pin_rst=rst_pin, debugLevel="CRITICAL")
         self.version = self.chip.Read_MFRC522(self.chip.VersionReg)
         if self.version in (0x00, 0xFF):
             log.error("MFRC522 answers version 0x%02X: check the SPI wiring", self.version)
         super().__init__(poll_s=poll_s, rearm_s=rearm_s, clock=clock, start=start)
 
     def _poll(self) -> str | None:
+        with self._chip_lock:
+            uid_bytes = self._select()
+            if uid_bytes is None:
+                return None
+            uid = bytes(uid_bytes).hex().upper()
+            try:
+                if self.badge_keys is not None and self._new_tap(uid):
+                    self._sectors[uid] = self._read_sector(self.badge_keys, uid, uid_bytes)
+            finally:
+                self._halt()
+            return uid
+
+    def _new_tap(self, uid: str) -> bool:
+        with self._lock:
+            return self._debouncer.would_tap(uid, self._clock())
+
+    def _select(self) -> list[int] | None:
+        """Wake the card in the field and select it through every cascade level: its
+        UID bytes (the card is then ACTIVE), or None."""
         chip = self.chip
         status, _bits = chip.MFRC522_Request(chip.PICC_REQALL)
         if status != chip.MI_OK:
@@ -290,9 +344,7 @@ class MFRC522Reader(_PollingReader):
                 continue
             if sak & _SAK_CASCADE:
                 return None  # the card says more follows, but this level has no tag
-            uid += data
-            self._halt()
-            return bytes(uid).hex().upper()
+            return uid + data
         return None  # more than three cascade levels: not a type A card
 
     def _cascade_level(self, select: int) -> tuple[list[int], int] | None:
@@ -314,13 +366,122 @@ class MFRC522Reader(_PollingReader):
         return list(data[:4]), answer[0]
 
     def _halt(self) -> None:
-        """HLTA: the card goes quiet until the next WUPA (it does not answer HLTA)."""
+        """HLTA: the card goes quiet until the next WUPA (it does not answer HLTA); then
+        Crypto1 off, so that the next card starts unauthenticated."""
         chip = self.chip
         frame = [_HLTA, 0x00]
         chip.MFRC522_ToCard(chip.PCD_TRANSCEIVE, frame + chip.CalulateCRC(frame))
+        chip.MFRC522_StopCrypto1()
+
+    # -- anti-cloning sector (MIFARE Classic) ---------------------------------------------
+
+    def _authenticate(self, key: bytes, block: int, uid_bytes: list[int]) -> bool:
+        """MFAuthent with key A to `block`'s sector: True when Crypto1 is on. A MIFARE
+        Classic card authenticates with the last 4 bytes of its UID (cascade level)."""
+        chip = self.chip
+        status = chip.MFRC522_Auth(chip.PICC_AUTHENT1A, block, list(key), uid_bytes[-4:])
+        return status == chip.MI_OK and bool(chip.Read_MFRC522(chip.Status2Reg) & _MF_CRYPTO1_ON)
+
+    def _read_block(self, block: int) -> bytes | None:
+        data = self.chip.MFRC522_Read(block)
+        return None if data is None else bytes(data)
+
+    def _write_block(self, block: int, data: bytes) -> bool:
+        """WRITE, then READ back: True only when the card holds `data`."""
+        try:
+            self.chip.MFRC522_Write(block, list(data))
+        except IndexError:  # the package indexes the card's ACK even when none came
+            return False
+        return self._read_block(block) == data
+
+    def _read_sector(self, keys: BadgeKeys, uid: str, uid_bytes: list[int]) -> SectorRead:
+        if not self._authenticate(keys.key_a(uid), keys.trailer_block, uid_bytes):
+            return MISSING
+        return keys.check(uid, self._read_block(keys.data_block))
+
+    def _selected(self, uid: str) -> list[int] | None:
+        """Select the card again (halted since the poll): its UID bytes if it is `uid`."""
+        uid_bytes = self._select()
+        if uid_bytes is None or bytes(uid_bytes).hex().upper() != uid:
+            return None
+        return uid_bytes
+
+    def sector(self, uid: str) -> SectorRead | None:
+        if self.badge_keys is None:
+            return None
+        with self._chip_lock:
+            return self._sectors.get(uid, MISSING)
+
+    def write_counter(self, uid: str, counter: int) -> bool:
+        keys = self.badge_keys
+        if keys is None:
+            return False
+        with self._chip_lock:
+            uid_bytes = self._selected(uid)
+            try:
+                if uid_bytes is None or not self._authenticate(
+                    keys.key_a(uid), keys.trailer_block, uid_bytes
+                ):
+                    log.warning("badge %s: could not reach its sector to write counter %d",
+                                uid, counter)
+                    return False
+                written = self._write_block(keys.data_block, keys.counter_block(uid, counter))
+            finally:
+                self._halt()
+            if written:
+                self._sectors[uid] = SectorRead(SectorStatus.VALID, counter)
+            else:
+                log.warning("badge %s: writing counter %d failed", uid, counter)
+            return written
+
+    def protect(self, uid: str) -> bool:
+        keys = self.badge_keys
+        if keys is None:
+            return False
+        with self._chip_lock:
+            uid_bytes = self._selected(uid)
+            if uid_bytes is None:
+                return False
+            try:
+                already = self._read_sector(keys, uid, uid_bytes)
+                if already.status is SectorStatus.VALID:
+                    return True  # enrolled again: it keeps its sector and its counter
+            finally:
+                self._halt()
+            return self._write_new_sector(keys, uid)
+
+    def _write_new_sector(self, keys: BadgeKeys, uid: str) -> bool:
+        """A blank card (transport key): counter 0 with its MAC, then the trailer with
+        the diversified keys; checked by authenticating again with them."""
+        uid_bytes = self._selected(uid)
+        try:
+            if uid_bytes is None or not self._authenticate(
+                TRANSPORT_KEY, keys.trailer_block, uid_bytes
+            ):
+                log.warning("badge %s: its sector is neither blank nor ours", uid)
+                return False
+            if not self._write_block(keys.data_block, keys.counter_block(uid, 0)):
+                return False
+            try:
+                self.chip.MFRC522_Write(keys.trailer_block, list(keys.trailer(uid)))
+            except IndexError:
+                return False
+        finally:
+            self._halt()
+        uid_bytes = self._selected(uid)
+        try:
+            result = MISSING if uid_bytes is None else self._read_sector(keys, uid, uid_bytes)
+        finally:
+            self._halt()
+        self._sectors[uid] = result
+        return result.status is SectorStatus.VALID
 
     def describe(self) -> str:
-        return f"MFRC522 on SPI (chip version 0x{self.version:02X}, reset pin {self.rst_pin})"
+        sector = "" if self.badge_keys is None else (
+            f", anti-cloning sector {self.badge_keys.sector}"
+        )
+        return (f"MFRC522 on SPI (chip version 0x{self.version:02X}, reset pin {self.rst_pin}"
+                f"{sector})")
 
     def failure(self) -> str | None:
         if self.version in (0x00, 0xFF):

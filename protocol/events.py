@@ -60,6 +60,11 @@ class DenyReason(StrEnum):
     SUPERVISOR_MISSING = "supervisor_missing"
     SNAPSHOT_TOO_OLD = "snapshot_too_old"  # the snapshot is past the controller's max age
     AUTH_TIMEOUT = "auth_timeout"  # unknown badge, the online check got no answer in time
+    # Anti-cloning (MIFARE Classic sector, docs/security.md):
+    BADGE_MAC_INVALID = "badge_mac_invalid"  # the badge's sector MAC does not verify
+    BADGE_SECTOR_MISSING = "badge_sector_missing"  # a protected badge read without its sector
+    PLAIN_BADGE_REFUSED = "plain_badge_refused"  # a plain badge where the lab refuses them
+    BADGE_WRITE_FAILED = "badge_write_failed"  # the new counter could not be written
 
 
 class EndReason(StrEnum):
@@ -99,6 +104,9 @@ _DATA_SCHEMA: dict[EventKind, dict[str, tuple[Any, bool]]] = {
         "maintenance_override": (bool, False),
         # True: granted by the server's answer to auth/request, not from the snapshot.
         "decided_online": (bool, False),
+        # The anti-cloning counter written to the badge's sector before the relay moved;
+        # absent for a plain badge.
+        "badge_counter": (int, False),
     },
     EventKind.SESSION_HEARTBEAT: {
         "session_id": (str, True),
@@ -135,6 +143,8 @@ _DATA_SCHEMA: dict[EventKind, dict[str, tuple[Any, bool]]] = {
     EventKind.BADGE_ENROLLED: {
         "badge_uid": (str, True),
         "command_id": (str, True),
+        # True: the controller wrote the anti-cloning sector (counter 0) to the badge.
+        "protected": (bool, False),
     },
 }
 

@@ -57,6 +57,11 @@ _OPTIONAL_SETTINGS: dict[str, int] = {
 }
 
 
+def _opt_bool(d: dict[str, Any], key: str, prefix: str, *, default: bool) -> bool:
+    """An optional boolean field: `default` when absent or null."""
+    return default if d.get(key) is None else f.req_bool(d, key, prefix)
+
+
 @dataclass(frozen=True)
 class MachineSettings:
     name: str
@@ -69,6 +74,8 @@ class MachineSettings:
     warning_s: int = _OPTIONAL_SETTINGS["warning_s"]
     card_removal_grace_s: int = _OPTIONAL_SETTINGS["card_removal_grace_s"]
     supervisor_window_s: int = _OPTIONAL_SETTINGS["supervisor_window_s"]
+    # The lab's rule for badges without the anti-cloning sector (omitted when True).
+    plain_badges_allowed: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -83,6 +90,8 @@ class MachineSettings:
         for name, default in _OPTIONAL_SETTINGS.items():
             if getattr(self, name) != default:
                 d[name] = getattr(self, name)
+        if not self.plain_badges_allowed:
+            d["plain_badges_allowed"] = False
         return d
 
     @classmethod
@@ -100,6 +109,7 @@ class MachineSettings:
             heartbeat_interval_s=f.req_int(d, "heartbeat_interval_s", prefix, minimum=1),
             out_of_service=f.req_bool(d, "out_of_service", prefix),
             out_of_service_reason=f.opt_str(d, "out_of_service_reason", prefix, max_len=500),
+            plain_badges_allowed=_opt_bool(d, "plain_badges_allowed", prefix, default=True),
             **optional,
         )
 
@@ -112,14 +122,20 @@ class PermissionEntry:
     member_id: str
     level: Level
     expires_at: int | None = None
+    # The badge carries the anti-cloning sector: a read without a valid one is denied.
+    # Omitted from the payload when False (a plain badge).
+    protected: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "badge_digest": self.badge_digest,
             "member_id": self.member_id,
             "level": self.level.value,
             "expires_at": self.expires_at,
         }
+        if self.protected:
+            d["protected"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str) -> PermissionEntry:
@@ -130,6 +146,7 @@ class PermissionEntry:
             member_id=f.req_str(d, "member_id", prefix, max_len=64),
             level=f.req_enum(d, "level", Level, prefix),
             expires_at=f.opt_int(d, "expires_at", prefix),
+            protected=_opt_bool(d, "protected", prefix, default=False),
         )
 
 

@@ -65,7 +65,10 @@ class ServerRuntime:
             )
 
     def new_uow(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self.session_factory, self.login_limiter)
+        return SqlAlchemyUnitOfWork(
+            self.session_factory, self.login_limiter,
+            plain_badges_allowed=self.settings.plain_badges_allowed,
+        )
 
     def _publish(self, message: OutgoingMessage) -> None:
         if self.link is not None:

@@ -16,6 +16,7 @@ import errno
 import logging
 import socket
 import threading
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -200,16 +201,51 @@ class EmbeddedBroker:
 
     async def _serve(self) -> None:
         # amqtt's Broker must be created inside the running loop it will serve on.
-        from amqtt.broker import Broker
-
         self._stop_event = asyncio.Event()
-        broker = Broker(self._config())
+        broker = _make_broker(self._config())
         await broker.start()
         self._ready.set()
         try:
             await self._stop_event.wait()
         finally:
             await broker.shutdown()
+
+
+class SubscriptionTable(dict[str, Any]):
+    """amqtt's table of subscriptions (topic filter -> subscribers), iterated over a
+    snapshot: amqtt loops over it with awaits inside (sending retained messages on a
+    connection, broadcasting a message), and a client subscribing meanwhile changed its
+    size under the loop (`RuntimeError: dictionary changed size during iteration`,
+    which dropped that client's connection handling)."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().__iter__()))
+
+    def items(self) -> list[tuple[str, Any]]:  # type: ignore[override]
+        return list(super().items())
+
+
+def _make_broker(config: dict[str, Any]) -> Any:
+    """amqtt's Broker with two fixes for amqtt 0.12.1 (see the methods)."""
+    from amqtt.broker import Broker
+
+    class _Broker(Broker):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._subscriptions: dict[str, Any] = SubscriptionTable(self._subscriptions)
+
+        async def _publish_retained_messages_for_subscription(
+            self, subscription: tuple[str, int], session: Any
+        ) -> None:
+            """Only for a filter the session itself subscribes to. On each connection
+            amqtt calls this for *every* client's filter (`for topic in
+            self._subscriptions`), so a controller got the retained config and status of
+            every other machine (the server's `fablab/v1/+/+/…` filters matched them)."""
+            holders = self._subscriptions.get(subscription[0], ())
+            if any(held.client_id == session.client_id for held, _qos in holders):
+                await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    return _Broker(config)
 
 
 def _cancel_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # version and a fresh issued_at): keep it well below the controllers'
     # snapshot_max_age_s, at most a quarter of it (docs/operations.md).
     snapshot_refresh_interval_s: int = Field(default=3600, ge=60)
+    # Badges without the anti-cloning sector (plain: UID only) may open machines; set
+    # false once every badge is protected (docs/security.md).
+    plain_badges_allowed: bool = True
     # How long the server waits for the broker to confirm a retained config.
     config_publish_timeout_s: float = Field(default=5.0, gt=0)
     # An event whose wall time lies outside this window around the server's clock is

@@ -182,8 +182,11 @@ def run_demo(
     from gpiozero.pins.mock import MockFactory
 
     from firmware_pi.bootstrap import build_controller
+    from firmware_pi.logs import tag_controller_logs
     from firmware_pi.reader import SimulatedReader
     from server.broker import EmbeddedBroker
+
+    tag_controller_logs()  # five controllers log into this process: say whose each line is
 
     http_socket = bind_http("127.0.0.1", port)  # a taken port fails here, before anything
     data_dir = data_dir.resolve()

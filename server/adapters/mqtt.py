@@ -59,6 +59,7 @@ class ServerMqttLink:
         self._on_message_cb = on_message
         self._on_connect_cb = on_connect
         self._connected = threading.Event()
+        self._stopping = False  # stop() disconnects on purpose: not a warning
         self._client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -86,6 +87,7 @@ class ServerMqttLink:
             logger.warning("broker %s not reachable yet; retrying", self.address)
 
     def stop(self) -> None:
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -102,8 +104,11 @@ class ServerMqttLink:
             message.topic, message.payload, qos=message.qos, retain=message.retain
         )
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            # Retained configs are all republished on (re)connect: only other losses matter.
-            level = logging.DEBUG if message.retain else logging.WARNING
+            # Retained configs are all republished on (re)connect: only other losses matter
+            # (an ack lost while the server stops is sent again after its restart).
+            level = logging.DEBUG if message.retain else (
+                logging.INFO if self._stopping else logging.WARNING
+            )
             logger.log(level, "publish to %s not sent now (rc=%s)", message.topic, info.rc)
             return
         if message.retain:
@@ -133,7 +138,8 @@ class ServerMqttLink:
         self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object
     ) -> None:
         self._connected.clear()
-        logger.warning("disconnected from broker: %s", reason)
+        level = logging.INFO if self._stopping else logging.WARNING
+        logger.log(level, "disconnected from broker: %s", reason)
 
     def _handle_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         self._on_message_cb(message.topic, bytes(message.payload))

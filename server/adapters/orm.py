@@ -129,8 +129,28 @@ class Badge(Base):
     # active | lost | blocked | erased
     status: Mapped[str] = mapped_column(String(20), default="active")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Anti-cloning (docs/security.md): plain (UID only) | protected (the card carries the
+    # sector with a counter and its MAC; read without it, it is denied).
+    protection: Mapped[str] = mapped_column(String(20), default="plain", server_default="plain")
+    # The highest anti-cloning counter its sessions reported.
+    counter_high: Mapped[int | None] = mapped_column(BigInteger)
+    # When a counter was reported twice: two cards with this badge's sector (blocked).
+    cloned_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     member: Mapped[Member] = relationship(back_populates="badges")
+
+
+class BadgeCounterUse(Base):
+    """An anti-cloning counter a badge wrote on a granted tap: each value is written
+    once by a genuine card, so a second event with it means a copy."""
+
+    __tablename__ = "badge_counter_use"
+
+    badge_id: Mapped[int] = mapped_column(ForeignKey("badge.id"), primary_key=True)
+    counter: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    machine_id: Mapped[str] = mapped_column(String(63))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)  # the controller's clock
 
 
 class Machine(Base):

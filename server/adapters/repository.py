@@ -16,6 +16,7 @@ from server.adapters.orm import (
     ApiToken,
     AuditEntry,
     Badge,
+    BadgeCounterUse,
     BadgeDenial,
     Controller,
     ControllerCommand,
@@ -115,6 +116,20 @@ class BadgeRepository(_Repository):
 
     def get(self, badge_id: int) -> Badge | None:
         return self.session.get(Badge, badge_id)
+
+    def counter_use(self, badge_id: int, counter: int) -> BadgeCounterUse | None:
+        """The event that already wrote this anti-cloning counter, if any."""
+        return self.session.get(BadgeCounterUse, (badge_id, counter))
+
+    def add_counter_use(self, use: BadgeCounterUse) -> None:
+        self.session.add(use)
+
+    def protected_uids(self, uids: set[str]) -> set[str]:
+        """Which of these badges carry the anti-cloning sector."""
+        if not uids:
+            return set()
+        query = select(Badge.uid).where(Badge.uid.in_(uids), Badge.protection == "protected")
+        return set(self.session.scalars(query).all())
 
     def of_member(self, member_id: str) -> Sequence[Badge]:
         return self.session.scalars(

@@ -316,6 +316,10 @@ class BadgePublic(BaseModel):
     member_id: str
     status: str
     created_at: datetime
+    # Anti-cloning (docs/security.md): plain | protected; when its counter was reported
+    # twice (two cards carry its sector: blocked).
+    protection: str = "plain"
+    cloned_at: datetime | None = None
 
 
 class CategoryCreate(StrictModel):

@@ -27,6 +27,7 @@ class BadgeGrant:
     member_id: str
     level: Level
     expires_at: datetime | None
+    protected: bool = False  # the badge carries the anti-cloning sector
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ def build_snapshot(
                 member_id=g.member_id,
                 level=g.level,
                 expires_at=None if g.expires_at is None else int(g.expires_at.timestamp()),
+                protected=g.protected,
             )
             for g in grants
         ),

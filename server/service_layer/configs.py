@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from server.service_layer.messagebus import MessageBus
 
 
-def machine_settings(machine: Machine) -> MachineSettings:
+def machine_settings(machine: Machine, *, plain_badges_allowed: bool = True) -> MachineSettings:
     return MachineSettings(
         name=machine.name,
         mode=Mode(machine.mode),
@@ -39,6 +39,7 @@ def machine_settings(machine: Machine) -> MachineSettings:
         warning_s=machine.warning_s,
         card_removal_grace_s=machine.card_removal_grace_s,
         supervisor_window_s=machine.supervisor_window_s,
+        plain_badges_allowed=plain_badges_allowed,
     )
 
 
@@ -47,9 +48,12 @@ def machine_grants(uow: SqlAlchemyUnitOfWork, machine_id: str, now: datetime) ->
     views = uow.trainings.views(machine_id=machine_id)
     members = {v.member_id for v in views}
     permissions = effective_permissions(views, uow.trainings.last_used(members), now)
+    badges = uow.trainings.active_badges(set(permissions))
+    protected = uow.badges.protected_uids({uid for _member_id, uid in badges})
     return [
-        BadgeGrant(uid, member_id, permissions[member_id].level, permissions[member_id].expires_at)
-        for member_id, uid in uow.trainings.active_badges(set(permissions))
+        BadgeGrant(uid, member_id, permissions[member_id].level, permissions[member_id].expires_at,
+                   protected=uid in protected)
+        for member_id, uid in badges
     ]
 
 
@@ -142,7 +146,7 @@ def _build(
         machine_id=machine.id,
         controller_id=controller.id,
         key=bytes.fromhex(controller.key_hex),
-        settings=machine_settings(machine),
+        settings=machine_settings(machine, plain_badges_allowed=uow.plain_badges_allowed),
         grants=grants,
         previous=previous,
         now=cmd.at,

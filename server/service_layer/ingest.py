@@ -40,6 +40,7 @@ from server.domain.ingest_rules import (
 )
 from server.domain.streams import advance_acked
 from server.service_layer.audit import record
+from server.service_layer.badge_counters import apply_badge_event
 from server.service_layer.commands import IngestEvent, OutgoingMessage, RecordControllerStatus
 from server.service_layer.configs import machines_sharing_lapse
 from server.service_layer.controller_commands import mark_applied, resend_pending
@@ -332,6 +333,7 @@ def _apply(
         _fault(uow, controller, event, received_at)
     else:
         logger.info("%s from %s: %s", kind.value, controller.id, data)
+    apply_badge_event(uow, controller, event, received_at)  # anti-cloning counters
 
 
 def _badge_denied(

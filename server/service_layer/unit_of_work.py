@@ -21,14 +21,17 @@ class SqlAlchemyUnitOfWork:
     (acks) to send after their commit, and to `configs` the signed configs whose version
     they committed (sent in order per machine, see `MessageBus`). `limiter` counts failed
     attempts of guarded actions (password checks, email changes) across units of work:
-    pass the process's.
+    pass the process's. `plain_badges_allowed` is the site's rule for badges without the
+    anti-cloning sector, carried in every snapshot.
     """
 
     def __init__(
-        self, session_factory: Callable[[], Session], limiter: AttemptLimiter | None = None
+        self, session_factory: Callable[[], Session], limiter: AttemptLimiter | None = None,
+        *, plain_badges_allowed: bool = True,
     ) -> None:
         self._session_factory = session_factory
         self.limiter = limiter if limiter is not None else AttemptLimiter()
+        self.plain_badges_allowed = plain_badges_allowed
         self.machines_to_publish: set[str] = set()
         self.outgoing: list[OutgoingMessage] = []
         self.configs: list[ConfigMessage] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -101,6 +102,11 @@ def test_demo_machines_come_into_use_and_sessions_grow(demo: Demo) -> None:
     assert code == 0, output
     assert "demo running on http://127.0.0.1:" in output
     assert "Traceback" not in output
+    # Issue 10: no other machine's retained messages reach a controller, no broker crash,
+    # and every controller line names its controller.
+    assert "unexpected topic" not in output
+    assert "dictionary changed size" not in output
+    assert re.search(r"firmware_pi\.controller: \[[a-z0-9-]+\] session \S+ started", output)
 
 
 def test_demo_reuses_its_data_dir_on_next_run(tmp_path: Path, demo: Demo) -> None:

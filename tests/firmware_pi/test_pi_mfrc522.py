@@ -1,221 +1,34 @@
 """MFRC522Reader under the real `mfrc522` package, talking to a register-level simulated
 chip through a fake `spidev` and `RPi.GPIO` (the real ones refuse to run off a Pi).
 
-The package is imported fresh inside the fakes, so every line of MFRC522Reader and of
-the package's register code runs: a typo in either fails here."""
+The simulated chip is in `mfrc522_sim.py`. The package is imported fresh inside the
+fakes, so every line of MFRC522Reader and of the package's register code runs: a typo
+in either fails here."""
 
 from __future__ import annotations
 
-import importlib
 import sys
-import types
 from collections.abc import Iterator
 
 import pytest
 
 from firmware_pi.reader import MFRC522Reader
-
-# Registers and commands of the MFRC522 datasheet.
-COMMAND, COMM_IRQ, DIV_IRQ, ERROR, FIFO_DATA, FIFO_LEVEL, CONTROL, BIT_FRAMING = (
-    0x01, 0x04, 0x05, 0x06, 0x09, 0x0A, 0x0C, 0x0D)
-CRC_RESULT_MSB, CRC_RESULT_LSB, VERSION = 0x21, 0x22, 0x37
-TRANSCEIVE, CALC_CRC, IDLE, SOFT_RESET = 0x0C, 0x03, 0x00, 0x0F
-# PICC commands of ISO/IEC 14443-3.
-REQA, WUPA, HLTA = 0x26, 0x52, 0x50
-SEL_CL1, SEL_CL2, SEL_CL3 = 0x93, 0x95, 0x97
-CASCADE_TAG = 0x88
-SAK_CASCADE = 0x04  # SAK bit 3: the UID is not complete at this level
-
-
-def crc_a(data: list[int]) -> list[int]:
-    """ISO/IEC 14443-3 CRC_A (initial 0x6363), low byte first."""
-    crc = 0x6363
-    for byte in data:
-        byte ^= crc & 0xFF
-        byte = (byte ^ (byte << 4)) & 0xFF
-        crc = ((crc >> 8) ^ (byte << 8) ^ (byte << 3) ^ (byte >> 4)) & 0xFFFF
-    return [crc & 0xFF, crc >> 8]
-
-
-class SimulatedCard:
-    """A PICC of ISO/IEC 14443-3 type A with a 4, 7 or 10-byte UID.
-
-    States IDLE, READY (at cascade level `level`), ACTIVE, HALT. WUPA wakes it from
-    IDLE or HALT, REQA only from IDLE; at each cascade level it answers ANTICOLLISION
-    with 4 bytes and their BCC (a cascade tag 0x88 and 3 UID bytes while the UID
-    continues at the next level) and SELECT with a SAK (cascade bit set while the UID
-    is incomplete) and CRC_A. HLTA halts an ACTIVE card; anything else unexpected
-    sends it back to IDLE, as the standard says.
-    """
-
-    def __init__(self, uid: bytes, *, sak: int = 0x00) -> None:
-        if len(uid) not in (4, 7, 10):
-            raise ValueError("a type A UID has 4, 7 or 10 bytes")
-        self.uid = uid
-        self.sak = sak  # the final SAK (e.g. 0x00 NTAG, 0x20 DESFire, 0x08 Classic)
-        self.state = "IDLE"
-        self.level = 0  # cascade level index while READY: 0, 1, 2
-
-    @property
-    def levels(self) -> int:
-        return {4: 1, 7: 2, 10: 3}[len(self.uid)]
-
-    def atqa(self) -> list[int]:
-        size_bits = {4: 0x00, 7: 0x40, 10: 0x80}[len(self.uid)]
-        return [0x04 | size_bits, 0x00]
-
-    def level_bytes(self, level: int) -> list[int]:
-        """The 4 UID-CLn bytes of a cascade level (with the cascade tag if not last)."""
-        last = level == self.levels - 1
-        chunk = list(self.uid[3 * level:3 * level + (4 if last else 3)])
-        return chunk if last else [CASCADE_TAG, *chunk]
-
-    def receive(self, frame: list[int]) -> list[int] | None:
-        """The card's answer to one frame, or None (silence)."""
-        if frame == [WUPA] and self.state in ("IDLE", "HALT"):
-            self.state, self.level = "READY", 0
-            return self.atqa()
-        if frame == [REQA] and self.state == "IDLE":
-            self.state, self.level = "READY", 0
-            return self.atqa()
-        if self.state == "READY" and frame[:1] == [(SEL_CL1, SEL_CL2, SEL_CL3)[self.level]]:
-            return self._cascade(frame)
-        if self.state == "ACTIVE" and frame[:2] == [HLTA, 0x00]:
-            self.state = "HALT"
-            return None
-        self.state = "IDLE"  # an unexpected frame: back to IDLE, silently
-        return None
-
-    def _cascade(self, frame: list[int]) -> list[int] | None:
-        data = self.level_bytes(self.level)
-        bcc = data[0] ^ data[1] ^ data[2] ^ data[3]
-        if frame[1:] == [0x20]:  # ANTICOLLISION: the whole UID-CLn, no bits known yet
-            return [*data, bcc]
-        if len(frame) == 9 and frame[1] == 0x70 and frame[2:7] == [*data, bcc]:
-            if frame[7:] != crc_a(frame[:7]):
-                self.state = "IDLE"
-                return None
-            if self.level < self.levels - 1:
-                self.level += 1
-                sak = SAK_CASCADE
-            else:
-                self.state = "ACTIVE"
-                sak = self.sak & ~SAK_CASCADE
-            return [sak, *crc_a([sak])]
-        self.state = "IDLE"
-        return None
-
-
-class SimulatedChip:
-    """Enough of an MFRC522 for WUPA/REQA, anticollision and select at every cascade
-    level, HLTA and the coprocessor's CRC_A, with one card (or none) in the field."""
-
-    def __init__(self) -> None:
-        self.regs = [0] * 64
-        self.regs[VERSION] = 0x92
-        self.fifo: list[int] = []
-        self._card: SimulatedCard | None = None
-        self.transfers = 0
-        self.frames: list[list[int]] = []  # every frame sent to the card
-
-    @property
-    def card(self) -> SimulatedCard | None:
-        return self._card
-
-    @card.setter
-    def card(self, card: SimulatedCard | bytes | None) -> None:
-        """Put a card (or its UID: a fresh card in the field, state IDLE) or none."""
-        self._card = SimulatedCard(card) if isinstance(card, bytes) else card
-
-    def xfer2(self, data: list[int]) -> list[int]:
-        self.transfers += 1
-        address = (data[0] >> 1) & 0x3F
-        if data[0] & 0x80:  # read
-            if address == FIFO_DATA:
-                return [0, self.fifo.pop(0) if self.fifo else 0]
-            if address == FIFO_LEVEL:
-                return [0, len(self.fifo)]
-            return [0, self.regs[address]]
-        self.write(address, data[1])
-        return [0, 0]
-
-    def write(self, address: int, value: int) -> None:
-        if address == FIFO_DATA:
-            self.fifo.append(value)
-        elif address == FIFO_LEVEL and value & 0x80:
-            self.fifo.clear()
-        elif address in (COMM_IRQ, DIV_IRQ):
-            # Bit 7 set: set the marked bits; clear: clear them.
-            if value & 0x80:
-                self.regs[address] |= value & 0x7F
-            else:
-                self.regs[address] &= ~value & 0x7F
-        elif address == COMMAND:
-            self.regs[COMMAND] = value
-            if value == CALC_CRC:
-                low, high = crc_a(self.fifo)
-                self.fifo = []
-                self.regs[CRC_RESULT_LSB], self.regs[CRC_RESULT_MSB] = low, high
-                self.regs[DIV_IRQ] |= 0x04  # CRCIRq
-        elif address == BIT_FRAMING:
-            self.regs[BIT_FRAMING] = value
-            if value & 0x80 and self.regs[COMMAND] == TRANSCEIVE:
-                self.transceive()
-        else:
-            self.regs[address] = value
-
-    def transceive(self) -> None:
-        sent, self.fifo = self.fifo, []
-        self.frames.append(sent)
-        self.regs[ERROR] = 0
-        self.regs[CONTROL] = 0
-        answer = None if self._card is None else self._card.receive(sent)
-        if answer is None:
-            self.regs[COMM_IRQ] = 0x01 | 0x10  # timer + idle: no answer
-            return
-        self.fifo = answer
-        self.regs[COMM_IRQ] = 0x20 | 0x10  # rx + idle
+from tests.firmware_pi.mfrc522_sim import (
+    CASCADE_TAG,
+    SAK_CASCADE,
+    SEL_CL1,
+    SEL_CL2,
+    WUPA,
+    SimulatedCard,
+    SimulatedChip,
+    crc_a,
+    install_fake_pi,
+)
 
 
 @pytest.fixture
 def chip(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimulatedChip]:
-    simulated = SimulatedChip()
-    spidev = types.ModuleType("spidev")
-
-    class SpiDev:
-        def __init__(self) -> None:
-            self.max_speed_hz = 0
-            self.closed = False
-
-        def open(self, bus: int, device: int) -> None:
-            self.bus, self.device = bus, device
-
-        def xfer2(self, data: list[int]) -> list[int]:
-            assert not self.closed
-            return simulated.xfer2(list(data))
-
-        def close(self) -> None:
-            self.closed = True
-
-    spidev.SpiDev = SpiDev  # type: ignore[attr-defined]
-    gpio = types.ModuleType("RPi.GPIO")
-    gpio.BCM, gpio.BOARD, gpio.OUT = 11, 10, 0  # type: ignore[attr-defined]
-    gpio.calls = []  # type: ignore[attr-defined]
-    gpio.getmode = lambda: None  # type: ignore[attr-defined]
-    gpio.setmode = lambda mode: gpio.calls.append(("setmode", mode))  # type: ignore[attr-defined]
-    gpio.setup = lambda pin, mode: gpio.calls.append(("setup", pin))  # type: ignore[attr-defined]
-    gpio.output = lambda pin, v: gpio.calls.append(("output", pin, v))  # type: ignore[attr-defined]
-    gpio.cleanup = lambda *a: gpio.calls.append(("cleanup",))  # type: ignore[attr-defined]
-    rpi = types.ModuleType("RPi")
-    rpi.GPIO = gpio  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "spidev", spidev)
-    monkeypatch.setitem(sys.modules, "RPi", rpi)
-    monkeypatch.setitem(sys.modules, "RPi.GPIO", gpio)
-    for name in [m for m in sys.modules if m == "mfrc522" or m.startswith("mfrc522.")]:
-        monkeypatch.delitem(sys.modules, name)
-    importlib.import_module("mfrc522")
-    simulated.gpio = gpio  # type: ignore[attr-defined]
-    yield simulated
+    yield install_fake_pi(monkeypatch)
 
 
 class Clock:

@@ -98,6 +98,7 @@ settings_ = st.builds(
     heartbeat_interval_s=st.integers(min_value=1, max_value=3600),
     out_of_service=st.booleans(),
     out_of_service_reason=st.none() | texts,
+    plain_badges_allowed=st.booleans(),
 )
 
 permission_entries = st.builds(
@@ -106,6 +107,7 @@ permission_entries = st.builds(
     member_id=ids,
     level=st.sampled_from(list(Level)),
     expires_at=st.none() | counts,
+    protected=st.booleans(),
 )
 
 snapshots = st.builds(

@@ -251,6 +251,17 @@ def test_snapshot_optional_settings_are_omitted_at_default() -> None:
     assert MachineSettings.from_dict(d) == settings
 
 
+def test_snapshot_anticlone_fields_are_omitted_at_default_and_round_trip() -> None:
+    plain = PermissionEntry(badge_digest(KEY, "04A1B2C3"), "m-ada", Level.AUTONOMOUS)
+    protected = PermissionEntry(plain.badge_digest, "m-ada", Level.AUTONOMOUS, protected=True)
+    strict = MachineSettings(name="x", plain_badges_allowed=False)
+
+    assert "protected" not in plain.to_dict()
+    assert "plain_badges_allowed" not in MachineSettings(name="x").to_dict()
+    assert PermissionEntry.from_dict(protected.to_dict(), "p.") == protected
+    assert MachineSettings.from_dict(strict.to_dict()) == strict
+
+
 def test_snapshot_settings_from_older_server_get_defaults() -> None:
     from protocol import MachineSettings
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import socket
 import uuid
@@ -11,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from server.broker import BrokerStartError, EmbeddedBroker
+from server.broker import BrokerStartError, EmbeddedBroker, SubscriptionTable, _make_broker
 
 TIMEOUT = 10.0
 
@@ -124,3 +125,42 @@ def test_embedded_broker_reports_a_taken_port() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(BrokerStartError):
             EmbeddedBroker(port=port, timeout=5).start()
+
+
+def test_embedded_broker_sends_a_new_client_only_the_retained_messages_it_subscribes_to(
+    client_factory: Callable[[], Client],
+) -> None:
+    """amqtt 0.12.1 sent a connecting client the retained messages matching *any*
+    client's filter: every demo controller got the other machines' configs."""
+    site = uuid.uuid4().hex[:8]
+    server = client_factory()
+    server.subscribe(f"fablab/v1/{site}/+/config", qos=1)  # a filter matching every machine
+    for machine in ("cnc", "laser"):
+        server.publish(f"fablab/v1/{site}/{machine}/config", machine.encode(), retain=True)
+
+    laser = client_factory()
+    laser.subscribe(f"fablab/v1/{site}/laser/config", qos=1)
+
+    # Stray retained messages would come at connection, before the subscription's own.
+    first = laser.messages.get(timeout=TIMEOUT)
+    assert (first.topic, first.payload) == (f"fablab/v1/{site}/laser/config", b"laser")
+
+
+def test_subscription_table_survives_a_subscription_added_while_iterating() -> None:
+    """amqtt loops over its subscriptions with awaits inside; a client subscribing in
+    between raised `dictionary changed size during iteration` (2 demo starts in 5)."""
+    table = SubscriptionTable({"a/#": []})
+
+    for _ in table:
+        table["b/+"] = []
+    for _filter, _subscribers in table.items():
+        table["c/+"] = []
+
+    assert set(table) == {"a/#", "b/+", "c/+"}
+
+
+def test_embedded_broker_keeps_its_subscriptions_in_a_subscription_table() -> None:
+    async def make() -> object:
+        return _make_broker(EmbeddedBroker(port=1883)._config())._subscriptions
+
+    assert isinstance(asyncio.run(make()), SubscriptionTable)

@@ -60,6 +60,8 @@ def badge_public(badge: Badge) -> BadgePublic:
         member_id=badge.member_id,
         status=badge.status,
         created_at=badge.created_at,
+        protection=badge.protection,
+        cloned_at=badge.cloned_at,
     )
 
 
