@@ -438,14 +438,15 @@ class BillingRepository:
             if source_type == "claim":
                 key = claims.get(int(source_id), "claim")
             else:
-                key = automatic.get(_AUTOMATIC_OF_SOURCE.get(source_type, ""), source_type)
+                key = automatic.get(AUTOMATIC_OF_SOURCE.get(source_type, ""), source_type)
             entry = sums.setdefault(key, [0, 0])
             entry[0] += 1
             entry[1] += int(cents)
         return [(k, n, c) for k, (n, c) in sorted(sums.items())]
 
 
-_AUTOMATIC_OF_SOURCE = {
+# The ledger's source type of an automatic credit -> the AutomaticSource it comes from.
+AUTOMATIC_OF_SOURCE = {
     "supervised_session": "supervision",
     "maintenance_session": "maintenance",
     "training": "training",

@@ -1,4 +1,5 @@
-"""Read-side queries of the web pages: sessions in a period, utilisation aggregates."""
+"""Read-side queries of the web pages: sessions in a period, utilisation aggregates,
+contributions credited."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.adapters.billing_repository import AUTOMATIC_OF_SOURCE
 from server.adapters.orm import ProblemReport, RawEvent, Training, UsageSession
+from server.adapters.orm_billing import BillingClaim, BillingContributionType, BillingLedgerEntry
+from server.domain.utilisation import Contribution
 
 
 def sessions_between(
@@ -57,6 +61,35 @@ def trainings_granted_between(
         Training.granted_at >= start, Training.granted_at < end
     )
     return [(type_id, granted) for type_id, granted in session.execute(query).all()]
+
+
+def contributions_between(session: Session, start: datetime, end: datetime) -> list[Contribution]:
+    """Contributions credited in [start, end) (the ledger's earn entries), each with the
+    contribution type it was credited for: the claim's type, or the type credited
+    automatically for what the system observed."""
+    e = BillingLedgerEntry
+    earned = session.execute(
+        select(e.member_id, e.source_type, e.source_id, e.at, e.minutes).where(
+            e.kind == "earn", e.at >= start, e.at < end
+        )
+    ).all()
+    claim_ids = {int(source_id) for _, kind, source_id, _, _ in earned if kind == "claim"}
+    claims = select(BillingClaim.id, BillingClaim.contribution_type_id).where(
+        BillingClaim.id.in_(claim_ids)
+    )
+    claim_types = {claim_id: type_id for claim_id, type_id in session.execute(claims)}
+    types = select(BillingContributionType.automatic_source, BillingContributionType.id).where(
+        BillingContributionType.automatic_source.is_not(None)
+    )
+    automatic = {source: type_id for source, type_id in session.execute(types)}
+    found = []
+    for member_id, kind, source_id, at, minutes in earned:
+        if kind == "claim":
+            type_id = claim_types.get(int(source_id))
+        else:
+            type_id = automatic.get(AUTOMATIC_OF_SOURCE.get(kind, ""))
+        found.append(Contribution(type_id or kind, member_id, at, int(minutes)))
+    return found
 
 
 @dataclass(frozen=True)

@@ -131,3 +131,54 @@ def trainings_per_month(
         TrainingCount(type_id, month, n if n >= min_count else None)
         for (type_id, month), n in sorted(counts.items(), key=lambda kv: (kv[0][1], kv[0][0]))
     ]
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One credited contribution as the open data needs it (minutes: 0 for items)."""
+
+    contribution_type_id: str
+    member_id: str
+    at: datetime
+    minutes: int
+
+
+@dataclass(frozen=True)
+class ContributionCell:
+    """A contribution type's month: hours given, contributions and distinct members;
+    None everywhere when fewer members than the threshold contributed."""
+
+    contribution_type_id: str
+    month: date
+    hours: float | None
+    contributions: int | None
+    members: int | None
+
+    @property
+    def suppressed(self) -> bool:
+        return self.members is None
+
+
+def contributions_per_month(
+    contributions: list[Contribution], tz: ZoneInfo, min_members: int
+) -> list[ContributionCell]:
+    """Per (contribution type, month of the lab's calendar): hours given, contributions
+    and distinct members; a cell with fewer than `min_members` distinct members is
+    emptied, like the utilisation cells, so that no figure points at one member."""
+    minutes: dict[tuple[str, date], int] = defaultdict(int)
+    counts: dict[tuple[str, date], int] = defaultdict(int)
+    members: dict[tuple[str, date], set[str]] = defaultdict(set)
+    for c in contributions:
+        key = (c.contribution_type_id, c.at.astimezone(tz).date().replace(day=1))
+        minutes[key] += c.minutes
+        counts[key] += 1
+        members[key].add(c.member_id)
+    result = []
+    for key in sorted(counts, key=lambda k: (k[1], k[0])):
+        type_id, month = key
+        if len(members[key]) < min_members:
+            result.append(ContributionCell(type_id, month, None, None, None))
+        else:
+            result.append(ContributionCell(type_id, month, round(minutes[key] / 60, 1),
+                                           counts[key], len(members[key])))  # fmt: skip
+    return result

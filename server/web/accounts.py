@@ -19,6 +19,7 @@ from server.service_layer import commands as cmds
 from server.service_layer.account_links import InvalidLinkError, IssuedLink, link_member
 from server.service_layer.accounts import LOGIN_LIFETIME, LoginResult
 from server.service_layer.members import MIN_PASSWORD_LENGTH
+from server.web.error_messages import form_error
 from server.web.i18n import LANG_COOKIE, LOCALES, gettext_for, request_locale, tr
 from server.web.session import AnonymousForm, FormUser, LoggedIn, PageUser, safe_next
 from server.web.templating import render, render_text
@@ -145,7 +146,7 @@ def set_password_submit(
         except InvalidLinkError:
             return render(request, "link_invalid.html", status_code=410)
         except DomainError as exc:
-            errors = {"password": str(exc)}
+            errors = {"password": form_error(request, exc)}
     if errors:
         member = uow.members.get(link.member_id)
         context = {"token": token, "name": member.name if member else "", "errors": errors,
@@ -235,7 +236,7 @@ def password_submit(
         except TooManyAttemptsError:
             errors = {"current": tr(request, "Too many wrong passwords: try again later.")}
         except DomainError as exc:
-            errors = {"password": str(exc)}
+            errors = {"password": form_error(request, exc)}
     if errors:
         context = {"errors": errors, "done": False, "min_length": MIN_PASSWORD_LENGTH}
         return render(request, "password.html", context, status_code=400)

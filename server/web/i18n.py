@@ -102,6 +102,10 @@ class Formatter:
             value = value.astimezone(self.tz).date()
         return format_date(value, fmt, locale=self.locale)
 
+    def last_day(self, end: dt.date, fmt: str = "medium") -> str:
+        """The last day of a span whose `end` is excluded (a billing period's ends_on)."""
+        return self.date(end - dt.timedelta(days=1), fmt)
+
     def time(self, value: dt.datetime | None, fmt: str = "short") -> str:
         return "" if value is None else format_time(value, fmt, tzinfo=self.tz, locale=self.locale)
 

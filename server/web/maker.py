@@ -17,6 +17,7 @@ from server.domain.errors import DomainError
 from server.service_layer import commands as cmds
 from server.service_layer.accounts import NewApiToken
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
+from server.web.error_messages import form_error
 from server.web.i18n import tr
 from server.web.labels import ALL as LABELS
 from server.web.session import FormUser, LoggedIn
@@ -127,7 +128,7 @@ def create_token(
             cmds.CreateApiToken(user.member_id, name.strip(), actor=user.principal)
         )
     except DomainError as exc:
-        errors = {"name": str(exc)}
+        errors = {"name": form_error(request, exc)}
         return render(request, "tokens.html", _tokens_context(uow, user, errors=errors), 400)
     uow.session.expire_all()
     return render(request, "tokens.html", _tokens_context(uow, user, new_token=created))

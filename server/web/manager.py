@@ -22,6 +22,7 @@ from server.service_layer import commands as cmds
 from server.service_layer.account_links import IssuedLink
 from server.service_layer.imports import MAX_BYTES, ImportFormatError, ImportReport, import_members
 from server.web.accounts import link_url, send_link_mail
+from server.web.error_messages import form_error, refusal_text
 from server.web.i18n import tr
 from server.web.labels import ALL as LABELS
 from server.web.maker import type_names
@@ -116,7 +117,7 @@ def create_member(
         except ConflictError:
             errors["email"] = tr(request, "A member already has this email.")
         except DomainError as exc:
-            errors["category"] = str(exc)
+            errors["category"] = form_error(request, exc)
     if errors or member_id is None:
         context = _new_member_context(uow, errors=errors, values=values)
         return render(request, "member_new.html", context, status_code=400)
@@ -149,14 +150,14 @@ async def import_submit(
             import_members, runtime.bus, data, user.principal, dry_run=dry_run
         )
     except ImportFormatError as exc:
-        context["error"] = str(exc)
+        context["error"] = form_error(request, exc)
         return render(request, "member_import.html", context, status_code=400)
     links: dict[str, tuple[str, bool]] = {}
     for line in report.lines:
         if line.member_id and not dry_run:
             issued, mailed = await run_in_threadpool(invite, request, runtime, user, line.member_id)
             links[line.member_id] = (link_url(request, runtime, issued.token), mailed)
-    context.update(report=report, links=links)
+    context.update(report=report, links=links, refusal=lambda text: refusal_text(request, text))
     return render(request, "member_import.html", context)
 
 
@@ -336,7 +337,7 @@ async def machine_settings(
                 ),
             )  # fmt: skip
         except DomainError as exc:
-            errors["form"] = str(exc)
+            errors["form"] = form_error(request, exc)
     if errors:
         return await run_in_threadpool(
             _machine_error_page, request, runtime, user, machine_id, errors

@@ -24,6 +24,7 @@ from server.service_layer import billing_commands as bc
 from server.service_layer import billing_views as views
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from server.web import charts
+from server.web.error_messages import form_error
 from server.web.i18n import N_, tr
 from server.web.labels import BILLING
 from server.web.session import FormUser, LoggedIn, ManagerUser, TreasurerUser
@@ -114,7 +115,7 @@ def open_period(
         )
     except (ValueError, DomainError) as exc:
         message = tr(request, "Give the first day as YYYY-MM-DD.") if isinstance(
-            exc, ValueError) else str(exc)  # fmt: skip
+            exc, ValueError) else form_error(request, exc)  # fmt: skip
         context = _overview(request, uow, errors={"starts_on": message}, starts_on=starts_on)
         return _render(request, "billing.html", context, 400)
     return RedirectResponse(f"/billing/periods/{period_id}", status_code=303)
@@ -182,7 +183,7 @@ def add_rate(
                 free_minutes=values["free_minutes"], actor=user.principal))  # fmt: skip
             return RedirectResponse("/billing#rates-title", status_code=303)
         except DomainError as exc:
-            errors["valid_from"] = str(exc)
+            errors["valid_from"] = form_error(request, exc)
     context = _overview(request, uow, errors=errors, rate_form=form)
     return _render(request, "billing.html", context, 400)
 
@@ -210,7 +211,8 @@ def set_category_multiplier(
         context = _overview(request, uow, errors={f"multiplier-{category_id}": message})
         return _render(request, "billing.html", context, 400)
     except DomainError as exc:
-        context = _overview(request, uow, errors={f"multiplier-{category_id}": str(exc)})
+        errors = {f"multiplier-{category_id}": form_error(request, exc)}
+        context = _overview(request, uow, errors=errors)
         return _render(request, "billing.html", context, 400)
     return RedirectResponse("/billing#categories-title", status_code=303)
 
@@ -257,7 +259,7 @@ def _period_action(
         runtime.bus.handle(command)
     except DomainError as exc:
         uow.session.expire_all()
-        context = _period_context(uow, period_id, error=str(exc))
+        context = _period_context(uow, period_id, error=form_error(request, exc))
         return _render(request, "billing_period.html", context, 400)
     return RedirectResponse(f"/billing/periods/{period_id}", status_code=303)
 
@@ -356,8 +358,8 @@ def _statement_action(
         result = runtime.bus.handle(command)
     except DomainError as exc:
         uow.session.expire_all()
-        context = _statement_context(uow, statement_id, treasurer=True,
-                                     errors={field: str(exc)}, form=form)  # fmt: skip
+        errors = {field: form_error(request, exc)}
+        context = _statement_context(uow, statement_id, treasurer=True, errors=errors, form=form)
         return _render(request, "statement.html", context, 400)
     uow.session.expire_all()
     target = result if isinstance(result, int) and field == "note_amount" else statement_id
@@ -490,7 +492,7 @@ def submit_claim(
                 link.strip() or None, actor=user.principal))  # fmt: skip
             return RedirectResponse("/me/claims", status_code=303)
         except DomainError as exc:
-            errors["contribution_type_id"] = str(exc)
+            errors["contribution_type_id"] = form_error(request, exc)
     context = _claims_context(uow, user, errors=errors, form=form)
     return _render(request, "my_claims.html", context, 400)
 
@@ -547,7 +549,7 @@ def decide_claim(
                 runtime.settings.billing_policy(), actor=user.principal))  # fmt: skip
             return RedirectResponse("/claims", status_code=303)
         except DomainError as exc:
-            error = str(exc)
+            error = form_error(request, exc)
     uow.session.expire_all()
     context = _decisions_context(uow, errors={claim_id: error})
     return _render(request, "claims.html", context, 400)

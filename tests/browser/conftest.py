@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ from server.adapters.orm import UsageSession
 from server.api.main import create_app
 from server.bootstrap import ServerRuntime
 from server.config import Settings
-from server.domain.access import Role
+from server.domain.access import Principal, Role
+from server.service_layer import billing_commands as bc
 from server.service_layer import commands as cmds
 from tests.fixtures import MosquittoServer, free_port, wait_for_port
 
@@ -51,6 +52,8 @@ CHROMIUM_ARGS = [
 ]
 AXE_JS = Path(__file__).parent / "vendor" / "axe.min.js"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Screenshots are written to docs/screenshots/ only when asked (FABLAB_SCREENSHOTS=1).
+SCREENSHOTS_ENV = "FABLAB_SCREENSHOTS"
 KEY_HEX = "7b" * 32
 PASSWORD = "browser-test-password"
 ADA_BADGE = "04B0B0B001"  # trained on the laser
@@ -298,3 +301,71 @@ def log_in(page: Any, member_id: str, password: str = PASSWORD, next_path: str =
     page.fill("#f-password", password)
     page.click("main button[type=submit]")
     page.wait_for_url(f"**{next_path}")
+
+
+TESS = Principal("tess", frozenset({Role.TREASURER}))
+MONA = Principal("mona", frozenset({Role.MANAGER}))
+JANUARY = datetime(2025, 1, 14, 9, tzinfo=UTC)  # before every seeded session
+
+
+@dataclass(frozen=True)
+class BillingLab:
+    """The billing the browser tests find: January 2025 computed, Ada's statement
+    approved and Bob's a draft; contribution claims approved and pending."""
+
+    period_id: int
+    approved_statement_id: int
+    draft_statement_id: int
+
+
+def _usage(live: LiveLab, session_id: str, member_id: str, at: datetime, hours: float) -> None:
+    with live.uow() as uow:
+        uow.sessions.add(
+            UsageSession(
+                id=session_id, machine_id="laser", controller_id="laser", member_id=member_id,
+                reported_member_id=member_id, started_at=at,
+                ended_at=at + timedelta(hours=hours), elapsed_seconds=hours * 3600,
+                busy_seconds=hours * 1800,
+            )
+        )  # fmt: skip
+        uow.commit()
+
+
+def _claims(live: LiveLab) -> None:
+    bus, policy = live.server.bus, live.server.settings.billing_policy()
+    bus.handle(bc.AddContributionType("teaching", "Teaching a class", "hour", "money", 1000,
+                                      actor=TESS))  # fmt: skip
+    bus.handle(bc.AddContributionType("recipe", "Recipe published", "item", "minutes", 30,
+                                      actor=TESS))  # fmt: skip
+    for member_id, kind, quantity, decided in (("ada", "teaching", 90, True),
+                                               ("bob", "teaching", 60, True),
+                                               ("ada", "recipe", 1, False),
+                                               ("bob", "recipe", 2, False)):  # fmt: skip
+        maker = Principal(member_id, frozenset())
+        claim = bus.handle(bc.SubmitClaim(member_id, kind, quantity, f"{kind} by {member_id}",
+                                          actor=maker))  # fmt: skip
+        if decided:
+            bus.handle(bc.DecideClaim(claim, True, "thank you", policy, actor=MONA))
+
+
+@pytest.fixture(scope="package")
+def billing(live: LiveLab) -> BillingLab:
+    """Tess the treasurer; the laser at 12.00 an hour from January 2025; January 2025
+    computed (Ada's hour approved, Bob's half hour a draft); claims decided and pending."""
+    bus, policy = live.server.bus, live.server.settings.billing_policy()
+    bus.handle(cmds.AddMember("Tess Treasurer", email="tess@lab.example", member_id="tess",
+                              password=PASSWORD))  # fmt: skip
+    bus.handle(cmds.SetRoles("tess", frozenset({Role.TREASURER})))
+    bus.handle(bc.AddTariff("cutting", "Laser cutting", ("laser",), actor=TESS))
+    bus.handle(bc.AddRate("cutting", date(2025, 1, 1), policy, 1200, actor=TESS))
+    _usage(live, "january-ada", "ada", JANUARY, 1.0)
+    _usage(live, "january-bob", "bob", JANUARY + timedelta(days=1), 0.5)
+    period_id = bus.handle(bc.OpenPeriod(date(2025, 1, 1), policy, actor=TESS))
+    bus.handle(bc.ComputePeriod(period_id, policy, actor=TESS))
+    with live.uow() as uow:
+        (ada,) = uow.billing.statements(period_id=period_id, member_id="ada")
+        (bob,) = uow.billing.statements(period_id=period_id, member_id="bob")
+        ada_id, bob_id = ada.id, bob.id
+    bus.handle(bc.ApproveStatement(ada_id, policy, actor=TESS))
+    _claims(live)
+    return BillingLab(period_id, ada_id, bob_id)

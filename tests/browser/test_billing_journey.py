@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from server.adapters.orm import UsageSession
-from server.domain.access import Principal, Role
-from server.service_layer import billing_commands as bc
-from server.service_layer import commands as cmds
-from tests.browser.conftest import PASSWORD, LiveLab, NewPage, log_in
+from tests.browser.conftest import BillingLab, LiveLab, NewPage, log_in
 
 pytestmark = pytest.mark.browser
 
-TESS = Principal("tess", frozenset({Role.TREASURER}))
 MARCH = datetime(2025, 3, 12, 9, tzinfo=UTC)  # before every seeded session
 
 
-def _priced_march(live: LiveLab) -> None:
-    """Tess the treasurer, the laser at 12.00 an hour, one hour of Ada's in March 2025."""
-    bus = live.server.bus
-    bus.handle(cmds.AddMember("Tess Treasurer", email="tess@lab.example", member_id="tess",
-                              password=PASSWORD))  # fmt: skip
-    bus.handle(cmds.SetRoles("tess", frozenset({Role.TREASURER})))
-    policy = live.server.settings.billing_policy()
-    bus.handle(bc.AddTariff("cutting", "Laser cutting", ("laser",), actor=TESS))
-    bus.handle(bc.AddRate("cutting", date(2025, 3, 1), policy, 1200, actor=TESS))
+def _march_hour_of_ada(live: LiveLab) -> None:
+    """One hour of Ada's on the laser in March 2025 (billed at 12.00 an hour)."""
     with live.uow() as uow:
         uow.sessions.add(
             UsageSession(
@@ -40,9 +29,9 @@ def _priced_march(live: LiveLab) -> None:
 
 
 def test_browser_treasurer_approves_a_period_and_downloads_the_csv(
-    live: LiveLab, new_page: NewPage, tmp_path: Path
+    live: LiveLab, billing: BillingLab, new_page: NewPage, tmp_path: Path
 ) -> None:
-    _priced_march(live)
+    _march_hour_of_ada(live)
     page = new_page()
     log_in(page, "tess", next_path="/billing")
     page.fill("#f-starts_on", "2025-03-01")

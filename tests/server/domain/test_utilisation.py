@@ -9,8 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.domain.utilisation import (
+    Contribution,
     Span,
     anonymised,
+    contributions_per_month,
     heatmap,
     per_machine,
     trainings_per_month,
@@ -75,3 +77,24 @@ def test_utilisation_trainings_per_month_suppresses_small_counts() -> None:
     counts = {c.training_type_id: c for c in trainings_per_month(grants, PARIS, min_count=2)}
     assert counts["laser"].granted == 2 and counts["laser"].month == date(2026, 11, 1)
     assert counts["cnc"].granted is None
+
+
+def test_utilisation_contributions_per_month_sums_hours_counts_and_members() -> None:
+    given_ = [Contribution("teaching", "ada", MONDAY, 90),
+              Contribution("teaching", "alan", MONDAY, 30),
+              Contribution("teaching", "ada", MONDAY, 60)]  # fmt: skip
+    [cell] = contributions_per_month(given_, PARIS, min_members=2)
+    assert (cell.contribution_type_id, cell.month) == ("teaching", date(2026, 11, 1))
+    assert (cell.hours, cell.contributions, cell.members) == (3.0, 3, 2)
+
+
+def test_utilisation_contributions_per_month_suppresses_a_kind_given_by_few_members() -> None:
+    given_ = [Contribution("recipe", "ada", MONDAY, 0), Contribution("recipe", "ada", MONDAY, 0)]
+    [cell] = contributions_per_month(given_, PARIS, min_members=2)
+    assert cell.suppressed and (cell.hours, cell.contributions, cell.members) == (None, None, None)
+
+
+def test_utilisation_contributions_month_is_the_lab_s() -> None:
+    new_year_utc = datetime(2026, 12, 31, 23, 30, tzinfo=UTC)  # 1 January 00:30 in Paris
+    [cell] = contributions_per_month([Contribution("x", "ada", new_year_utc, 60)], PARIS, 1)
+    assert cell.month == date(2027, 1, 1)

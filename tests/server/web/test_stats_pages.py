@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from protocol import EventKind
 from server.bootstrap import ServerRuntime
+from server.domain.access import Principal, Role
+from server.service_layer import billing_commands as bc
 from tests.server.conftest import EventFactory, Ingest
 from tests.server.web.conftest import Login
 
@@ -59,3 +62,42 @@ def test_stats_page_draws_svg_charts(
     page = browser.get("/stats").text
     assert page.count("<svg") == 3
     assert 'class="bar-busy"' in page
+
+
+MONA = Principal("mona", frozenset({Role.MANAGER, Role.TREASURER}))
+
+
+@pytest.fixture
+def teaching(lab: ServerRuntime) -> ServerRuntime:
+    """Teaching, credited by the hour: 90 minutes from ada, 30 from tom, approved by mona."""
+    policy = lab.settings.billing_policy()
+    lab.bus.handle(bc.AddContributionType("teaching", "Teaching", "hour", "money", 1000,
+                                          actor=MONA))  # fmt: skip
+    for member_id, minutes in (("ada", 90), ("tom", 30)):
+        claim = lab.bus.handle(bc.SubmitClaim(member_id, "teaching", minutes, "a class",
+                                              actor=Principal(member_id, frozenset())))  # fmt: skip
+        lab.bus.handle(bc.DecideClaim(claim, True, "thanks", policy, actor=MONA))
+    return lab
+
+
+def test_open_data_publishes_contribution_hours_by_kind_and_month(
+    teaching: ServerRuntime, browser: TestClient
+) -> None:
+    teaching.settings.open_data_min_members = 2
+    [cell] = browser.get("/open-data.json").json()["contributions"]
+    assert (cell["contribution_type_id"], cell["contribution_type"]) == ("teaching", "Teaching")
+    assert (cell["hours"], cell["contributions"], cell["members"]) == (2.0, 2, 2)
+    csv_text = browser.get("/open-data.csv?table=contributions").text
+    assert csv_text.splitlines()[0] == ("month,contribution_type_id,contribution_type,hours,"
+                                        "contributions,members,suppressed")  # fmt: skip
+    assert ",teaching,Teaching,2.0,2,2,False" in csv_text
+    assert "Teaching" in browser.get("/open-data").text
+
+
+def test_open_data_suppresses_contributions_of_too_few_members(
+    teaching: ServerRuntime, browser: TestClient
+) -> None:
+    teaching.settings.open_data_min_members = 3
+    [cell] = browser.get("/open-data.json").json()["contributions"]
+    assert cell["suppressed"] is True and cell["hours"] is None and cell["members"] is None
+    assert ",teaching,Teaching,,,,True" in browser.get("/open-data.csv?table=contributions").text
