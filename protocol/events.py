@@ -60,6 +60,9 @@ class DenyReason(StrEnum):
     SUPERVISOR_MISSING = "supervisor_missing"
     SNAPSHOT_TOO_OLD = "snapshot_too_old"  # the snapshot is past the controller's max age
     AUTH_TIMEOUT = "auth_timeout"  # unknown badge, the online check got no answer in time
+    # A prepaid member whose balance is below the category's threshold (or whose
+    # allowance on this machine is used up).
+    INSUFFICIENT_BALANCE = "insufficient_balance"
 
 
 class EndReason(StrEnum):
@@ -73,6 +76,7 @@ class EndReason(StrEnum):
     CONTROLLER_RESTART = "controller_restart"
     SHUTDOWN = "shutdown"
     PERMISSION_REVOKED = "permission_revoked"
+    BALANCE_EXHAUSTED = "balance_exhausted"  # a prepaid member's allowance ran out
 
 
 class ControllerState(StrEnum):
@@ -124,7 +128,7 @@ _DATA_SCHEMA: dict[EventKind, dict[str, tuple[Any, bool]]] = {
     EventKind.FAULT: {"code": (str, True), "message": (str, True)},
     EventKind.SESSION_WARNING: {
         "session_id": (str, True),
-        "reason": (EndReason, True),  # idle_timeout or max_duration
+        "reason": (EndReason, True),  # idle_timeout, max_duration or balance_exhausted
         "ends_in_seconds": (float, True),
     },
     EventKind.COMMAND_APPLIED: {

@@ -105,21 +105,55 @@ class MachineSettings:
 
 
 @dataclass(frozen=True)
+class Prepaid:
+    """What a prepaid member may do on this machine, decided by the server.
+
+    `may_start`: the member's balance is at or above the category's threshold.
+    `allowance_s`: seconds of use this machine may still give the member (balance plus
+    the overdraft bound, at this machine's price for them), counted down by the
+    controller from the snapshot; None when the machine charges them nothing.
+    """
+
+    may_start: bool
+    allowance_s: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"may_start": self.may_start, "allowance_s": self.allowance_s}
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str) -> Prepaid:
+        if not isinstance(d, dict):
+            raise ProtocolError(prefix.rstrip("."), "must be an object")
+        return cls(
+            may_start=f.req_bool(d, "may_start", prefix),
+            allowance_s=f.opt_int(d, "allowance_s", prefix),
+        )
+
+
+@dataclass(frozen=True)
 class PermissionEntry:
-    """One badge allowed on the machine, at a level, until `expires_at` (epoch s) if set."""
+    """One badge allowed on the machine, at a level, until `expires_at` (epoch s) if set.
+
+    `prepaid` is set for a member of a prepaid category (omitted from the payload
+    otherwise, so entries without it are byte-for-byte what they were before).
+    """
 
     badge_digest: str
     member_id: str
     level: Level
     expires_at: int | None = None
+    prepaid: Prepaid | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "badge_digest": self.badge_digest,
             "member_id": self.member_id,
             "level": self.level.value,
             "expires_at": self.expires_at,
         }
+        if self.prepaid is not None:
+            d["prepaid"] = self.prepaid.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str) -> PermissionEntry:
@@ -130,6 +164,11 @@ class PermissionEntry:
             member_id=f.req_str(d, "member_id", prefix, max_len=64),
             level=f.req_enum(d, "level", Level, prefix),
             expires_at=f.opt_int(d, "expires_at", prefix),
+            prepaid=(
+                None
+                if d.get("prepaid") is None
+                else Prepaid.from_dict(d["prepaid"], f"{prefix}prepaid.")
+            ),
         )
 
 

@@ -65,7 +65,9 @@ class ServerRuntime:
             )
 
     def new_uow(self) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self.session_factory, self.login_limiter)
+        return SqlAlchemyUnitOfWork(
+            self.session_factory, self.login_limiter, self.settings.billing_policy()
+        )
 
     def _publish(self, message: OutgoingMessage) -> None:
         if self.link is not None:

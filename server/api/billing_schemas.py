@@ -258,3 +258,44 @@ class LineAdjust(BaseModel):
 class CreditNoteCreate(BaseModel):
     amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
     reason: str = Field(min_length=1, max_length=2000)
+
+
+class CategoryPrepaidUpdate(BaseModel):
+    """The prepaid option of a member category (amounts in currency units)."""
+
+    prepaid: bool
+    threshold: Decimal = Field(default=Decimal(0), ge=0, le=1_000_000, decimal_places=2)
+    overdraft: Decimal = Field(default=Decimal(0), ge=0, le=1_000_000, decimal_places=2)
+
+
+class CategoryPrepaidPublic(BaseModel):
+    category_id: str
+    prepaid: bool
+    threshold: Decimal
+    overdraft: Decimal
+    currency: str
+
+
+class PrepaidStatusPublic(BaseModel):
+    """A member's prepaid balance: ledger minus usage not yet on an approved statement."""
+
+    member_id: str
+    category_id: str | None
+    prepaid: bool
+    balance: Decimal | None  # null when the member's category is not prepaid
+    threshold: Decimal | None
+    overdraft: Decimal | None
+    may_start: bool | None
+    currency: str
+
+
+class PrepaidOverdraftPublic(BaseModel):
+    """A prepaid session that left the balance past the overdraft bound."""
+
+    session_id: str
+    member_id: str
+    machine_id: str
+    balance: Decimal
+    overdraft: Decimal
+    flagged_at: datetime
+    currency: str

@@ -12,6 +12,7 @@ from protocol import (
     MachineSettings,
     PermissionEntry,
     PermissionSnapshot,
+    Prepaid,
     StaffEntry,
     StaffRole,
     badge_digest,
@@ -27,6 +28,7 @@ class BadgeGrant:
     member_id: str
     level: Level
     expires_at: datetime | None
+    prepaid: Prepaid | None = None  # a prepaid member: may they start, for how long
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ def build_snapshot(
                 member_id=g.member_id,
                 level=g.level,
                 expires_at=None if g.expires_at is None else int(g.expires_at.timestamp()),
+                prepaid=g.prepaid,
             )
             for g in grants
         ),

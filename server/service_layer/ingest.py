@@ -39,6 +39,7 @@ from server.domain.ingest_rules import (
     wall_time_problem,
 )
 from server.domain.streams import advance_acked
+from server.service_layer import prepaid
 from server.service_layer.audit import record
 from server.service_layer.commands import IngestEvent, OutgoingMessage, RecordControllerStatus
 from server.service_layer.configs import machines_sharing_lapse
@@ -424,6 +425,7 @@ def _session_progress(
         usage.ended_at = at
         usage.end_reason = data["reason"]
         usage.busy = False
+        prepaid.session_ended(uow, usage, received_at)
 
 
 def _progress_at(usage: UsageSession, reported_wall: float) -> datetime:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from server.adapters import repository as repo
 from server.adapters.billing_repository import BillingRepository
+from server.domain.billing.policy import BillingPolicy
 from server.service_layer.commands import ConfigMessage, OutgoingMessage
 from server.service_layer.ratelimit import AttemptLimiter
 
@@ -21,14 +22,19 @@ class SqlAlchemyUnitOfWork:
     (acks) to send after their commit, and to `configs` the signed configs whose version
     they committed (sent in order per machine, see `MessageBus`). `limiter` counts failed
     attempts of guarded actions (password checks, email changes) across units of work:
-    pass the process's.
+    pass the process's. `billing_policy` is the lab's billing settings, for the handlers
+    that price without a billing command (a prepaid member's allowance in a snapshot).
     """
 
     def __init__(
-        self, session_factory: Callable[[], Session], limiter: AttemptLimiter | None = None
+        self,
+        session_factory: Callable[[], Session],
+        limiter: AttemptLimiter | None = None,
+        billing_policy: BillingPolicy | None = None,
     ) -> None:
         self._session_factory = session_factory
         self.limiter = limiter if limiter is not None else AttemptLimiter()
+        self.billing_policy = billing_policy or BillingPolicy()
         self.machines_to_publish: set[str] = set()
         self.outgoing: list[OutgoingMessage] = []
         self.configs: list[ConfigMessage] = []
