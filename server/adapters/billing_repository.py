@@ -163,6 +163,15 @@ class BillingRepository:
         query = select(Member.id, Member.category).where(Member.id.in_(member_ids))
         return {member: category for member, category in self.session.execute(query)}
 
+    def members_in(self, category_ids: set[str]) -> list[str]:
+        """The active members of these categories, by id."""
+        query = (
+            select(Member.id)
+            .where(Member.category.in_(category_ids), Member.active.is_(True))
+            .order_by(Member.id)
+        )
+        return list(self.session.scalars(query))
+
     def ledger_sums(self, member_ids: set[str]) -> dict[str, int]:
         """member -> sum of their ledger entries (members without one are left out)."""
         query = (

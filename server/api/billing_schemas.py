@@ -260,12 +260,17 @@ class CreditNoteCreate(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
 
 
+# An amount >= 0 in currency units, as a string with at most 2 decimals ("12.50"): the
+# schema says exactly what is accepted.
+_Amount = Annotated[str, Field(pattern=r"^[0-9]{1,7}(\.[0-9]{1,2})?$", examples=["5.00"])]
+
+
 class CategoryPrepaidUpdate(BaseModel):
     """The prepaid option of a member category (amounts in currency units)."""
 
     prepaid: bool
-    threshold: Decimal = Field(default=Decimal(0), ge=0, le=1_000_000, decimal_places=2)
-    overdraft: Decimal = Field(default=Decimal(0), ge=0, le=1_000_000, decimal_places=2)
+    threshold: _Amount = "0"
+    overdraft: _Amount = "0"
 
 
 class CategoryPrepaidPublic(BaseModel):
