@@ -14,6 +14,7 @@ from server.domain.access import Role
 from server.domain.billing.metering import local_day
 from server.domain.billing.money import BASIS
 from server.domain.billing.prepaid import PrepaidRule, machine_allowance, unsettled_cents
+from server.domain.billing.rating import MeteredSession
 from server.domain.errors import DomainError, NotFoundError
 from server.domain.snapshots import BadgeGrant
 from server.service_layer import billing_commands as bc
@@ -45,13 +46,14 @@ def balances(uow: SqlAlchemyUnitOfWork, member_ids: set[str]) -> dict[str, int]:
     if not member_ids:
         return {}
     ledger = uow.billing.ledger_sums(member_ids)
-    sessions = uow.billing.unsettled_sessions(member_ids)
+    by_member: dict[str, list[MeteredSession]] = {member: [] for member in member_ids}
+    for session in uow.billing.unsettled_sessions(member_ids):
+        by_member[session.member_id].append(session)
     pricing = uow.billing.pricing()
     tz = uow.billing_policy.tz
     return {
-        member: ledger.get(member, 0)
-        - unsettled_cents([s for s in sessions if s.member_id == member], pricing, tz)
-        for member in member_ids
+        member: ledger.get(member, 0) - unsettled_cents(sessions, pricing, tz)
+        for member, sessions in by_member.items()
     }
 
 

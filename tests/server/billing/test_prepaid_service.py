@@ -3,19 +3,32 @@ laser's signed snapshot says, republishing, and the reconciliation at ingest."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import UTC, date, datetime
 
 import pytest
 
-from protocol import EndReason, EventKind, Level, Prepaid, badge_digest, verify_config
+from protocol import (
+    AuthRequest,
+    EndReason,
+    EventKind,
+    Level,
+    Prepaid,
+    auth_request_topic,
+    auth_response_topic,
+    badge_digest,
+    verify_auth_response,
+    verify_config,
+)
 from server.adapters.orm import AuditEntry
 from server.bootstrap import ServerRuntime
 from server.domain.errors import DomainError, PermissionDeniedError
 from server.service_layer import billing_commands as bc
 from server.service_layer import prepaid
-from server.service_layer.commands import OutgoingMessage
+from server.service_layer.commands import AnswerAuthRequest, OutgoingMessage
 from tests.server.billing.conftest import MONA, POLICY, TESS, AddSession
-from tests.server.conftest import KEY_HEX, EventFactory, Ingest
+from tests.server.conftest import KEY_HEX, SITE, EventFactory, Ingest
 
 KEY = bytes.fromhex(KEY_HEX)
 OCTOBER = datetime(2026, 10, 8, 12, tzinfo=UTC)
@@ -140,3 +153,13 @@ def test_prepaid_session_past_the_overdraft_is_billed_in_full_and_flagged(
         assert (flag.session_id, flag.member_id, flag.balance_cents, flag.overdraft_cents) == (
             "s1", "ada", -1800, 300
         )
+
+
+def test_prepaid_online_check_refuses_a_member_below_the_threshold(lab: ServerRuntime) -> None:
+    _prepaid_lab(lab)
+    sent = _capture(lab)
+    request = AuthRequest(uuid.uuid4().hex, "laser", "04A1B2C3", time.time())
+    lab.bus.handle(AnswerAuthRequest(auth_request_topic(SITE, "laser"), request.encode()))
+    [answer] = [m for m in sent if m.topic == auth_response_topic(SITE, "laser")]
+    response = verify_auth_response(answer.payload, KEY)
+    assert (response.granted, response.reason) == (False, "insufficient_balance")
