@@ -390,6 +390,9 @@ def _session_started(uow: SqlAlchemyUnitOfWork, controller: Controller, event: E
     usage.stale_snapshot = data["snapshot_version"] < controller.machine.snapshot_version
     # A session moves the lapse date of the member's training: the snapshots carry it.
     uow.machines_to_publish |= machines_sharing_lapse(uow, usage.member_id, usage.machine_id)
+    if usage.ended_at is not None and controller.last_seen_at is not None:
+        # The end came first (reordered): reconcile now that the member is known.
+        prepaid.session_ended(uow, usage, controller.last_seen_at)
     if member is None:
         logger.warning("session %s by unknown member %s", usage.id, data["member_id"])
     if usage.stale_snapshot:

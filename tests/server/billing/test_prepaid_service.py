@@ -155,6 +155,22 @@ def test_prepaid_session_past_the_overdraft_is_billed_in_full_and_flagged(
         )
 
 
+def test_prepaid_session_end_before_its_start_is_reconciled_when_the_start_arrives(
+    lab: ServerRuntime, ingest: Ingest, events: EventFactory
+) -> None:
+    _prepaid_lab(lab)
+    events.wall -= 2 * 3600
+    start = events(EventKind.SESSION_STARTED, session_id="s1", badge_uid="04A1B2C3",
+                   member_id="ada", level=Level.AUTONOMOUS.value, snapshot_version=1)  # fmt: skip
+    events.wall += 2 * 3600
+    end = events(EventKind.SESSION_ENDED, session_id="s1", reason=EndReason.BADGE.value,
+                 elapsed_seconds=2 * 3600.0, busy_seconds=0.0)  # fmt: skip
+    ingest(end)
+    ingest(start)
+    with lab.new_uow() as uow:
+        assert [f.session_id for f in uow.billing.prepaid_overdrafts()] == ["s1"]
+
+
 def test_prepaid_online_check_refuses_a_member_below_the_threshold(lab: ServerRuntime) -> None:
     _prepaid_lab(lab)
     sent = _capture(lab)
