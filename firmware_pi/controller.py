@@ -24,6 +24,14 @@ Rules (docs/protocol.md and issue 3):
 - a badge not on the snapshot is checked online (auth/request) when the link is up,
   with a timeout; no answer means deny (`auth_timeout`).
 - a snapshot older than `snapshot_max_age_s` (when set) grants nothing.
+- prepaid members (entry with `prepaid`): a tap is refused (`insufficient_balance`)
+  when the snapshot says `may_start` is false or the member's allowance on this
+  machine is used up. The allowance counts down on the monotonic clock, from the
+  snapshot's `allowance_s` less what the member's sessions used here since that
+  snapshot arrived; the session is warned `warning_s` before it runs out and ends
+  when it does (`balance_exhausted`). A newer snapshot replaces the count: the server
+  built it from the sessions it has, and gives a running session the allowance from
+  its start. A manager's maintenance session is never limited.
 - every session end has a reason; a session left open by a crash is closed by the
   next run at its last heartbeat (`controller_restart`) and the relay stays off.
 - anti-cloning (docs/security.md): a tap carries what the reader found in the badge's
@@ -151,6 +159,9 @@ class Session:
     idle_since_mono: float = 0.0  # start of the current idle (not busy) period
     idle_warned: bool = False
     max_warned: bool = False
+    # Prepaid: seconds this session may run from its start (None: no limit).
+    allowance_s: float | None = None
+    balance_warned: bool = False
 
     def elapsed_seconds(self, mono: float) -> float:
         return round(max(0.0, mono - self.started_mono), 3)
@@ -239,6 +250,8 @@ class Controller:
     pending_auth: PendingAuth | None = field(default=None, init=False)
     enrolling: Enrolling | None = field(default=None, init=False)
     pending_write: PendingWrite | None = field(default=None, init=False)
+    # Prepaid: seconds each member's sessions used here since the snapshot arrived.
+    prepaid_used_s: dict[str, float] = field(default_factory=dict, init=False)
 
     # -- state --------------------------------------------------------------------------
 
@@ -258,7 +271,8 @@ class Controller:
     def resting_signal(self) -> Signal:
         """What the machine shows when nothing brief is happening."""
         if self.session is not None:
-            warned = self.session.idle_warned or self.session.max_warned
+            session = self.session
+            warned = session.idle_warned or session.max_warned or session.balance_warned
             return Signal.WARNING if warned else Signal.GRANTED
         if self.enrolling is not None:
             return Signal.ENROLLING
@@ -276,10 +290,13 @@ class Controller:
         service, unless it is a manager's maintenance session.
         """
         self.snapshot = snapshot
+        self.prepaid_used_s = {}
         if snapshot.settings.mode is Mode.HOLD and not self.presence_sensing:
             log.warning("hold mode needs a reader that senses cards: behaving as toggle")
         effects = self._recheck_pending(now)
         session = self.session
+        if session is not None and not session.maintenance_override:
+            self._renew_allowance(session, now)
         if session is not None and self.out_of_service and not session.maintenance_override:
             return effects + self._end_session(EndReason.OUT_OF_SERVICE, now)
         return [*effects, ShowSignal(self.resting_signal())]
@@ -319,8 +336,9 @@ class Controller:
             if online and self.auth_timeout_s > 0:
                 return self._ask_server(uid, now, sector)
             return self._deny(uid, DenyReason.UNKNOWN_BADGE, None)
-        if self._expired(entry, now):
-            return self._deny(uid, DenyReason.TRAINING_EXPIRED, entry)
+        refused = self._entry_refusal(entry, now)
+        if refused is not None:
+            return self._deny(uid, refused, entry)
         return self._checked(uid, entry, sector, now, lambda counter, at: self._grant(
             uid, entry, at, decided_online=False, badge_counter=counter))
 
@@ -396,6 +414,13 @@ class Controller:
             away = now.mono - session.last_card_seen_mono
             if away >= settings.card_removal_grace_s:
                 return effects + self._end_session(EndReason.CARD_REMOVED, now)
+        if session.allowance_s is not None:
+            left = session.started_mono + session.allowance_s - now.mono
+            if left <= 0:
+                return effects + self._end_session(EndReason.BALANCE_EXHAUSTED, now)
+            if left <= settings.warning_s and not session.balance_warned:
+                session.balance_warned = True
+                effects += self._warn(session, EndReason.BALANCE_EXHAUSTED, left)
         if settings.max_duration_s > 0:
             left = session.started_mono + settings.max_duration_s - now.mono
             if left <= 0:
@@ -499,8 +524,9 @@ class Controller:
         )
         if self.out_of_service:
             return self._deny(uid, DenyReason.OUT_OF_SERVICE, entry)
-        if self._expired(entry, now):
-            return self._deny(uid, DenyReason.TRAINING_EXPIRED, entry)
+        refused = self._entry_refusal(entry, now)
+        if refused is not None:
+            return self._deny(uid, refused, entry)
         return self._checked(uid, entry, pending.sector, now, lambda counter, at: self._grant(
             uid, entry, at, decided_online=True, badge_counter=counter))
 
@@ -607,6 +633,36 @@ class Controller:
     def _expired(entry: PermissionEntry, now: Instant) -> bool:
         return entry.expires_at is not None and now.wall >= entry.expires_at
 
+    def _allowance_left(self, entry: PermissionEntry) -> float | None:
+        """Seconds a prepaid member may still use here (None: no limit)."""
+        if entry.prepaid is None or entry.prepaid.allowance_s is None:
+            return None
+        return entry.prepaid.allowance_s - self.prepaid_used_s.get(entry.member_id, 0.0)
+
+    def _entry_refusal(self, entry: PermissionEntry, now: Instant) -> DenyReason | None:
+        """Why this member may not start now (training lapsed, balance too low), or None."""
+        if self._expired(entry, now):
+            return DenyReason.TRAINING_EXPIRED
+        if entry.prepaid is not None:
+            left = self._allowance_left(entry)
+            if not entry.prepaid.may_start or (left is not None and left <= 0):
+                return DenyReason.INSUFFICIENT_BALANCE
+        return None
+
+    def _renew_allowance(self, session: Session, now: Instant) -> None:
+        """A new snapshot: the running session's allowance, from its start, is the one
+        the server computed without it; a member no longer listed keeps the old one."""
+        entry = self._lookup(session.badge_uid)
+        if entry is None or entry.member_id != session.member_id:
+            return
+        prepaid = entry.prepaid
+        session.allowance_s = None if prepaid is None else prepaid.allowance_s
+        left = None if session.allowance_s is None else (
+            session.started_mono + session.allowance_s - now.mono
+        )
+        if session.balance_warned and (left is None or left > self.settings.warning_s):
+            session.balance_warned = False
+
     def _machine_refusal(self, now: Instant) -> DenyReason | None:
         """Why the machine grants nobody right now (whoever taps), or None."""
         if self.snapshot is None:
@@ -632,8 +688,8 @@ class Controller:
         if refusal is None:
             if entry is None:
                 refusal = DenyReason.UNKNOWN_BADGE
-            elif self._expired(entry, now):
-                refusal = DenyReason.TRAINING_EXPIRED
+            elif (refused := self._entry_refusal(entry, now)) is not None:
+                refusal = refused
             else:
                 if entry != pending.entry:
                     self.pending_supervision = replace(pending, entry=entry)
@@ -787,6 +843,7 @@ class Controller:
             maintenance_override=maintenance_override,
             last_card_seen_mono=now.mono,
             idle_since_mono=now.mono,
+            allowance_s=None if maintenance_override else self._allowance_left(entry),
         )
         if self.busy:
             session.busy_start(now.mono)
@@ -818,6 +875,9 @@ class Controller:
         assert session is not None
         session.busy_stop(now.mono)
         self.session = None
+        if not session.maintenance_override:
+            used = self.prepaid_used_s.get(session.member_id, 0.0)
+            self.prepaid_used_s[session.member_id] = used + session.elapsed_seconds(now.mono)
         log.info("session %s ended: %s", session.session_id, reason.value)
         effects: list[Effect] = [
             EmitEvent(

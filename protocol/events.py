@@ -65,6 +65,9 @@ class DenyReason(StrEnum):
     BADGE_SECTOR_MISSING = "badge_sector_missing"  # a protected badge read without its sector
     PLAIN_BADGE_REFUSED = "plain_badge_refused"  # a plain badge where the lab refuses them
     BADGE_WRITE_FAILED = "badge_write_failed"  # the new counter could not be written
+    # A prepaid member whose balance is below the category's threshold (or whose
+    # allowance on this machine is used up).
+    INSUFFICIENT_BALANCE = "insufficient_balance"
 
 
 class EndReason(StrEnum):
@@ -78,6 +81,7 @@ class EndReason(StrEnum):
     CONTROLLER_RESTART = "controller_restart"
     SHUTDOWN = "shutdown"
     PERMISSION_REVOKED = "permission_revoked"
+    BALANCE_EXHAUSTED = "balance_exhausted"  # a prepaid member's allowance ran out
 
 
 class ControllerState(StrEnum):
@@ -132,7 +136,7 @@ _DATA_SCHEMA: dict[EventKind, dict[str, tuple[Any, bool]]] = {
     EventKind.FAULT: {"code": (str, True), "message": (str, True)},
     EventKind.SESSION_WARNING: {
         "session_id": (str, True),
-        "reason": (EndReason, True),  # idle_timeout or max_duration
+        "reason": (EndReason, True),  # idle_timeout, max_duration or balance_exhausted
         "ends_in_seconds": (float, True),
     },
     EventKind.COMMAND_APPLIED: {

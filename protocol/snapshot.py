@@ -115,8 +115,38 @@ class MachineSettings:
 
 
 @dataclass(frozen=True)
+class Prepaid:
+    """What a prepaid member may do on this machine, decided by the server.
+
+    `may_start`: the member's balance is at or above the category's threshold.
+    `allowance_s`: seconds of use this machine may still give the member (balance plus
+    the overdraft bound, at this machine's price for them), counted down by the
+    controller from the snapshot; None when the machine charges them nothing.
+    """
+
+    may_start: bool
+    allowance_s: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"may_start": self.may_start, "allowance_s": self.allowance_s}
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str) -> Prepaid:
+        if not isinstance(d, dict):
+            raise ProtocolError(prefix.rstrip("."), "must be an object")
+        return cls(
+            may_start=f.req_bool(d, "may_start", prefix),
+            allowance_s=f.opt_int(d, "allowance_s", prefix),
+        )
+
+
+@dataclass(frozen=True)
 class PermissionEntry:
-    """One badge allowed on the machine, at a level, until `expires_at` (epoch s) if set."""
+    """One badge allowed on the machine, at a level, until `expires_at` (epoch s) if set.
+
+    `prepaid` is set for a member of a prepaid category (omitted from the payload
+    otherwise, so entries without it are byte-for-byte what they were before).
+    """
 
     badge_digest: str
     member_id: str
@@ -125,6 +155,7 @@ class PermissionEntry:
     # The badge carries the anti-cloning sector: a read without a valid one is denied.
     # Omitted from the payload when False (a plain badge).
     protected: bool = False
+    prepaid: Prepaid | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -135,6 +166,8 @@ class PermissionEntry:
         }
         if self.protected:
             d["protected"] = True
+        if self.prepaid is not None:
+            d["prepaid"] = self.prepaid.to_dict()
         return d
 
     @classmethod
@@ -147,6 +180,11 @@ class PermissionEntry:
             level=f.req_enum(d, "level", Level, prefix),
             expires_at=f.opt_int(d, "expires_at", prefix),
             protected=_opt_bool(d, "protected", prefix, default=False),
+            prepaid=(
+                None
+                if d.get("prepaid") is None
+                else Prepaid.from_dict(d["prepaid"], f"{prefix}prepaid.")
+            ),
         )
 
 

@@ -66,7 +66,7 @@ class ServerRuntime:
 
     def new_uow(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(
-            self.session_factory, self.login_limiter,
+            self.session_factory, self.login_limiter, self.settings.billing_policy(),
             plain_badges_allowed=self.settings.plain_badges_allowed,
         )
 

@@ -37,6 +37,15 @@ def _handle(cmd: object) -> Any:
         return _call(lambda: runtime.bus.handle(cmd))
 
 
+def _handle_and_send(cmd: object) -> Any:
+    """Handle a command whose change reaches the controllers (a prepaid member's
+    snapshot): the configs it changed are sent in one short broker connection."""
+    from server.cli import _admin_bus, _call
+
+    with _admin_bus() as bus:
+        return _call(lambda: bus.handle(cmd))
+
+
 def _cents(amount: str) -> int:
     from server.domain.billing.money import to_cents
 
@@ -189,11 +198,44 @@ def credit_note(statement_id: int, amount: str, reason: str) -> None:
 
 @billing_app.command("topup")
 def topup(member_id: str, amount: str, reason: str) -> None:
-    """Record money paid in advance as credits."""
+    """Record money paid in advance as credits (a prepaid member's machines get their
+    new allowance at once)."""
     from server.service_layer import billing_commands as bc
 
-    _handle(bc.AdjustLedger(member_id, "topup", _cents(amount), reason))
+    _handle_and_send(bc.AdjustLedger(member_id, "topup", _cents(amount), reason))
     typer.echo(f"{member_id}: +{amount}")
+
+
+@billing_app.command("prepaid")
+def prepaid(
+    category_id: str,
+    threshold: Annotated[str, typer.Option(help="Minimum balance to start a session.")] = "0",
+    overdraft: Annotated[str, typer.Option(help="How far below zero a session may go.")] = "0",
+    off: Annotated[bool, typer.Option("--off", help="Turn the prepaid option off.")] = False,
+) -> None:
+    """Make a member category prepaid (or not): its members start at or above the
+    threshold, and their sessions stop at the overdraft bound."""
+    from server.service_layer import billing_commands as bc
+
+    cmd = bc.SetCategoryPrepaid(category_id, not off, _cents(threshold), _cents(overdraft))
+    _handle_and_send(cmd)
+    typer.echo(f"{category_id}: prepaid off" if off else
+               f"{category_id}: prepaid, threshold {threshold}, overdraft {overdraft}")
+
+
+@billing_app.command("prepaid-balance")
+def prepaid_balance(member_id: str) -> None:
+    """A member's prepaid balance: the ledger minus usage not yet on an approved statement."""
+    from server.domain.billing.money import format_amount
+    from server.service_layer import prepaid as prepaid_service
+
+    with _runtime() as runtime, runtime.new_uow() as uow:
+        status = prepaid_service.statuses(uow, {member_id}).get(member_id)
+    if status is None:
+        typer.echo(f"{member_id}: not in a prepaid category")
+        return
+    verdict = "may start" if status.may_start else "below the threshold"
+    typer.echo(f"{member_id}: {format_amount(status.balance_cents)} ({verdict})")
 
 
 @billing_app.command("export")

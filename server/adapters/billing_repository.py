@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
-from server.adapters.orm import Member, Training, UsageSession
+from server.adapters.orm import Member, Training, TrainingTypeMachine, UsageSession
 from server.adapters.orm_billing import (
     BillingAdjustment,
     BillingCategoryPricing,
@@ -19,14 +19,16 @@ from server.adapters.orm_billing import (
     BillingLedgerEntry,
     BillingLine,
     BillingPeriod,
+    BillingPrepaidOverdraft,
     BillingRate,
     BillingStatement,
     BillingTariff,
     BillingTariffMachine,
 )
 from server.domain.billing.ledger import EntryKind, LedgerEntry
-from server.domain.billing.metering import RoundingRule
-from server.domain.billing.rating import Pricing, Rate
+from server.domain.billing.metering import RoundingRule, whole_seconds
+from server.domain.billing.prepaid import PrepaidRule
+from server.domain.billing.rating import MeteredSession, Pricing, Rate
 
 
 def ledger_entry(row: BillingLedgerEntry) -> LedgerEntry:
@@ -142,6 +144,83 @@ class BillingRepository:
             rates=tuple(domain_rate(r) for r in self.rates()),
             multiplier_bp=self.multipliers(),
         )
+
+    # -- prepaid ----------------------------------------------------------------------------
+
+    def prepaid_rules(self) -> dict[str, PrepaidRule]:
+        """category -> its prepaid rule, for the prepaid categories only."""
+        query = select(
+            BillingCategoryPricing.category_id,
+            BillingCategoryPricing.prepaid_threshold_cents,
+            BillingCategoryPricing.prepaid_overdraft_cents,
+        ).where(BillingCategoryPricing.prepaid.is_(True))
+        return {c: PrepaidRule(int(t), int(o)) for c, t, o in self.session.execute(query)}
+
+    def member_categories(self, member_ids: set[str]) -> dict[str, str]:
+        """member -> category."""
+        if not member_ids:
+            return {}
+        query = select(Member.id, Member.category).where(Member.id.in_(member_ids))
+        return {member: category for member, category in self.session.execute(query)}
+
+    def members_in(self, category_ids: set[str]) -> list[str]:
+        """The active members of these categories, by id."""
+        query = (
+            select(Member.id)
+            .where(Member.category.in_(category_ids), Member.active.is_(True))
+            .order_by(Member.id)
+        )
+        return list(self.session.scalars(query))
+
+    def ledger_sums(self, member_ids: set[str]) -> dict[str, int]:
+        """member -> sum of their ledger entries (members without one are left out)."""
+        query = (
+            select(BillingLedgerEntry.member_id, func.sum(BillingLedgerEntry.amount_cents))
+            .where(BillingLedgerEntry.member_id.in_(member_ids))
+            .group_by(BillingLedgerEntry.member_id)
+        )
+        return {member: int(total) for member, total in self.session.execute(query)}
+
+    def unsettled_sessions(self, member_ids: set[str]) -> list[MeteredSession]:
+        """The members' finished sessions that are on no approved statement."""
+        s = UsageSession
+        approved = (
+            exists()
+            .where(BillingLine.session_id == s.id)
+            .where(BillingLine.statement_id == BillingStatement.id)
+            .where(BillingStatement.status == "approved")
+        )
+        query = (
+            select(s.id, s.member_id, Member.category, s.machine_id, s.started_at, s.ended_at,
+                   s.elapsed_seconds, s.busy_seconds)
+            .join(Member, Member.id == s.member_id)
+            .where(s.member_id.in_(member_ids), s.ended_at.is_not(None), ~approved)
+        )
+        return [
+            MeteredSession(sid, member, category, machine, started, ended,
+                           whole_seconds(elapsed), whole_seconds(busy))
+            for sid, member, category, machine, started, ended, elapsed, busy
+            in self.session.execute(query)
+            if member is not None and ended is not None
+        ]
+
+    def member_machines(self, member_id: str) -> set[str]:
+        """The machines covered by the member's unrevoked trainings."""
+        query = (
+            select(TrainingTypeMachine.machine_id)
+            .join(Training, Training.training_type_id == TrainingTypeMachine.training_type_id)
+            .where(Training.member_id == member_id, Training.revoked_at.is_(None))
+        )
+        return set(self.session.scalars(query))
+
+    def prepaid_overdraft(self, session_id: str) -> BillingPrepaidOverdraft | None:
+        return self.session.get(BillingPrepaidOverdraft, session_id)
+
+    def prepaid_overdrafts(self, member_id: str | None = None) -> Sequence[BillingPrepaidOverdraft]:
+        query = select(BillingPrepaidOverdraft).order_by(BillingPrepaidOverdraft.flagged_at)
+        if member_id is not None:
+            query = query.where(BillingPrepaidOverdraft.member_id == member_id)
+        return self.session.scalars(query).all()
 
     # -- contributions ----------------------------------------------------------------------
 

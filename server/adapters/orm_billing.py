@@ -71,6 +71,25 @@ class BillingCategoryPricing(Base):
 
     category_id: Mapped[str] = mapped_column(ForeignKey("member_category.id"), primary_key=True)
     multiplier_bp: Mapped[int] = mapped_column(Integer, default=10_000)
+    # Prepaid option (migration 0011_prepaid): members start at or above the threshold
+    # and their sessions stop at the overdraft bound (docs/billing.md, "Prepaid").
+    prepaid: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    prepaid_threshold_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    prepaid_overdraft_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class BillingPrepaidOverdraft(Base):
+    """A prepaid member's session that left their balance past the overdraft bound
+    (decided offline, or several machines at once): billed in full, flagged here."""
+
+    __tablename__ = "billing_prepaid_overdraft"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    member_id: Mapped[str] = mapped_column(String(36), index=True)
+    machine_id: Mapped[str] = mapped_column(String(63))
+    balance_cents: Mapped[int] = mapped_column(BigInteger)  # derived, once the session ended
+    overdraft_cents: Mapped[int] = mapped_column(BigInteger)  # the bound at that time
+    flagged_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class BillingContributionType(Base):

@@ -258,3 +258,49 @@ class LineAdjust(BaseModel):
 class CreditNoteCreate(BaseModel):
     amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
     reason: str = Field(min_length=1, max_length=2000)
+
+
+# An amount >= 0 in currency units, as a string with at most 2 decimals ("12.50"): the
+# schema says exactly what is accepted.
+_Amount = Annotated[str, Field(pattern=r"^[0-9]{1,7}(\.[0-9]{1,2})?$", examples=["5.00"])]
+
+
+class CategoryPrepaidUpdate(BaseModel):
+    """The prepaid option of a member category (amounts in currency units)."""
+
+    prepaid: bool
+    threshold: _Amount = "0"
+    overdraft: _Amount = "0"
+
+
+class CategoryPrepaidPublic(BaseModel):
+    category_id: str
+    prepaid: bool
+    threshold: Decimal
+    overdraft: Decimal
+    currency: str
+
+
+class PrepaidStatusPublic(BaseModel):
+    """A member's prepaid balance: ledger minus usage not yet on an approved statement."""
+
+    member_id: str
+    category_id: str | None
+    prepaid: bool
+    balance: Decimal | None  # null when the member's category is not prepaid
+    threshold: Decimal | None
+    overdraft: Decimal | None
+    may_start: bool | None
+    currency: str
+
+
+class PrepaidOverdraftPublic(BaseModel):
+    """A prepaid session that left the balance past the overdraft bound."""
+
+    session_id: str
+    member_id: str
+    machine_id: str
+    balance: Decimal
+    overdraft: Decimal
+    flagged_at: datetime
+    currency: str

@@ -24,6 +24,7 @@ from server.api.routes import (
     auth,
     billing,
     billing_credits,
+    billing_prepaid,
     imports,
     machines,
     members,
@@ -132,7 +133,7 @@ def create_app(runtime: ServerRuntime) -> FastAPI:
     _add_middleware(app, runtime.settings)
     # imports before members: /members/import must not be taken for /members/{member_id}.
     routers = (auth, imports, members, privacy, machines, trainings, sessions, audit, billing,
-               billing_credits)  # fmt: skip
+               billing_credits, billing_prepaid)  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")

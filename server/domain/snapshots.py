@@ -12,6 +12,7 @@ from protocol import (
     MachineSettings,
     PermissionEntry,
     PermissionSnapshot,
+    Prepaid,
     StaffEntry,
     StaffRole,
     badge_digest,
@@ -28,6 +29,7 @@ class BadgeGrant:
     level: Level
     expires_at: datetime | None
     protected: bool = False  # the badge carries the anti-cloning sector
+    prepaid: Prepaid | None = None  # a prepaid member: may they start, for how long
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ def build_snapshot(
                 level=g.level,
                 expires_at=None if g.expires_at is None else int(g.expires_at.timestamp()),
                 protected=g.protected,
+                prepaid=g.prepaid,
             )
             for g in grants
         ),

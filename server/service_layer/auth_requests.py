@@ -14,6 +14,7 @@ from protocol import (
     normalize_uid,
     parse_topic,
 )
+from server.service_layer import prepaid
 from server.service_layer.commands import AnswerAuthRequest, OutgoingMessage
 from server.service_layer.configs import machine_grants
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -39,7 +40,15 @@ def answer_auth_request(cmd: AnswerAuthRequest, uow: SqlAlchemyUnitOfWork) -> Au
         None,
     )
     issued = int(cmd.received_at.timestamp())
-    if grant is not None:
+    if grant is not None and not _may_start(uow, grant.member_id):
+        response = AuthResponse(
+            request_id=request.request_id,
+            controller_id=controller.id,
+            granted=False,
+            issued_at=issued,
+            reason=DenyReason.INSUFFICIENT_BALANCE,
+        )
+    elif grant is not None:
         response = AuthResponse(
             request_id=request.request_id,
             controller_id=controller.id,
@@ -71,3 +80,9 @@ def answer_auth_request(cmd: AnswerAuthRequest, uow: SqlAlchemyUnitOfWork) -> Au
         # The controller holds an old snapshot: make sure the current one reaches it.
         uow.machines_to_publish.add(address.machine)
     return response
+
+
+def _may_start(uow: SqlAlchemyUnitOfWork, member_id: str) -> bool:
+    """False for a prepaid member whose balance is below their category's threshold."""
+    status = prepaid.statuses(uow, {member_id}).get(member_id)
+    return status is None or status.may_start

@@ -23,7 +23,7 @@ from server.domain.billing.policy import BillingPolicy
 from server.domain.billing.statements import credits_to_apply
 from server.domain.errors import ConflictError, DomainError, NotFoundError
 from server.service_layer import billing_commands as bc
-from server.service_layer import credits, guards
+from server.service_layer import credits, guards, prepaid
 from server.service_layer.audit import record
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
@@ -362,6 +362,8 @@ def _approve(
         )
     uow.flush()
     uow.billing.update_statements(rows)
+    # Approval moves a prepaid member's usage from "unsettled" to the ledger.
+    prepaid.republish_for(uow, {member_id for _, member_id, _ in drafts})
 
 
 def approve_statement(cmd: bc.ApproveStatement, uow: SqlAlchemyUnitOfWork) -> int | None:
@@ -473,6 +475,7 @@ HANDLERS: dict[type, Any] = {
     bc.UpdateTariff: update_tariff,
     bc.AddRate: add_rate,
     bc.SetCategoryMultiplier: set_category_multiplier,
+    bc.SetCategoryPrepaid: prepaid.set_category_prepaid,
     bc.AddContributionType: credits.add_contribution_type,
     bc.UpdateContributionType: credits.update_contribution_type,
     bc.SubmitClaim: credits.submit_claim,

@@ -59,6 +59,18 @@ class SetCategoryMultiplier:
     at: datetime = field(default_factory=utcnow)
 
 
+@dataclass(frozen=True)
+class SetCategoryPrepaid:
+    """The prepaid option of a member category: on or off, threshold and overdraft."""
+
+    category_id: str
+    prepaid: bool
+    threshold_cents: int = 0
+    overdraft_cents: int = 0
+    actor: Principal | None = None
+    at: datetime = field(default_factory=utcnow)
+
+
 # -- contributions --------------------------------------------------------------------------
 
 

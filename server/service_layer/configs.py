@@ -19,6 +19,7 @@ from server.adapters.orm import Controller, Machine, utcnow
 from server.domain.access import Role
 from server.domain.snapshots import BadgeGrant, PublishedVersion, StaffGrant, build_snapshot
 from server.domain.trainings import effective_permissions
+from server.service_layer import prepaid
 from server.service_layer.commands import ConfigMessage, OutgoingMessage, PublishConfigs
 from server.service_layer.periodic import PeriodicWorker
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -140,7 +141,8 @@ def _build(
     managers: set[str],
     previous: PublishedVersion,
 ) -> tuple[PermissionSnapshot, str]:
-    grants = machine_grants(uow, machine.id, cmd.at)
+    grants = prepaid.with_allowances(uow, machine.id, machine_grants(uow, machine.id, cmd.at),
+                                     cmd.at)  # fmt: skip
     return build_snapshot(
         site=machine.site,
         machine_id=machine.id,

@@ -25,7 +25,7 @@ from server.domain.errors import (
     PermissionDeniedError,
 )
 from server.service_layer import billing_commands as bc
-from server.service_layer import guards
+from server.service_layer import guards, prepaid
 from server.service_layer.audit import record
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
@@ -409,5 +409,6 @@ def adjust_ledger(cmd: bc.AdjustLedger, uow: SqlAlchemyUnitOfWork) -> int:
         after={"amount_cents": row.amount_cents, "reason": row.reason},
         at=cmd.at,
     )
+    prepaid.republish_for(uow, {cmd.member_id})  # a top-up may let the next tap start
     uow.commit()
     return row.seq

@@ -39,6 +39,7 @@ from server.domain.ingest_rules import (
     wall_time_problem,
 )
 from server.domain.streams import advance_acked
+from server.service_layer import prepaid
 from server.service_layer.audit import record
 from server.service_layer.badge_counters import apply_badge_event
 from server.service_layer.commands import IngestEvent, OutgoingMessage, RecordControllerStatus
@@ -391,6 +392,9 @@ def _session_started(uow: SqlAlchemyUnitOfWork, controller: Controller, event: E
     usage.stale_snapshot = data["snapshot_version"] < controller.machine.snapshot_version
     # A session moves the lapse date of the member's training: the snapshots carry it.
     uow.machines_to_publish |= machines_sharing_lapse(uow, usage.member_id, usage.machine_id)
+    if usage.ended_at is not None and controller.last_seen_at is not None:
+        # The end came first (reordered): reconcile now that the member is known.
+        prepaid.session_ended(uow, usage, controller.last_seen_at)
     if member is None:
         logger.warning("session %s by unknown member %s", usage.id, data["member_id"])
     if usage.stale_snapshot:
@@ -426,6 +430,7 @@ def _session_progress(
         usage.ended_at = at
         usage.end_reason = data["reason"]
         usage.busy = False
+        prepaid.session_ended(uow, usage, received_at)
 
 
 def _progress_at(usage: UsageSession, reported_wall: float) -> datetime:

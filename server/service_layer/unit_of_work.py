@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from server.adapters import repository as repo
 from server.adapters.billing_repository import BillingRepository
+from server.domain.billing.policy import BillingPolicy
 from server.service_layer.commands import ConfigMessage, OutgoingMessage
 from server.service_layer.ratelimit import AttemptLimiter
 
@@ -21,16 +22,23 @@ class SqlAlchemyUnitOfWork:
     (acks) to send after their commit, and to `configs` the signed configs whose version
     they committed (sent in order per machine, see `MessageBus`). `limiter` counts failed
     attempts of guarded actions (password checks, email changes) across units of work:
-    pass the process's. `plain_badges_allowed` is the site's rule for badges without the
-    anti-cloning sector, carried in every snapshot.
+    pass the process's. `billing_policy` is the lab's billing settings, for the handlers
+    that price without a billing command (a prepaid member's allowance in a snapshot).
+    `plain_badges_allowed` is the site's rule for badges without the anti-cloning sector,
+    carried in every snapshot.
     """
 
     def __init__(
-        self, session_factory: Callable[[], Session], limiter: AttemptLimiter | None = None,
-        *, plain_badges_allowed: bool = True,
+        self,
+        session_factory: Callable[[], Session],
+        limiter: AttemptLimiter | None = None,
+        billing_policy: BillingPolicy | None = None,
+        *,
+        plain_badges_allowed: bool = True,
     ) -> None:
         self._session_factory = session_factory
         self.limiter = limiter if limiter is not None else AttemptLimiter()
+        self.billing_policy = billing_policy or BillingPolicy()
         self.plain_badges_allowed = plain_badges_allowed
         self.machines_to_publish: set[str] = set()
         self.outgoing: list[OutgoingMessage] = []

@@ -20,6 +20,7 @@ END_REASONS = {
     "controller_restart": N_("controller restarted"),
     "shutdown": N_("controller stopped"),
     "permission_revoked": N_("permission revoked"),
+    "balance_exhausted": N_("prepaid balance used up"),
 }
 COMMAND_STATUSES = {
     "pending": N_("pending"),

@@ -22,6 +22,7 @@ from server.domain.billing.money import BASIS, from_cents, multiplier_bp, to_cen
 from server.domain.errors import DomainError
 from server.service_layer import billing_commands as bc
 from server.service_layer import billing_views as views
+from server.service_layer import prepaid
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from server.web import charts
 from server.web.error_messages import form_error
@@ -76,7 +77,15 @@ def _overview(request: Request, uow: SqlAlchemyUnitOfWork, **extra: Any) -> dict
     months = month_rows(uow, fmt.tz)
     chart = charts.paired_bars([(fmt.month(m), c / 100, k / 100) for m, c, k in months], fmt.axis)
     multipliers = uow.billing.multipliers()
+    rules = uow.billing.prepaid_rules()
+    members = uow.billing.members_in(set(rules))
     return {
+        "prepaid_categories": [(c, rules.get(c.id)) for c in uow.categories.all()],
+        "prepaid_members": sorted(
+            prepaid.statuses(uow, set(members)).values(), key=lambda s: s.member_id
+        ),
+        "overdrafts": uow.billing.prepaid_overdrafts(),
+        "topup_form": {},
         "periods": [
             (p, len(uow.billing.statements(period_id=p.id))) for p in uow.billing.periods()
         ],
@@ -215,6 +224,64 @@ def set_category_multiplier(
         context = _overview(request, uow, errors=errors)
         return _render(request, "billing.html", context, 400)
     return RedirectResponse("/billing#categories-title", status_code=303)
+
+
+@router.post("/billing/categories/{category_id}/prepaid", response_class=HTMLResponse)
+def set_category_prepaid(
+    request: Request,
+    category_id: Annotated[str, Path(max_length=40)],
+    runtime: RuntimeDep,
+    uow: UowDep,
+    user: TreasurerUser,
+    _: FormUser,
+    prepaid_on: Annotated[str, Form(max_length=3)] = "",
+    threshold: Annotated[str, Form(max_length=12)] = "0",
+    overdraft: Annotated[str, Form(max_length=12)] = "0",
+) -> Response:
+    """Turn a member category's prepaid option on or off, with its threshold and overdraft."""
+    field = f"prepaid-{category_id}"
+    threshold_cents, error = _amount_cents(request, threshold or "0")
+    overdraft_cents, error2 = _amount_cents(request, overdraft or "0")
+    try:
+        if threshold_cents is None or overdraft_cents is None:
+            raise DomainError(error or error2)
+        runtime.bus.handle(bc.SetCategoryPrepaid(
+            category_id, prepaid_on == "on", threshold_cents, overdraft_cents,
+            actor=user.principal,
+        ))  # fmt: skip
+    except DomainError as exc:
+        context = _overview(request, uow, errors={field: str(exc)})
+        return _render(request, "billing.html", context, 400)
+    return RedirectResponse("/billing#prepaid-title", status_code=303)
+
+
+@router.post("/billing/topups", response_class=HTMLResponse)
+def record_topup(
+    request: Request,
+    runtime: RuntimeDep,
+    uow: UowDep,
+    user: TreasurerUser,
+    _: FormUser,
+    member_id: Annotated[str, Form(max_length=36)] = "",
+    amount: Annotated[str, Form(max_length=12)] = "",
+    reason: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Record money a member paid in advance (a `topup` ledger entry)."""
+    form = {"member_id": member_id, "amount": amount, "reason": reason}
+    cents, _error = _amount_cents(request, amount)
+    errors: dict[str, str] = {}
+    if not cents:  # None (not an amount) or zero
+        errors["amount"] = tr(request, "Give an amount such as 12.50.")
+    else:
+        topup = bc.AdjustLedger(member_id.strip(), "topup", cents, reason, actor=user.principal)
+        try:
+            runtime.bus.handle(topup)
+        except DomainError as exc:
+            errors["member_id"] = str(exc)
+    if errors:
+        context = _overview(request, uow, errors=errors, topup_form=form)
+        return _render(request, "billing.html", context, 400)
+    return RedirectResponse("/billing#prepaid-title", status_code=303)
 
 
 def _period_or_404(uow: SqlAlchemyUnitOfWork, period_id: int) -> Any:
@@ -455,7 +522,8 @@ def my_credits(request: Request, uow: UowDep, user: LoggedIn) -> HTMLResponse:
     """My credits balance and the ledger behind it."""
     chain = uow.billing.chain(user.member_id)
     context = {"entries": list(reversed(chain)), "balance": ledger.balance(chain),
-               "summary": uow.billing.balance(user.member_id)}  # fmt: skip
+               "summary": uow.billing.balance(user.member_id),
+               "prepaid": prepaid.statuses(uow, {user.member_id}).get(user.member_id)}  # fmt: skip
     return _render(request, "my_credits.html", context)
 
 

@@ -129,6 +129,12 @@ BILLING: dict[tuple[str, str], Case] = {
     ("POST", f"{_B}/credits/sweep"): Case(TREASURERS),
     ("GET", f"{_B}/balance"): Case(LOGGED_IN),
     ("GET", f"{_B}/balances"): Case(TREASURERS),
+    ("PUT", f"{_B}/categories/{{category_id}}/prepaid"): Case(
+        TREASURERS, path=f"{_B}/categories/member/prepaid",
+        body=lambda _: {"prepaid": True, "threshold": "5.00", "overdraft": "2.00"},
+    ),
+    ("GET", f"{_B}/prepaid"): Case(LOGGED_IN),
+    ("GET", f"{_B}/prepaid/overdrafts"): Case(TREASURERS),
 }
 
 TABLE: dict[tuple[str, str], Case] = {

@@ -1,6 +1,6 @@
 """badge anti-cloning: protection, highest counter, cloned mark, counters written
 
-Revision ID: 0010
+Revision ID: 0010_badge_counters
 Revises: 0009_web_accounts
 Create Date: 2026-12-02
 """
@@ -13,7 +13,7 @@ from alembic import op
 import server.adapters.orm
 
 
-revision: str = '0010'
+revision: str = '0010_badge_counters'
 down_revision: str | None = '0009_web_accounts'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
