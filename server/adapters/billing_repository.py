@@ -372,6 +372,15 @@ class BillingRepository:
         )
         return [(sid, member, int(total)) for sid, member, total in self.session.execute(query)]
 
+    def drafts(self, period_id: int) -> list[tuple[int, str, int]]:
+        """(statement id, member, charges as last computed) of the period's drafts."""
+        query = (
+            select(BillingStatement.id, BillingStatement.member_id, BillingStatement.charges_cents)
+            .where(BillingStatement.period_id == period_id, BillingStatement.status == "draft")
+            .order_by(BillingStatement.id)
+        )
+        return [(sid, member, int(charges)) for sid, member, charges in self.session.execute(query)]
+
     def last_number(self) -> int:
         """The last document number given; on PostgreSQL, also takes the numbering lock
         until the transaction ends, so that concurrent approvals number one after the

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from server.adapters.billing_sql import insert_draft_lines
+from server.adapters.billing_sql import insert_draft_lines, pricing_fingerprint
 from server.adapters.orm_billing import (
     BillingAdjustment,
     BillingCategoryPricing,
@@ -224,13 +224,23 @@ def _open_period(uow: SqlAlchemyUnitOfWork, period_id: int) -> BillingPeriod:
 def recompute(
     uow: SqlAlchemyUnitOfWork, period: BillingPeriod, policy: BillingPolicy, at: Any
 ) -> int:
-    """Replace the period's drafts by fresh ones; the sessions are priced in SQL."""
+    """Bring the period's drafts up to date: the sessions are priced in SQL, again only
+    if an input of the pricing changed since they were last priced; the credits each
+    draft may use are set again from the balances of now."""
     credits.sweep(uow, policy, at)
-    uow.billing.delete_drafts(period.id)
-    uow.flush()
-    insert_draft_lines(uow.session, period, currency=policy.currency, at=at)
+    # Taken before pricing: a session stored meanwhile changes the next fingerprint, so
+    # drafts that miss it are priced again rather than kept.
+    fingerprint = pricing_fingerprint(uow.session, period, currency=policy.currency)
+    if fingerprint is not None and fingerprint == period.priced_fingerprint:
+        drafts = uow.billing.drafts(period.id)
+        logger.info("period %s: pricing inputs unchanged, %d drafts kept", period.id, len(drafts))
+    else:
+        uow.billing.delete_drafts(period.id)
+        uow.flush()
+        insert_draft_lines(uow.session, period, currency=policy.currency, at=at)
+        drafts = uow.billing.draft_charges(period.id)
+        period.priced_fingerprint = fingerprint
     balances = uow.billing.balances()
-    drafts = uow.billing.draft_charges(period.id)
     totals = []
     for statement_id, member_id, charges in drafts:
         applied = credits_to_apply(charges, balances.get(member_id, 0), policy.credit_cap_percent)
@@ -399,7 +409,7 @@ def close_period(cmd: bc.ClosePeriod, uow: SqlAlchemyUnitOfWork) -> int:
     period = _open_period(uow, cmd.period_id)
     recompute(uow, period, cmd.policy, cmd.at)
     uow.flush()
-    drafts = sorted(uow.billing.draft_charges(period.id), key=lambda d: d[1])
+    drafts = sorted(uow.billing.drafts(period.id), key=lambda d: d[1])
     actor_id = cmd.actor.member_id if cmd.actor else None
     chains = uow.billing.chains()
     _approve(uow, drafts, cmd.policy, chains=chains, actor_id=actor_id, at=cmd.at)
