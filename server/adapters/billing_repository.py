@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import ARRAY, bindparam, cast, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from server.adapters.orm import Member, Training, UsageSession
@@ -325,10 +325,29 @@ class BillingRepository:
             query = query.where(BillingStatement.kind == kind)
         return self.session.scalars(query).all()
 
-    def update_statements(self, rows: list[dict[str, Any]]) -> None:
-        """Set the given columns of each statement (`id` in every row), in one batch."""
-        if rows:
-            self.session.execute(update(BillingStatement), rows)
+    def update_statements(self, rows: list[dict[str, Any]], **same: Any) -> None:
+        """Set the given columns of each statement (`id` and the same keys in every row)
+        and the columns of `same` to one value for all: one UPDATE on PostgreSQL (each
+        column's values as one array), one batch elsewhere."""
+        if not rows:
+            return
+        if self.session.get_bind().dialect.name != "postgresql":
+            self.session.execute(update(BillingStatement), [{**row, **same} for row in rows])
+            return
+        table = BillingStatement.__table__
+        columns = list(rows[0])
+        arrays = [
+            cast(
+                bindparam(c, [row[c] for row in rows], type_=ARRAY(table.c[c].type)),
+                ARRAY(table.c[c].type),
+            )
+            for c in columns
+        ]
+        v = func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
+        values = {c: v.c[c] for c in columns if c != "id"} | same
+        self.session.execute(
+            update(BillingStatement).where(BillingStatement.id == v.c.id).values(values)
+        )
 
     def lines(self, statement_id: int) -> Sequence[BillingLine]:
         query = select(BillingLine).where(BillingLine.statement_id == statement_id)
