@@ -12,8 +12,11 @@ sessions of October 2026 (1 % of them supervised), generated in SQL. Then it tim
 the message bus as the treasurer's commands run:
 
 - compute: credit sweep + every draft statement priced in SQL (`ComputePeriod`);
-- close: recompute + approve every statement (numbers, credits spent) + close
-  (`ClosePeriod`), which is what "closing the period" costs.
+- close: credit sweep + the pricing inputs' fingerprint (unchanged since the compute, so
+  the drafts are kept, not priced again) + approve every statement (numbers, credits
+  spent) + close (`ClosePeriod`): what closing a period the treasurer has computed and
+  reviewed costs. A close after a change of the inputs (or on SQLite) prices again
+  first: it costs about compute + close.
 
 Results print as Markdown for docs/benchmarks.md. Not a test: nothing asserts.
 """
