@@ -230,11 +230,6 @@ def insert_draft_lines(
     """Create the period's draft statements (one per member with unbilled sessions,
     totals still zero) and their priced lines, adjustments applied."""
     dialect = session.get_bind().dialect.name
-
-    def session_order(col: Any) -> Any:
-        # Ties on the start instant are ordered bytewise, as Python orders strings.
-        return col.collate("C") if dialect == "postgresql" else col
-
     if dialect == "postgresql":
         _tune_for_one_big_statement(session)
     members = select(_candidates(period).c.member_id).distinct().subquery("billed_member")
@@ -251,8 +246,19 @@ def insert_draft_lines(
             ),
         )
     )
+    session.execute(draft_lines_insert(period, dialect))
+
+
+def draft_lines_insert(period: BillingPeriod, dialect: str) -> Any:
+    """The one INSERT ... SELECT that prices the period's sessions into the lines of its
+    drafts (which must exist); `bench/close_period.py --explain` shows its plan."""
+
+    def session_order(col: Any) -> Any:
+        # Ties on the start instant are ordered bytewise, as Python orders strings.
+        return col.collate("C") if dialect == "postgresql" else col
+
     rows = _line_rows(period, _priced(period, session_order))
-    session.execute(insert(BillingLine).from_select(LINE_COLUMNS, rows))
+    return insert(BillingLine).from_select(LINE_COLUMNS, rows)
 
 
 def _line_rows(period: BillingPeriod, p: Any) -> Any:
