@@ -240,7 +240,7 @@ class BillingRepository:
             )
             .where(
                 UsageSession.ended_at.is_not(None),
-                UsageSession.maintenance_override.is_(True),
+                UsageSession.maintenance_override,  # as the partial index says it
                 UsageSession.member_id.is_not(None),
                 UsageSession.started_at >= since,
             )
