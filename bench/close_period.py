@@ -12,10 +12,17 @@ sessions of October 2026 (1 % of them supervised), generated in SQL. Then it tim
 the message bus as the treasurer's commands run:
 
 - compute: credit sweep + every draft statement priced in SQL (`ComputePeriod`);
-- close: recompute + approve every statement (numbers, credits spent) + close
-  (`ClosePeriod`), which is what "closing the period" costs.
+- close: credit sweep + the pricing inputs' fingerprint (unchanged since the compute, so
+  the drafts are kept, not priced again) + approve every statement (numbers, credits
+  spent) + close (`ClosePeriod`): what closing a period the treasurer has computed and
+  reviewed costs. A close after a change of the inputs (or on SQLite) prices again
+  first: it costs about compute + close.
 
 Results print as Markdown for docs/benchmarks.md. Not a test: nothing asserts.
+
+`--explain` also prints, for each size, PostgreSQL's `EXPLAIN (ANALYZE, BUFFERS)` of the
+pricing of the lines (run after the close on the same sessions, in a transaction rolled
+back): where a pricing's time goes, triggers included.
 """
 
 from __future__ import annotations
@@ -32,9 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 
+from server.adapters.billing_sql import draft_lines_insert  # noqa: E402
 from server.adapters.migrations import upgrade  # noqa: E402
-from server.adapters.orm_billing import BillingLine, BillingStatement  # noqa: E402
+from server.adapters.orm_billing import BillingLine, BillingPeriod, BillingStatement  # noqa: E402
 from server.bootstrap import ServerRuntime  # noqa: E402
 from server.config import Settings  # noqa: E402
 from server.domain.billing.policy import BillingPolicy  # noqa: E402
@@ -97,7 +106,30 @@ LATERAL (SELECT timestamp '2026-09-30 22:00' + make_interval(secs => (g::bigint 
 """
 
 
-def _one_size(admin_url: str, sessions: int, members: int) -> dict[str, float]:
+def _explain_pricing(runtime: ServerRuntime, period_id: int) -> str:
+    """EXPLAIN ANALYZE of the lines' pricing over the period's sessions, as if none were
+    billed yet (the period reopened and its statements back to drafts, all rolled back)."""
+    with runtime.engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            conn.execute(text("SET LOCAL work_mem = '256MB'"))
+            conn.execute(text("SET LOCAL jit = off"))
+            conn.execute(text("ALTER TABLE billing_statement DISABLE TRIGGER USER"))
+            conn.execute(text("UPDATE billing_statement SET status = 'draft'"))
+            conn.execute(text("DELETE FROM billing_line"))
+            conn.execute(text("UPDATE billing_period SET status = 'open'"))
+            period = Session(bind=conn).get_one(BillingPeriod, period_id)
+            statement = draft_lines_insert(period, "postgresql")
+            sql = statement.compile(conn, compile_kwargs={"literal_binds": True})
+            plan = conn.execute(text(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")).scalars().all()
+        finally:
+            transaction.rollback()
+    return "\n".join(plan)
+
+
+def _one_size(
+    admin_url: str, sessions: int, members: int, explain: bool
+) -> tuple[dict[str, float], str]:
     name = unique_database_name("fablab_bench")
     create_database(admin_url, name)
     url = with_database(admin_url, name)
@@ -121,6 +153,7 @@ def _one_size(admin_url: str, sessions: int, members: int) -> dict[str, float]:
             lines = uow.session.scalar(select(func.count()).select_from(BillingLine))
             total = uow.session.scalar(select(func.sum(BillingStatement.charges_cents)))
         assert drafts == approved
+        plan = _explain_pricing(runtime, period) if explain else ""
         return {
             "sessions": sessions,
             "lines": float(lines or 0),
@@ -129,7 +162,7 @@ def _one_size(admin_url: str, sessions: int, members: int) -> dict[str, float]:
             "compute": computed,
             "close": closed,
             "charges": float(total or 0) / 100,
-        }
+        }, plan
     finally:
         runtime.engine.dispose()
         engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -143,6 +176,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, nargs="+", default=[100_000, 300_000])
     parser.add_argument("--members", type=int, default=2_000)
     parser.add_argument("--database-url", help="an existing PostgreSQL server's URL")
+    parser.add_argument("--explain", action="store_true", help="print the pricing's plan")
     args = parser.parse_args()
     cluster = None
     admin_url = args.database_url
@@ -151,7 +185,7 @@ def main() -> None:
         cluster.start()
         admin_url = cluster.url
     try:
-        results = [_one_size(admin_url, n, args.members) for n in args.sessions]
+        runs = [_one_size(admin_url, n, args.members, args.explain) for n in args.sessions]
     finally:
         if cluster is not None:
             cluster.stop()
@@ -161,13 +195,16 @@ def main() -> None:
     )
     print("| sessions | lines | statements | compute (s) | close (s) | close µs/session |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in results:
+    for r, _ in runs:
         per = r["close"] / r["sessions"] * 1e6
         print(
             f"| {r['sessions']:,.0f} | {r['lines']:,.0f} | {r['statements']:,.0f} | "
             f"{r['compute']:.2f} | {r['close']:.2f} | {per:.1f} |"
         )
         print(f"<!-- generated in {r['generate']:.1f} s; charges {r['charges']:,.2f} -->")
+    for r, plan in runs:
+        if plan:
+            print(f"\nPricing of {r['sessions']:,.0f} sessions:\n{plan}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select, text, update
+from sqlalchemy import ARRAY, bindparam, cast, delete, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
 from server.adapters.orm import Member, Training, TrainingTypeMachine, UsageSession
@@ -319,7 +319,7 @@ class BillingRepository:
             )
             .where(
                 UsageSession.ended_at.is_not(None),
-                UsageSession.maintenance_override.is_(True),
+                UsageSession.maintenance_override,  # as the partial index says it
                 UsageSession.member_id.is_not(None),
                 UsageSession.started_at >= since,
             )
@@ -404,10 +404,29 @@ class BillingRepository:
             query = query.where(BillingStatement.kind == kind)
         return self.session.scalars(query).all()
 
-    def update_statements(self, rows: list[dict[str, Any]]) -> None:
-        """Set the given columns of each statement (`id` in every row), in one batch."""
-        if rows:
-            self.session.execute(update(BillingStatement), rows)
+    def update_statements(self, rows: list[dict[str, Any]], **same: Any) -> None:
+        """Set the given columns of each statement (`id` and the same keys in every row)
+        and the columns of `same` to one value for all: one UPDATE on PostgreSQL (each
+        column's values as one array), one batch elsewhere."""
+        if not rows:
+            return
+        if self.session.get_bind().dialect.name != "postgresql":
+            self.session.execute(update(BillingStatement), [{**row, **same} for row in rows])
+            return
+        table = BillingStatement.__table__
+        columns = list(rows[0])
+        arrays = [
+            cast(
+                bindparam(c, [row[c] for row in rows], type_=ARRAY(table.c[c].type)),
+                ARRAY(table.c[c].type),
+            )
+            for c in columns
+        ]
+        v = func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
+        values = {c: v.c[c] for c in columns if c != "id"} | same
+        self.session.execute(
+            update(BillingStatement).where(BillingStatement.id == v.c.id).values(values)
+        )
 
     def lines(self, statement_id: int) -> Sequence[BillingLine]:
         query = select(BillingLine).where(BillingLine.statement_id == statement_id)
@@ -450,6 +469,15 @@ class BillingRepository:
             .order_by(BillingStatement.id)
         )
         return [(sid, member, int(total)) for sid, member, total in self.session.execute(query)]
+
+    def drafts(self, period_id: int) -> list[tuple[int, str, int]]:
+        """(statement id, member, charges as last computed) of the period's drafts."""
+        query = (
+            select(BillingStatement.id, BillingStatement.member_id, BillingStatement.charges_cents)
+            .where(BillingStatement.period_id == period_id, BillingStatement.status == "draft")
+            .order_by(BillingStatement.id)
+        )
+        return [(sid, member, int(charges)) for sid, member, charges in self.session.execute(query)]
 
     def last_number(self) -> int:
         """The last document number given; on PostgreSQL, also takes the numbering lock

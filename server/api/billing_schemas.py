@@ -1,38 +1,93 @@
-"""Request and response bodies of the billing API; amounts are Decimal strings."""
+"""Request and response bodies of the billing API; amounts are Decimal strings.
+
+What a request schema says is what the API takes: every text field is printable (no
+control character: PostgreSQL text holds no NUL), every amount a decimal string of at
+most 2 decimals (a multiplier: 4), and no property outside the schema. A date the schema
+allows but the lab's billing does not (before 2000, after 2199) is a 400, not a 422.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, WithJsonSchema
 
-from server.api.schemas import Name
-
-
-def _lab_date(value: date) -> date:
-    if not date(2000, 1, 1) <= value <= date(2199, 12, 1):
-        raise ValueError("a billing date is between 2000-01-01 and 2199-12-01")
-    return value
+from server.api.schemas import _PRINTABLE, _VISIBLE_TEXT, SLUG, Name
 
 
-LabDate = Annotated[date, AfterValidator(_lab_date)]
+def _decimal_parser(pattern: str) -> Callable[[object], Decimal]:
+    """Parse a decimal amount written as a JSON string matching `pattern` (never a float)."""
+    compiled = re.compile(pattern)
+
+    def parse(value: object) -> Decimal:
+        if isinstance(value, Decimal):
+            return value
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            raise ValueError(f"a decimal string matching {pattern}")
+        return Decimal(value)
+
+    return parse
 
 
-# Machine ids as the members API takes them: printable (PostgreSQL text holds no NUL).
-_MachineRef = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[^\x00-\x1f\x7f]*$")]
+def _decimal_schema(pattern: str, example: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", "pattern": pattern, "examples": [example]})
 
 
-class TariffCreate(BaseModel):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+def _printable(max_length: int) -> StringConstraints:
+    """An id as given (member, session, machine, category): printable."""
+    return StringConstraints(min_length=1, max_length=max_length, pattern=_PRINTABLE)
+
+
+# Free text a person writes (a reason, a description): printable, not blank.
+Text = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=2000, pattern=_VISIBLE_TEXT),
+]
+MemberRef = Annotated[str, _printable(36)]
+CategoryRef = Annotated[str, _printable(40)]
+SessionRef = Annotated[str, _printable(64)]
+MachineRef = Annotated[str, _printable(63)]
+SlugRef = Annotated[str, StringConstraints(pattern=SLUG)]
+Link = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00-\x20\x7f]*$")]
+
+# Rates are stored as 32-bit cents: at most 9,999,999.99 an hour.
+_PRICE = r"^[0-9]{1,7}(\.[0-9]{1,2})?$"
+_AMOUNT = r"^[0-9]{1,10}(\.[0-9]{1,2})?$"
+_SIGNED_AMOUNT = r"^-?[0-9]{1,10}(\.[0-9]{1,2})?$"
+_MULTIPLIER = r"^(10(\.0{1,4})?|[0-9](\.[0-9]{1,4})?)$"
+Price = Annotated[
+    Decimal, PlainValidator(_decimal_parser(_PRICE)), _decimal_schema(_PRICE, "12.50")
+]
+Amount = Annotated[
+    Decimal, PlainValidator(_decimal_parser(_AMOUNT)), _decimal_schema(_AMOUNT, "12.50")
+]
+SignedAmount = Annotated[
+    Decimal,
+    PlainValidator(_decimal_parser(_SIGNED_AMOUNT)),
+    _decimal_schema(_SIGNED_AMOUNT, "-5.00"),
+]
+Multiplier = Annotated[
+    Decimal, PlainValidator(_decimal_parser(_MULTIPLIER)), _decimal_schema(_MULTIPLIER, "0.5")
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TariffCreate(_Request):
+    id: SlugRef
     name: Name
-    machine_ids: list[_MachineRef] = Field(default_factory=list, max_length=200)
+    machine_ids: list[MachineRef] = Field(default_factory=list, max_length=200)
 
 
-class TariffUpdate(BaseModel):
+class TariffUpdate(_Request):
     name: Name | None = None
-    machine_ids: list[_MachineRef] | None = Field(default=None, max_length=200)
+    machine_ids: list[MachineRef] | None = Field(default=None, max_length=200)
 
 
 class TariffPublic(BaseModel):
@@ -41,15 +96,15 @@ class TariffPublic(BaseModel):
     machine_ids: list[str]
 
 
-class RateCreate(BaseModel):
+class RateCreate(_Request):
     """A new dated version of a tariff's prices; rates are never edited."""
 
-    tariff_id: str = Field(max_length=63)
-    valid_from: LabDate
-    category_id: str | None = Field(default=None, max_length=40)
-    unlocked_per_hour: Decimal = Field(default=Decimal(0), ge=0, max_digits=9, decimal_places=2)
-    busy_per_hour: Decimal = Field(default=Decimal(0), ge=0, max_digits=9, decimal_places=2)
-    minimum_charge: Decimal = Field(default=Decimal(0), ge=0, max_digits=9, decimal_places=2)
+    tariff_id: SlugRef
+    valid_from: date
+    category_id: CategoryRef | None = None
+    unlocked_per_hour: Price = Decimal(0)
+    busy_per_hour: Price = Decimal(0)
+    minimum_charge: Price = Decimal(0)
     rounding_minutes: int = Field(default=1, ge=1, le=1440)
     free_minutes: int = Field(default=0, ge=0, le=100_000)
 
@@ -67,8 +122,8 @@ class RatePublic(BaseModel):
     currency: str
 
 
-class CategoryPricingUpdate(BaseModel):
-    multiplier: Decimal = Field(ge=0, le=10, max_digits=6, decimal_places=4)
+class CategoryPricingUpdate(_Request):
+    multiplier: Multiplier
 
 
 class CategoryPricingPublic(BaseModel):
@@ -77,17 +132,17 @@ class CategoryPricingPublic(BaseModel):
     multiplier: Decimal
 
 
-class ContributionTypeCreate(BaseModel):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    name: str = Field(min_length=1, max_length=200)
+class ContributionTypeCreate(_Request):
+    id: SlugRef
+    name: Name
     unit: Literal["hour", "item"]
     kind: Literal["money", "minutes"]
     value: int = Field(ge=0, le=10_000_000, description="cents or machine minutes per unit")
     automatic_source: Literal["supervision", "training", "maintenance"] | None = None
 
 
-class ContributionTypeUpdate(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+class ContributionTypeUpdate(_Request):
+    name: Name | None = None
     value: int | None = Field(default=None, ge=0, le=10_000_000)
     active: bool | None = None
 
@@ -102,17 +157,17 @@ class ContributionTypePublic(BaseModel):
     active: bool
 
 
-class ClaimCreate(BaseModel):
-    contribution_type_id: str = Field(max_length=63)
+class ClaimCreate(_Request):
+    contribution_type_id: SlugRef
     quantity: int = Field(gt=0, le=100_000, description="minutes (per-hour types) or items")
-    description: str = Field(min_length=1, max_length=2000)
-    link: str | None = Field(default=None, max_length=500)
-    member_id: str | None = Field(default=None, description="managers: for another member")
+    description: Text
+    link: Link | None = None
+    member_id: MemberRef | None = Field(default=None, description="managers: for another member")
 
 
-class ClaimDecision(BaseModel):
+class ClaimDecision(_Request):
     approve: bool
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text
 
 
 class ClaimPublic(BaseModel):
@@ -129,11 +184,11 @@ class ClaimPublic(BaseModel):
     decision_reason: str | None
 
 
-class LedgerEntryCreate(BaseModel):
-    member_id: str = Field(max_length=36)
+class LedgerEntryCreate(_Request):
+    member_id: MemberRef
     kind: Literal["topup", "adjust"]
-    amount: Decimal = Field(max_digits=12, decimal_places=2)
-    reason: str = Field(min_length=1, max_length=2000)
+    amount: SignedAmount
+    reason: Text
 
 
 class LedgerEntryPublic(BaseModel):
@@ -182,9 +237,9 @@ class BalancePublic(BaseModel):
     currency: str
 
 
-class PeriodCreate(BaseModel):
-    starts_on: LabDate
-    ends_on: LabDate | None = Field(default=None, description="default: end of the month")
+class PeriodCreate(_Request):
+    starts_on: date
+    ends_on: date | None = Field(default=None, description="default: end of the month")
 
 
 class PeriodPublic(BaseModel):
@@ -249,15 +304,15 @@ class StatementPublic(BaseModel):
     lines: list[LinePublic] | None = None
 
 
-class LineAdjust(BaseModel):
-    session_id: str = Field(max_length=64)
-    amount: Decimal = Field(ge=0, max_digits=12, decimal_places=2)
-    reason: str = Field(min_length=1, max_length=2000)
+class LineAdjust(_Request):
+    session_id: SessionRef
+    amount: Amount
+    reason: Text
 
 
-class CreditNoteCreate(BaseModel):
-    amount: Decimal = Field(gt=0, max_digits=12, decimal_places=2)
-    reason: str = Field(min_length=1, max_length=2000)
+class CreditNoteCreate(_Request):
+    amount: Amount
+    reason: Text
 
 
 # An amount >= 0 in currency units, as a string with at most 2 decimals ("12.50"): the
@@ -265,7 +320,7 @@ class CreditNoteCreate(BaseModel):
 _Amount = Annotated[str, Field(pattern=r"^[0-9]{1,7}(\.[0-9]{1,2})?$", examples=["5.00"])]
 
 
-class CategoryPrepaidUpdate(BaseModel):
+class CategoryPrepaidUpdate(_Request):
     """The prepaid option of a member category (amounts in currency units)."""
 
     prepaid: bool

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from server.adapters.billing_sql import insert_draft_lines
+from server.adapters.billing_sql import insert_draft_lines, pricing_fingerprint
 from server.adapters.orm_billing import (
     BillingAdjustment,
     BillingCategoryPricing,
@@ -18,7 +18,12 @@ from server.adapters.orm_billing import (
 )
 from server.domain.access import Role
 from server.domain.billing.ledger import EntryKind, LedgerEntry
-from server.domain.billing.metering import RoundingRule, day_start, month_bounds
+from server.domain.billing.metering import (
+    RoundingRule,
+    check_billing_day,
+    day_start,
+    month_bounds,
+)
 from server.domain.billing.policy import BillingPolicy
 from server.domain.billing.statements import credits_to_apply
 from server.domain.errors import ConflictError, DomainError, NotFoundError
@@ -100,6 +105,7 @@ def add_rate(cmd: bc.AddRate, uow: SqlAlchemyUnitOfWork) -> int:
         raise DomainError("prices, minimum charge and free minutes are never negative")
     try:
         RoundingRule(cmd.rounding_minutes)
+        check_billing_day(cmd.valid_from)
     except ValueError as exc:
         raise DomainError(str(exc)) from exc
     if uow.billing.rate_version(cmd.tariff_id, cmd.category_id, cmd.valid_from):
@@ -179,7 +185,12 @@ def set_category_multiplier(cmd: bc.SetCategoryMultiplier, uow: SqlAlchemyUnitOf
 
 def open_period(cmd: bc.OpenPeriod, uow: SqlAlchemyUnitOfWork) -> int:
     guards.require(cmd.actor, Role.TREASURER)
-    ends_on = cmd.ends_on or month_bounds(cmd.starts_on)[1]
+    try:
+        ends_on = check_billing_day(
+            cmd.ends_on or month_bounds(check_billing_day(cmd.starts_on))[1]
+        )
+    except ValueError as exc:
+        raise DomainError(str(exc)) from exc
     if ends_on <= cmd.starts_on:
         raise DomainError("a period ends after it starts")
     if (ends_on - cmd.starts_on).days > 366:
@@ -221,16 +232,40 @@ def _open_period(uow: SqlAlchemyUnitOfWork, period_id: int) -> BillingPeriod:
     return period
 
 
-def recompute(
-    uow: SqlAlchemyUnitOfWork, period: BillingPeriod, policy: BillingPolicy, at: Any
-) -> int:
-    """Replace the period's drafts by fresh ones; the sessions are priced in SQL."""
-    credits.sweep(uow, policy, at)
+def _price(
+    uow: SqlAlchemyUnitOfWork,
+    period: BillingPeriod,
+    policy: BillingPolicy,
+    at: Any,
+    *,
+    chains: dict[str, list[LedgerEntry]] | None = None,
+) -> list[tuple[int, str, int]]:
+    """Run the credit sweep, then bring the period's drafts up to date: the sessions are
+    priced in SQL, again only if an input of the pricing changed since they were last
+    priced. Returns the drafts (id, member, charges)."""
+    credits.sweep(uow, policy, at, chains=chains)
+    # Taken before pricing: a session stored meanwhile changes the next fingerprint, so
+    # drafts that miss it are priced again rather than kept.
+    fingerprint = pricing_fingerprint(uow.session, period, currency=policy.currency)
+    period.computed_at = at
+    if fingerprint is not None and fingerprint == period.priced_fingerprint:
+        drafts = uow.billing.drafts(period.id)
+        logger.info("period %s: pricing inputs unchanged, %d drafts kept", period.id, len(drafts))
+        return drafts
     uow.billing.delete_drafts(period.id)
     uow.flush()
     insert_draft_lines(uow.session, period, currency=policy.currency, at=at)
+    period.priced_fingerprint = fingerprint
+    return uow.billing.draft_charges(period.id)
+
+
+def recompute(
+    uow: SqlAlchemyUnitOfWork, period: BillingPeriod, policy: BillingPolicy, at: Any
+) -> int:
+    """Bring the period's drafts up to date (`_price`) and set the credits each may use
+    from the balances of now."""
+    drafts = _price(uow, period, policy, at)
     balances = uow.billing.balances()
-    drafts = uow.billing.draft_charges(period.id)
     totals = []
     for statement_id, member_id, charges in drafts:
         applied = credits_to_apply(charges, balances.get(member_id, 0), policy.credit_cap_percent)
@@ -243,7 +278,6 @@ def recompute(
             }
         )
     uow.billing.update_statements(totals)
-    period.computed_at = at
     return len(drafts)
 
 
@@ -354,14 +388,11 @@ def _approve(
                 "credits_applied_cents": applied,
                 "net_cents": charges - applied,
                 "number": number,
-                "status": "approved",
-                "approved_by": actor_id,
-                "approved_at": at,
                 "ledger_hash": ledger_hash,
             }
         )
     uow.flush()
-    uow.billing.update_statements(rows)
+    uow.billing.update_statements(rows, status="approved", approved_by=actor_id, approved_at=at)
     # Approval moves a prepaid member's usage from "unsettled" to the ledger.
     prepaid.republish_for(uow, {member_id for _, member_id, _ in drafts})
 
@@ -399,11 +430,9 @@ def close_period(cmd: bc.ClosePeriod, uow: SqlAlchemyUnitOfWork) -> int:
     """Recompute, approve every draft (numbers follow member order), close."""
     guards.require(cmd.actor, Role.TREASURER)
     period = _open_period(uow, cmd.period_id)
-    recompute(uow, period, cmd.policy, cmd.at)
-    uow.flush()
-    drafts = sorted(uow.billing.draft_charges(period.id), key=lambda d: d[1])
-    actor_id = cmd.actor.member_id if cmd.actor else None
     chains = uow.billing.chains()
+    drafts = sorted(_price(uow, period, cmd.policy, cmd.at, chains=chains), key=lambda d: d[1])
+    actor_id = cmd.actor.member_id if cmd.actor else None
     _approve(uow, drafts, cmd.policy, chains=chains, actor_id=actor_id, at=cmd.at)
     period.status = "closed"
     period.closed_by = actor_id

@@ -282,13 +282,23 @@ def _earn(
     return True
 
 
-def sweep(uow: SqlAlchemyUnitOfWork, policy: BillingPolicy, at: datetime) -> dict[str, int]:
+def sweep(
+    uow: SqlAlchemyUnitOfWork,
+    policy: BillingPolicy,
+    at: datetime,
+    *,
+    chains: dict[str, list[ledger.LedgerEntry]] | None = None,
+) -> dict[str, int]:
     """Credit what the system observed, expire old credits; idempotent (keyed on the
     source object), so it may run any number of times. An automatic credit is dated when
-    the contribution happened (end of the session, grant of the training)."""
+    the contribution happened (end of the session, grant of the training).
+
+    `chains`, when given, is every member's chain as loaded in this transaction; the
+    sweep keeps it up to date, for the caller to append more."""
     counts = {"supervision": 0, "maintenance": 0, "training": 0, "expired": 0}
     types = uow.billing.automatic_types()
-    chains = uow.billing.chains()
+    if chains is None:
+        chains = uow.billing.chains()
     sources = (
         ("supervision", "supervised_session", uow.billing.supervised_sessions),
         ("maintenance", "maintenance_session", uow.billing.maintenance_sessions),

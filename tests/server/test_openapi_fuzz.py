@@ -38,20 +38,6 @@ CONFIG = SchemathesisConfig.from_dict(
 )
 
 
-# Known gap (issue 8 / 10, noted on the issues): these billing operations still refuse some
-# schema-valid bodies with 422 (dates outside 2000-2199, decimals as strings, extra
-# properties the schema does not forbid) instead of describing them in the schema or
-# answering 400. Every other check (no 5xx, responses on the spec…) still runs on them.
-POSITIVE_DATA_NOT_YET_ACCEPTED = frozenset({
-    "POST /api/billing/ledger/entries",
-    "POST /api/billing/periods",
-    "POST /api/billing/rates",
-    "POST /api/billing/statements/{statement_id}/adjust",
-    "POST /api/billing/statements/{statement_id}/credit-notes",
-    "PUT /api/billing/categories/{category_id}",
-})  # fmt: skip
-
-
 def _operation_labels() -> list[str]:
     """The spec's operations, read from an app that needs no database to describe itself."""
     runtime = ServerRuntime(Settings(database_url="sqlite://"), mqtt_enabled=False)
@@ -67,11 +53,6 @@ def test_openapi_fuzz_operation_never_errors_and_matches_spec(
     spec = schemathesis.openapi.from_asgi("/openapi.json", create_app(lab), config=CONFIG)
     operation = spec[path][method]
     headers = auth("root")
-    excluded = (
-        [schemathesis.checks.positive_data_acceptance]
-        if label in POSITIVE_DATA_NOT_YET_ACCEPTED
-        else []
-    )
 
     @given(case=operation.as_strategy())
     @settings(
@@ -82,7 +63,7 @@ def test_openapi_fuzz_operation_never_errors_and_matches_spec(
     )
     def run(case: schemathesis.Case) -> None:
         # Every check schemathesis has; a generous timeout: CI machines are small and shared.
-        case.call_and_validate(headers=headers, timeout=60, excluded_checks=excluded)
+        case.call_and_validate(headers=headers, timeout=60)
 
     run()
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from dashboards import TEMPLATES_DIR
+from dashboards import STATIC_DIR, TEMPLATES_DIR
 from server.adapters.orm_billing import BillingLine, BillingRate, BillingStatement
+from server.adapters.pdf import PdfUnavailableError, html_to_pdf
 from server.api.billing_schemas import (
     CategoryPricingPublic,
     CategoryPricingUpdate,
@@ -32,6 +33,7 @@ from server.api.billing_schemas import (
     TotalRow,
 )
 from server.api.deps import CurrentPrincipal, RuntimeDep, UowDep, require
+from server.api.schemas import _PRINTABLE, SLUG
 from server.domain.access import Principal, Role
 from server.domain.billing.money import BASIS, from_cents, multiplier_bp, to_cents
 from server.service_layer import billing_commands as bc
@@ -42,8 +44,9 @@ router = APIRouter(prefix="/api/billing", tags=["billing"])
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
 TreasurerPrincipal = Annotated[Principal, Depends(require(Role.TREASURER))]
-TariffId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-CategoryId = Annotated[str, Path(max_length=40)]
+TariffId = Annotated[str, Path(pattern=SLUG)]
+CategoryId = Annotated[str, Path(min_length=1, max_length=40, pattern=_PRINTABLE)]
+MemberFilter = Annotated[str | None, Query(min_length=1, max_length=36, pattern=_PRINTABLE)]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such object"}}
 RowId = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
@@ -108,7 +111,10 @@ def rate_public(rate: BillingRate, currency: str) -> RatePublic:
 
 @router.get("/rates", response_model=list[RatePublic])
 def list_rates(
-    uow: UowDep, runtime: RuntimeDep, _: TreasurerPrincipal, tariff: str | None = None
+    uow: UowDep,
+    runtime: RuntimeDep,
+    _: TreasurerPrincipal,
+    tariff: Annotated[str | None, Query(pattern=SLUG)] = None,
 ) -> list[RatePublic]:
     return [rate_public(r, runtime.settings.currency) for r in uow.billing.rates(tariff)]
 
@@ -339,7 +345,7 @@ def list_statements(
     uow: UowDep,
     principal: CurrentPrincipal,
     period_id: Annotated[int | None, Query(ge=1, le=2_147_483_647)] = None,
-    member_id: str | None = None,
+    member_id: MemberFilter = None,
     status: Literal["draft", "approved"] | None = None,
 ) -> list[StatementPublic]:
     """Treasurers see every statement; anyone else only their own approved ones."""
@@ -401,19 +407,20 @@ LABELS = {
 }
 
 
-@router.get("/statements/{statement_id}/html", response_class=HTMLResponse, responses=NOT_FOUND)
-def statement_html(
-    statement_id: RowId,
-    request: Request,
-    uow: UowDep,
-    runtime: RuntimeDep,
-    principal: CurrentPrincipal,
-    lang: Literal["en", "fr"] = "en",
-) -> HTMLResponse:
-    """The statement as a printable page (print it to PDF from the browser)."""
+def _printable(
+    uow: SqlAlchemyUnitOfWork, statement_id: int, principal: Principal
+) -> BillingStatement:
+    """A statement its member may print once approved, and a treasurer at any time."""
     statement = _visible(uow, statement_id, principal)
     if statement.status != "approved" and not principal.has(Role.TREASURER):
         raise HTTPException(404, f"no statement {statement_id}")
+    return statement
+
+
+def _statement_document(
+    uow: SqlAlchemyUnitOfWork, runtime: Any, statement: BillingStatement, lang: str
+) -> tuple[str, str]:
+    """The printable page of a statement, and its reference (F000001, AV000002…)."""
     view = views.statement_view(uow, statement.id)
     policy = runtime.settings.billing_policy()
     sep = "," if lang == "fr" else "."
@@ -424,16 +431,62 @@ def statement_html(
     def local(instant: Any) -> str:
         return str(instant.astimezone(policy.tz).strftime("%Y-%m-%d %H:%M"))
 
-    return templates.TemplateResponse(
-        request,
-        "billing_statement.html",
-        {
-            "view": view,
-            "t": LABELS[lang],
-            "lang": lang,
-            "money": money,
-            "local": local,
-            "site": runtime.settings.site,
+    html = templates.get_template("billing_statement.html").render(
+        view=view,
+        t=LABELS[lang],
+        lang=lang,
+        money=money,
+        local=local,
+        site=runtime.settings.site,
+    )
+    return html, view.reference
+
+
+@router.get("/statements/{statement_id}/html", response_class=HTMLResponse, responses=NOT_FOUND)
+def statement_html(
+    statement_id: RowId,
+    uow: UowDep,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    lang: Literal["en", "fr"] = "en",
+) -> HTMLResponse:
+    """The statement as a printable page."""
+    statement = _printable(uow, statement_id, principal)
+    html, _ = _statement_document(uow, runtime, statement, lang)
+    return HTMLResponse(html)
+
+
+PDF_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The statement as a PDF document",
+        "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
+    },
+    **NOT_FOUND,
+    503: {"description": "PDF rendering (WeasyPrint, pango) is not installed on the server"},
+}
+
+
+@router.get("/statements/{statement_id}/pdf", response_class=Response, responses=PDF_RESPONSES)
+def statement_pdf(
+    statement_id: RowId,
+    uow: UowDep,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    lang: Literal["en", "fr"] = "en",
+) -> Response:
+    """The printable page as a PDF document (laid out by WeasyPrint on the server)."""
+    statement = _printable(uow, statement_id, principal)
+    html, reference = _statement_document(uow, runtime, statement, lang)
+    try:
+        pdf = html_to_pdf(html, stylesheets=[STATIC_DIR / "statement.css"])
+    except PdfUnavailableError as exc:
+        raise HTTPException(503, str(exc)) from exc
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Disposition": f'attachment; filename="{reference}.pdf"',
         },
     )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from server.adapters.orm_billing import BillingClaim, BillingContributionType
 from server.api.billing_schemas import (
@@ -27,6 +27,7 @@ from server.api.billing_schemas import (
     SweepPublic,
 )
 from server.api.deps import CurrentPrincipal, ManagerPrincipal, RuntimeDep, UowDep, require
+from server.api.schemas import _PRINTABLE
 from server.domain.access import Principal, Role
 from server.domain.billing import ledger
 from server.domain.billing.money import from_cents, to_cents
@@ -195,7 +196,10 @@ def _ledger(uow: SqlAlchemyUnitOfWork, member_id: str, currency: str) -> LedgerP
 
 @router.get("/ledger", response_model=LedgerPublic)
 def get_ledger(
-    uow: UowDep, runtime: RuntimeDep, principal: CurrentPrincipal, member_id: str | None = None
+    uow: UowDep,
+    runtime: RuntimeDep,
+    principal: CurrentPrincipal,
+    member_id: Annotated[str | None, Query(min_length=1, max_length=36, pattern=_PRINTABLE)] = None,
 ) -> LedgerPublic:
     """Your credits ledger; treasurers may ask for any member's."""
     if member_id and member_id != principal.member_id and not principal.has(Role.TREASURER):

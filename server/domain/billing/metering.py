@@ -54,6 +54,19 @@ def day_start(day: date, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
+FIRST_BILLING_DAY = date(2000, 1, 1)
+LAST_BILLING_DAY = date(2199, 12, 1)
+
+
+def check_billing_day(day: date) -> date:
+    """`day` if the lab may bill from or to it; a ValueError otherwise. The range keeps
+    every month bound and time zone conversion of a period or rate far from the ends of
+    what dates and the databases hold."""
+    if not FIRST_BILLING_DAY <= day <= LAST_BILLING_DAY:
+        raise ValueError(f"a billing date is between {FIRST_BILLING_DAY} and {LAST_BILLING_DAY}")
+    return day
+
+
 def month_bounds(day: date) -> tuple[date, date]:
     """The calendar month holding `day`: first day, first day of the next month."""
     first = day.replace(day=1)

@@ -198,3 +198,47 @@ def test_billing_api_maker_sees_only_own_approved_statements(
         f"/api/billing/statements/{mine[0]['id']}/html", params={"lang": "fr"}, headers=auth("nora")
     )
     assert page.status_code == 200 and "Net à payer" in page.text and "51,00 EUR" in page.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            "/api/billing/ledger/entries",
+            {"member_id": "ada", "kind": "topup", "amount": "5.00", "reason": "cash\x00"},
+        ),
+        (
+            "/api/billing/contribution-types",
+            {"id": "hosting", "name": "Host\x00ing", "unit": "hour", "kind": "money", "value": 1},
+        ),
+    ],
+)
+def test_billing_api_text_with_a_control_character_is_refused(
+    client: TestClient, auth: Headers, path: str, body: dict[str, Any]
+) -> None:
+    answer = client.post(path, json=body, headers=auth("root"))
+    assert answer.status_code == 422
+
+
+def test_billing_api_period_outside_the_billing_dates_is_a_400(
+    client: TestClient, auth: Headers
+) -> None:
+    answer = client.post(
+        "/api/billing/periods", json={"starts_on": "1999-12-01"}, headers=auth("root")
+    )
+    assert answer.status_code == 400 and "2000-01-01" in answer.json()["detail"]
+
+
+def test_billing_api_amount_is_a_decimal_string_in_the_schema_and_the_api(
+    client: TestClient, auth: Headers
+) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["CreditNoteCreate"]
+    assert schema["properties"]["amount"]["type"] == "string"
+    assert schema["additionalProperties"] is False
+    for amount in (1.5, "1.505", "1e3"):
+        answer = client.post(
+            "/api/billing/statements/1/credit-notes",
+            json={"amount": amount, "reason": "fix"},
+            headers=auth("root"),
+        )
+        assert answer.status_code == 422, amount

@@ -126,6 +126,20 @@ def test_billing_pages_maker_sees_own_statement_not_another(
     assert browser.get(f"/billing/periods/{period}/export").status_code == 403
 
 
+def test_billing_pages_maker_downloads_own_statement_as_pdf(
+    priced: ServerRuntime, browser: TestClient, login: Login
+) -> None:
+    period = _closed_period(browser, login)
+    with priced.new_uow() as uow:
+        ids = {s.member_id: s.id for s in uow.billing.statements(period_id=period)}
+    _switch(browser, login, "ada")
+    page = browser.get(f"/me/statements/{ids['ada']}").text
+    link = re.search(r'href="(/api/billing/statements/\d+/pdf\?lang=\w+)" download', page)
+    assert link is not None
+    pdf = browser.get(link.group(1).replace("&amp;", "&"))
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-")
+
+
 def test_billing_pages_maker_claims_and_manager_approves(
     priced: ServerRuntime, browser: TestClient, login: Login
 ) -> None:
