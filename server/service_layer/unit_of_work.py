@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -11,6 +12,9 @@ from server.adapters import repository as repo
 from server.adapters.billing_repository import BillingRepository
 from server.service_layer.commands import ConfigMessage, OutgoingMessage
 from server.service_layer.ratelimit import AttemptLimiter
+
+if TYPE_CHECKING:
+    from server.service_layer.access_index import AccessIndex
 
 
 class SqlAlchemyUnitOfWork:
@@ -21,14 +25,19 @@ class SqlAlchemyUnitOfWork:
     (acks) to send after their commit, and to `configs` the signed configs whose version
     they committed (sent in order per machine, see `MessageBus`). `limiter` counts failed
     attempts of guarded actions (password checks, email changes) across units of work:
-    pass the process's.
+    pass the process's. `access_index`, the process's, lets online checks answer from
+    memory.
     """
 
     def __init__(
-        self, session_factory: Callable[[], Session], limiter: AttemptLimiter | None = None
+        self,
+        session_factory: Callable[[], Session],
+        limiter: AttemptLimiter | None = None,
+        access_index: AccessIndex | None = None,
     ) -> None:
         self._session_factory = session_factory
         self.limiter = limiter if limiter is not None else AttemptLimiter()
+        self.access_index = access_index
         self.machines_to_publish: set[str] = set()
         self.outgoing: list[OutgoingMessage] = []
         self.configs: list[ConfigMessage] = []
