@@ -3,6 +3,7 @@
     python bench/online_check.py [--seconds 5] [--rounds 5] [--members 200]
                                  [--database-url postgresql+psycopg://…] [--start-postgres]
                                  [--cache-dir .bench-cache] [--controller-taps 1000]
+                                 [--index-off] [--fabomatic-db-dir /dev/shm]
 
 Starts its own Mosquitto (the shipped broker-wide settings of `fablab mosquitto-config`,
 `set_tcp_nodelay true` among them, on a plain loopback listener without logins), then:
@@ -19,7 +20,13 @@ Starts its own Mosquitto (the shipped broker-wide settings of `fablab mosquitto-
   (`bench/fabomatic_backend.py`), on a fresh SQLite database seeded through its own
   models with one member, the badge and an authorization on its machine. The same client
   asks `machine/<id>` with `{"action": "checkuser", "uid": …}` and waits for the reply on
-  `machine/<id>/reply` (QoS 1 request; FabOMatic replies with QoS 0).
+  `machine/<id>/reply` (FabOMatic replies with QoS 0). It runs twice: requests published
+  with QoS 0 (no PUBACK: FabOMatic's own socket keeps Nagle on, and a PUBACK followed by
+  its reply would wait for a delayed ACK) and with QoS 1, as our controllers publish.
+
+`--index-off` adds our server with its access index turned off (every check reads the
+database), to show what the index saves; `--fabomatic-db-dir /dev/shm` puts FabOMatic's
+database on a RAM disk (each of its checks commits a "last seen" update).
 
 Each round runs every peer for `--seconds`, in turn (ours, FabOMatic, ours on PostgreSQL,
 …), after a short warm-up; the tables give each peer's median over the rounds of its
@@ -108,10 +115,13 @@ class ClosedLoopClient:
         if not subscribed.wait(TIMEOUT_S):
             raise SystemExit(f"{client_id}: no SUBACK from the broker")
 
-    def ask(self, topic: str, payload: bytes, answered: Callable[[str, bytes], bool]) -> float:
+    def ask(self, topic: str, payload: bytes, answered: Callable[[str, bytes], bool],
+            qos: int = 1) -> float:  # fmt: skip
         """Seconds from publishing the request to receiving the answer it waits for."""
+        while not self.messages.empty():  # one request at a time: what waits is stale
+            self.messages.get_nowait()  # (another board's replies on a shared topic)
         start = time.perf_counter()
-        self.client.publish(topic, payload, qos=1)
+        self.client.publish(topic, payload, qos=qos)
         deadline = start + TIMEOUT_S
         while True:
             answer = self.messages.get(timeout=max(0.0, deadline - time.perf_counter()))
@@ -161,12 +171,13 @@ class FablabPeer(Peer):
     """Our server and a simulated controller asking about a trained badge."""
 
     def __init__(self, name: str, database_url: str, broker_url: str, site: str,
-                 members: int) -> None:  # fmt: skip
+                 members: int, index_max_age_s: float = 2.0) -> None:  # fmt: skip
         self.name = name
         self.site = site
         upgrade(database_url)
         settings = Settings(database_url=database_url, mqtt_url=broker_url, site=site,
-                            mqtt_client_id=f"fablab-server-{site}")  # fmt: skip
+                            mqtt_client_id=f"fablab-server-{site}",
+                            auth_index_max_age_s=index_max_age_s)  # fmt: skip
         self.server = ServerRuntime(settings)
         _seed(self.server, site, members)
         self.server.start(wait=TIMEOUT_S)
@@ -243,18 +254,17 @@ def _seed(server: ServerRuntime, site: str, members: int) -> None:
     bus.handle(cmds.GrantTraining("bench", "laser", Level.AUTONOMOUS))
 
 
-class FabOMaticPeer(Peer):
-    """FabOMatic's backend in its own virtual environment, and a board asking it."""
+class FabOMaticBackend:
+    """FabOMatic's backend in its own virtual environment, on a fresh database."""
 
-    name = "FabOMatic 1.0.7"
-
-    def __init__(self, cache: Path, broker_url: str, work: Path) -> None:
+    def __init__(self, cache: Path, broker_url: str, work: Path, db_dir: Path) -> None:
         python = _fabomatic_python(cache)
         home = work / "fabomatic-home"
         settings = home / ".config" / "FabOMatic" / "settings.toml"
         settings.parent.mkdir(parents=True)
         address = BrokerAddress.parse(broker_url)
-        settings.write_text(_fabomatic_settings(work / "fabomatic.sqldb", address))
+        self.database = Path(tempfile.mkdtemp(prefix="fabomatic-", dir=db_dir)) / "fabomatic.sqldb"
+        settings.write_text(_fabomatic_settings(self.database, address))
         self.process = subprocess.Popen(
             [str(python), str(ROOT / "bench" / "fabomatic_backend.py"), BADGE],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=work,
@@ -267,7 +277,24 @@ class FabOMaticPeer(Peer):
         else:
             raise SystemExit("FabOMatic backend did not start")
         self.topic = f"machine/{line.split()[1]}"
-        self.client = ClosedLoopClient(broker_url, "board-bench", self.topic + "/reply")
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        for path in self.database.parent.iterdir():
+            path.unlink()
+        self.database.parent.rmdir()
+
+
+class FabOMaticPeer(Peer):
+    """A board asking FabOMatic's backend, its requests published with `qos`."""
+
+    def __init__(self, backend: FabOMaticBackend, broker_url: str, qos: int) -> None:
+        self.name = f"FabOMatic 1.0.7 (request QoS {qos})"
+        self.qos = qos
+        self.topic = backend.topic
+        self.client = ClosedLoopClient(broker_url, f"board-qos{qos}", self.topic + "/reply")
         self.query = json.dumps({"action": "checkuser", "uid": BADGE}).encode()
 
     def one(self) -> float:
@@ -277,13 +304,10 @@ class FabOMaticPeer(Peer):
                 raise SystemExit(f"FabOMatic refused the bench badge: {reply}")
             return True
 
-        return self.client.ask(self.topic, self.query, answered)
+        return self.client.ask(self.topic, self.query, answered, qos=self.qos)
 
     def close(self) -> None:
         self.client.close()
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        self.process.wait(timeout=30)
 
 
 def _fabomatic_python(cache: Path) -> Path:
@@ -343,6 +367,27 @@ def controller_decision_p99(taps: int) -> str:
     return found.group(1) if found else "?"
 
 
+def commit_floor_ms(folder: Path, commits: int) -> tuple[float, float]:
+    """p50 and p99 of one small SQLite commit (WAL, synchronous=FULL, as the controller's
+    outbox) on this disk: the floor under the controller's tap → relay time."""
+    import sqlite3
+
+    db = sqlite3.connect(folder / "floor.sqlite3", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)")
+    times = []
+    for n in range(commits):
+        start = time.perf_counter()
+        db.execute("BEGIN")
+        db.execute("INSERT INTO t VALUES (?, ?)", (n, b"x" * 300))
+        db.execute("COMMIT")
+        times.append((time.perf_counter() - start) * 1000)
+    db.close()
+    times.sort()
+    return times[len(times) // 2], times[min(len(times) - 1, int(0.99 * len(times)))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per peer and round")
@@ -353,6 +398,11 @@ def main() -> None:
                         help="a throwaway PostgreSQL cluster (initdb) instead")  # fmt: skip
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".bench-cache")
     parser.add_argument("--controller-taps", type=int, default=1000)
+    parser.add_argument("--fabomatic-db-dir", type=Path, default=None,
+                        help="folder of FabOMatic's SQLite file (default: the temp folder; "
+                             "/dev/shm: no disk flush)")
+    parser.add_argument("--index-off", action="store_true",
+                        help="also our server with FABLAB_AUTH_INDEX_MAX_AGE_S=0 (no index)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="fablab-bench-online-"))
@@ -360,11 +410,18 @@ def main() -> None:
     broker = MosquittoServer(work / "broker", extra_config=shipped_broker_settings())
     broker.start()
     cluster = None
+    fabomatic = None
     peers: list[Peer] = []
     try:
         peers.append(FablabPeer("fablab-monitor, SQLite", f"sqlite:///{work / 'server.sqlite3'}",
                                 broker.url, "bench", args.members))  # fmt: skip
-        peers.append(FabOMaticPeer(args.cache_dir, broker.url, work))
+        if args.index_off:
+            peers.append(FablabPeer("fablab-monitor, SQLite, index off",
+                                    f"sqlite:///{work / 'server-noindex.sqlite3'}", broker.url,
+                                    "benchnoindex", args.members, index_max_age_s=0))  # fmt: skip
+        fabomatic = FabOMaticBackend(args.cache_dir, broker.url, work,
+                                     args.fabomatic_db_dir or work)  # fmt: skip
+        peers += [FabOMaticPeer(fabomatic, broker.url, qos) for qos in (0, 1)]
         pg_url = args.database_url
         if pg_url is None and args.start_postgres:
             cluster = PostgresCluster()
@@ -380,16 +437,20 @@ def main() -> None:
     finally:
         for peer in reversed(peers):
             peer.close()
+        if fabomatic is not None:
+            fabomatic.close()
         if cluster is not None:
             cluster.stop()
         broker.stop()
     load_after = os.getloadavg()
     p99 = controller_decision_p99(args.controller_taps)
-    report(args, rounds, p99, load_before, load_after)
+    floor = commit_floor_ms(work, args.controller_taps)
+    report(args, rounds, p99, floor, load_before, load_after)
 
 
 def report(args: argparse.Namespace, rounds: dict[str, list[Round]], controller_p99: str,
-           load_before: tuple[float, ...], load_after: tuple[float, ...]) -> None:  # fmt: skip
+           floor: tuple[float, float], load_before: tuple[float, ...],
+           load_after: tuple[float, ...]) -> None:  # fmt: skip
     def med(values: list[float]) -> float:
         return statistics.median(values)
 
@@ -415,6 +476,8 @@ def report(args: argparse.Namespace, rounds: dict[str, list[Round]], controller_
     print()
     print(f"controller local decision (tap → relay), p99 over {args.controller_taps} taps: "
           f"{controller_p99} ms")  # fmt: skip
+    print(f"its floor, one SQLite commit (WAL, synchronous=FULL) on the same disk: "
+          f"p50 {floor[0]:.2f} ms, p99 {floor[1]:.2f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":
