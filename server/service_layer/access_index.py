@@ -23,12 +23,12 @@ from __future__ import annotations
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from server.domain.snapshots import BadgeGrant
@@ -37,19 +37,20 @@ from server.domain.trainings import TrainingView, effective_permissions
 if TYPE_CHECKING:
     from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
-# The tables the facts of an online check are read from.
-WATCHED_TABLES = frozenset(
-    {
-        "member",
-        "badge",
-        "machine",
-        "controller",
-        "training",
-        "training_type",
-        "training_type_machine",
-        "usage_session",
-    }
-)
+# The tables the facts of an online check are read from and, for a row changed through
+# the ORM, the attributes that matter (None: all). A controller's `last_seen_at`, set by
+# every event, or a session's heartbeat do not empty the index; a new session does.
+WATCHED: dict[str, frozenset[str] | None] = {
+    "member": frozenset({"id", "active"}),
+    "badge": frozenset({"uid", "member_id", "status"}),
+    "machine": frozenset({"id", "snapshot_version"}),
+    "controller": frozenset({"id", "machine_id", "key_hex"}),
+    "training": None,
+    "training_type": frozenset({"id", "lapse_months", "machines"}),
+    "training_type_machine": None,
+    "usage_session": frozenset({"member_id", "machine_id", "started_at"}),
+}
+WATCHED_TABLES = frozenset(WATCHED)
 
 T = TypeVar("T")
 
@@ -215,15 +216,30 @@ class _IndexedAccess:
 _WROTE_WATCHED = "fablab_access_index_dirty"
 
 
-def _table_names(objects: Iterable[object]) -> Iterable[str | None]:
-    for obj in objects:
-        yield getattr(type(obj), "__tablename__", None)
+def _table(obj: object) -> str | None:
+    return getattr(type(obj), "__tablename__", None)
+
+
+def _changes_facts(obj: object) -> bool:
+    """Whether a modified row (the flush's pre-flush history) changes a watched fact."""
+    table = _table(obj)
+    if table is None:
+        return True  # not one of our mapped classes: assume it matters
+    if table not in WATCHED:
+        return False
+    columns = WATCHED[table]
+    if columns is None:
+        return True
+    attrs = inspect(obj).attrs
+    return any(attrs[name].history.has_changes() for name in columns if name in attrs)
 
 
 @event.listens_for(Session, "after_flush")
 def _note_flush(session: Session, _flush_context: Any) -> None:
-    changed = (*session.new, *session.dirty, *session.deleted)
-    if any(name is None or name in WATCHED_TABLES for name in _table_names(changed)):
+    added_or_deleted = (*session.new, *session.deleted)
+    if any(_table(obj) is None or _table(obj) in WATCHED_TABLES for obj in added_or_deleted) or any(
+        _changes_facts(obj) for obj in session.dirty
+    ):
         session.info[_WROTE_WATCHED] = True
 
 

@@ -27,7 +27,7 @@ from protocol import (
 from server.adapters import orm
 from server.bootstrap import ServerRuntime
 from server.service_layer import commands as cmds
-from server.service_layer.access_index import AccessIndex
+from server.service_layer.access_index import WATCHED, AccessIndex
 from server.service_layer.commands import OutgoingMessage
 from server.service_layer.configs import machine_grants
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -136,6 +136,12 @@ def _database() -> sessionmaker[Session]:
         session.flush()
         for n, uid in enumerate(BADGES):
             session.add(orm.Badge(uid=uid, member_id=MEMBERS[n % len(MEMBERS)]))
+        # A start where most changes matter: every member trained, every type covering.
+        for type_id, machine in (("t0", "m0"), ("t1", "m0"), ("t1", "m1"), ("t2", "m1")):
+            session.add(orm.TrainingTypeMachine(training_type_id=type_id, machine_id=machine))
+        for member, type_id, level in zip(MEMBERS, TYPES, list(Level), strict=False):
+            session.add(orm.Training(member_id=member, training_type_id=type_id,
+                                     level=level.value, granted_at=_days(-10)))  # fmt: skip
         session.commit()
     return factory
 
@@ -226,7 +232,7 @@ def _indexed(
     return answers
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     operations=st.lists(_operation, min_size=1, max_size=10),
     nows=st.lists(_day, min_size=10, max_size=10),
@@ -236,6 +242,8 @@ def test_access_index_answers_as_the_database_over_random_changes(
 ) -> None:
     factory = _database()
     index = AccessIndex(max_age_s=3600)  # only commits may make it read again
+    with SqlAlchemyUnitOfWork(factory) as uow:
+        _indexed(uow, index, BASE)  # filled before the first change
     for op, now in zip(operations, nows, strict=False):
         with factory() as session:
             _apply(session, op)
@@ -270,3 +278,32 @@ def test_access_index_rereads_after_max_age_what_it_cannot_see() -> None:
     with SqlAlchemyUnitOfWork(factory) as uow:
         assert index.reader(uow).badge_status("B0") == "lost"
 
+
+
+def test_access_index_watches_attributes_the_models_have() -> None:
+    tables = {mapper.local_table.name: mapper for mapper in orm.Base.registry.mappers}
+    for table, names in WATCHED.items():
+        assert table in tables
+        assert names is None or names <= set(tables[table].attrs.keys())
+
+
+def test_access_index_is_kept_when_a_controller_is_only_seen_again() -> None:
+    factory = _database()
+    index = AccessIndex(max_age_s=3600)
+    with factory() as session:
+        session.add(orm.Controller(id="c0", machine_id="m0", key_hex=KEY_HEX))
+        session.commit()
+    with SqlAlchemyUnitOfWork(factory) as uow:
+        assert index.reader(uow).controller("c0") is not None
+    with factory() as session:  # what every event does
+        controller = session.get(orm.Controller, "c0")
+        assert controller is not None
+        controller.last_seen_at = BASE
+        session.commit()
+    assert index.entries == 1
+    with factory() as session:
+        session.add(orm.UsageSession(id="s1", machine_id="m0", controller_id="c0",
+                                     member_id="p0", reported_member_id="p0",
+                                     started_at=BASE))  # fmt: skip
+        session.commit()
+    assert index.entries == 0  # a new session may move a lapse date
