@@ -7,11 +7,12 @@ status. `DatabaseAccess` reads them through the repositories, as the snapshot do
 `AccessIndex` keeps what it read in memory and answers from there while it is known to
 be current:
 
-- every commit in this process that wrote a row of a table these facts come from (an
-  ORM flush or an INSERT / UPDATE / DELETE run through a session, any SQL text too)
-  empties the index once the commit has returned, so the next check reads again: a
-  grant, a revoke, a badge status, a member deactivated, a new session moving a lapse
-  date, machine settings, a controller's credentials;
+- every commit in this process that changed what these facts are read from (an ORM
+  flush adding or deleting a row of a `WATCHED` table or changing one of its watched
+  attributes; an INSERT / UPDATE / DELETE on such a table run through a session, any
+  SQL text too) empties the index once the commit has returned, so the next check
+  reads again: a grant, a revoke, a badge status, a member deactivated, a new session
+  moving a lapse date, a new snapshot version, a controller's credentials;
 - an entry is read again after `max_age_s`, for the writers it cannot observe (the CLI,
   another server process on the same database);
 - what depends on the time (expiry, lapse) is computed at each check from the rows
