@@ -360,7 +360,7 @@ class AuthWorker:
             try:
                 answered = self.bus.handle(AnswerAuthRequest(topic, payload, received_at))
                 self.stats["auth_answered" if answered else "auth_invalid"] += 1
-                if answered:  # from arrival to the answer handed to the broker connection
+                if answered:  # arrival to answer sent (and a stale snapshot republished)
                     AUTH_CHECK_SECONDS.observe(time.perf_counter() - arrived)
             except Exception:
                 self.stats["errors"] += 1

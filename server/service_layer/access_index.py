@@ -140,11 +140,20 @@ class AccessIndex:
 
     A value read by a unit of work is stored only if no watched commit happened since
     the unit of work's reader was made (before its first read), so a value read from
-    before a commit is never kept past it.
+    before a commit is never kept past it. It holds at most `max_entries` values (one
+    per controller, machine and badge asked about): past that it starts again empty, so
+    a controller asking about endless made-up badges cannot make it grow.
     """
 
-    def __init__(self, *, max_age_s: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        *,
+        max_age_s: float,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_age_s = max_age_s
+        self.max_entries = max_entries
         self._clock = clock
         self._lock = threading.Lock()
         self._generation = 0
@@ -182,6 +191,8 @@ class AccessIndex:
         value = load()
         with self._lock:
             if generation == self._generation:
+                if len(self._entries) >= self.max_entries:
+                    self._entries.clear()
                 self._entries[key] = (generation, now, value)
         return value
 

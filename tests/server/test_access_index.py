@@ -307,3 +307,13 @@ def test_access_index_is_kept_when_a_controller_is_only_seen_again() -> None:
                                      started_at=BASE))  # fmt: skip
         session.commit()
     assert index.entries == 0  # a new session may move a lapse date
+
+
+def test_access_index_never_holds_more_than_its_bound() -> None:
+    factory = _database()
+    index = AccessIndex(max_age_s=3600, max_entries=3)
+    with SqlAlchemyUnitOfWork(factory) as uow:
+        facts = index.reader(uow)
+        for n in range(10):  # made-up badges, as a misbehaving controller might send
+            assert facts.badge_status(f"FF{n:04X}") is None
+            assert index.entries <= 3
