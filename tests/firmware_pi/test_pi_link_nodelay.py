@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 
 from firmware_pi.link import MqttLink
 from protocol import BrokerAddress
@@ -19,10 +18,7 @@ def test_pi_link_socket_has_tcp_nodelay(mosquitto: MosquittoServer) -> None:
     )  # fmt: skip
     link.start()
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while not link.connected and time.monotonic() < deadline:
-            time.sleep(0.05)  # polls the condition; the deadline only bounds a failure
-        assert link.connected
+        assert link._connected.wait(TIMEOUT)
         sock = link._client.socket()
         assert isinstance(sock, socket.socket)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
