@@ -9,10 +9,11 @@ be current:
 
 - every commit in this process that changed what these facts are read from (an ORM
   flush adding or deleting a row of a `WATCHED` table or changing one of its watched
-  attributes; an INSERT / UPDATE / DELETE on such a table run through a session, any
-  SQL text too) empties the index once the commit has returned, so the next check
-  reads again: a grant, a revoke, a badge status, a member deactivated, a new session
-  moving a lapse date, a new snapshot version, a controller's credentials;
+  attributes; an INSERT / DELETE on such a table run through a session, an UPDATE
+  unless it sets none of the watched attributes, any SQL text too) empties the index
+  once the commit has returned, so the next check reads again: a grant, a revoke, a
+  badge status, a member deactivated, a new session moving a lapse date, a new
+  snapshot version, a controller's credentials;
 - an entry is read again after `max_age_s`, for the writers it cannot observe (the CLI,
   another server process on the same database);
 - what depends on the time (expiry, lapse) is computed at each check from the rows
@@ -255,14 +256,29 @@ def _note_flush(session: Session, _flush_context: Any) -> None:
         session.info[_WROTE_WATCHED] = True
 
 
+def _updated_columns(statement: object) -> set[str] | None:
+    """The columns an `update(...).values(...)` sets; None when that cannot be told
+    (UPDATE by primary key from parameter lists, SQL text, another statement)."""
+    values = getattr(statement, "_values", None)  # SQLAlchemy's; absent: assume all
+    if not values:
+        return None
+    names = {getattr(column, "key", None) for column in values}
+    return None if None in names else {str(name) for name in names}
+
+
 @event.listens_for(Session, "do_orm_execute")
 def _note_statement(state: ORMExecuteState) -> None:
     if state.is_select:
         return
     table = getattr(state.statement, "table", None)
     name = getattr(table, "name", None)
-    if name is None or name in WATCHED_TABLES:  # SQL text: assume it wrote
-        state.session.info[_WROTE_WATCHED] = True
+    if name is not None and name not in WATCHED:
+        return
+    if name is not None and state.is_update:
+        watched, updated = WATCHED[name], _updated_columns(state.statement)
+        if watched is not None and updated is not None and not updated & watched:
+            return  # e.g. a controller's last_seen_at set in bulk by ingest
+    state.session.info[_WROTE_WATCHED] = True  # SQL text too: assume it wrote
 
 
 @event.listens_for(Session, "after_commit")

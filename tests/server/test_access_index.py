@@ -317,3 +317,18 @@ def test_access_index_never_holds_more_than_its_bound() -> None:
         for n in range(10):  # made-up badges, as a misbehaving controller might send
             assert facts.badge_status(f"FF{n:04X}") is None
             assert index.entries <= 3
+
+
+def test_access_index_is_kept_by_a_bulk_update_of_columns_it_does_not_read() -> None:
+    factory = _database()
+    index = AccessIndex(max_age_s=3600)
+    with SqlAlchemyUnitOfWork(factory) as uow:
+        assert index.reader(uow).badge_status("B0") == "active"
+    with factory() as session:
+        session.execute(update(orm.Member).values(name="Renamed"))
+        session.commit()
+    assert index.entries == 1
+    with factory() as session:
+        session.execute(update(orm.Member).values(name="Again", active=False))
+        session.commit()
+    assert index.entries == 0
