@@ -18,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from firmware_pi.config import ControllerConfig
 from firmware_pi.snapshot_store import SnapshotVerifier
-from protocol import ProtocolError, SignatureError, config_topic
+from protocol import ProtocolError, SignatureError, config_topic, set_tcp_nodelay
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -66,6 +66,7 @@ class _Probe:
             self.client.username_pw_set(cfg.username, cfg.password)
         if cfg.broker.tls:
             self.client.tls_set(ca_certs=cfg.ca_file)
+        self.client.on_socket_open = set_tcp_nodelay
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
 

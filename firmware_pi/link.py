@@ -33,6 +33,7 @@ from protocol import (
     config_topic,
     events_topic,
     parse_topic,
+    set_tcp_nodelay,
     status_topic,
 )
 
@@ -141,6 +142,7 @@ class MqttLink:
         self._client.reconnect_delay_set(
             min_delay=RECONNECT_MIN_DELAY_S, max_delay=RECONNECT_MAX_DELAY_S
         )
+        self._client.on_socket_open = set_tcp_nodelay  # an online check must not wait for Nagle
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message

@@ -10,7 +10,7 @@ from protocol.auth import (
     encode_auth_response,
     verify_auth_response,
 )
-from protocol.broker import BrokerAddress
+from protocol.broker import BrokerAddress, set_tcp_nodelay
 from protocol.commands import Command, CommandKind, encode_command, verify_command
 from protocol.errors import (
     ExpiredError,
@@ -103,6 +103,7 @@ __all__ = [
     "events_topic",
     "normalize_uid",
     "parse_topic",
+    "set_tcp_nodelay",
     "shared_filter",
     "status_topic",
     "subscription_filter",

@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import logging
+import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from protocol.errors import ProtocolError
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+
+
+def set_tcp_nodelay(_client: object, _userdata: object, sock: object) -> None:
+    """Turn Nagle's algorithm off on a just-opened broker socket (paho's `on_socket_open`).
+
+    Why: with QoS 1 a request and its answer are small packets each waiting for the
+    peer's delayed ACK (~40 ms per hop) while Nagle is on. A socket that is not TCP
+    (a Unix socket, a websocket wrapper) is left as it is.
+    """
+    setsockopt = getattr(sock, "setsockopt", None)
+    if setsockopt is None:
+        return
+    try:
+        setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError as exc:  # not a TCP socket: nothing to turn off
+        logger.debug("TCP_NODELAY not set on %r: %s", sock, exc)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from server.adapters.mqtt import (
 )
 from server.api.ratelimit import LoginRateLimiter
 from server.config import Settings
+from server.service_layer.access_index import AccessIndex
 from server.service_layer.commands import OutgoingMessage
 from server.service_layer.configs import SnapshotRefresher
 from server.service_layer.messagebus import MessageBus
@@ -32,6 +33,12 @@ class ServerRuntime:
         self.engine = make_engine(settings.database_url)
         self.session_factory = make_session_factory(self.engine)
         self.login_limiter = LoginRateLimiter()
+        # Online checks answer from memory while it is current; max age 0: always the database.
+        self.access_index = (
+            AccessIndex(max_age_s=settings.auth_index_max_age_s)
+            if settings.auth_index_max_age_s > 0
+            else None
+        )
         self.bus = MessageBus(self.new_uow, publish=self._publish)
         self.ingest = IngestWorker(
             self.bus, max_queue=settings.ingest_queue_size, limits=settings.plausibility()
@@ -68,6 +75,7 @@ class ServerRuntime:
         return SqlAlchemyUnitOfWork(
             self.session_factory, self.login_limiter, self.settings.billing_policy(),
             plain_badges_allowed=self.settings.plain_badges_allowed,
+            access_index=self.access_index,
         )
 
     def _publish(self, message: OutgoingMessage) -> None:

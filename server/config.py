@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     # long a controller waits for the answer (an older request is not answered).
     auth_queue_per_controller: int = Field(default=20, ge=1)
     auth_request_timeout_s: float = Field(default=1.5, gt=0)
+    # Online checks answer from memory; a change made by this process is seen by the
+    # next check, one made by another process (the CLI, a second server) within this
+    # many seconds. 0: every check reads the database.
+    auth_index_max_age_s: float = Field(default=2.0, ge=0)
     # -- web app ------------------------------------------------------------------------
     # The address members reach the server at, for links in e-mails (set-password links);
     # unset: the address the request came in on.

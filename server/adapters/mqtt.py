@@ -20,9 +20,11 @@ from protocol import (
     ProtocolError,
     TopicKind,
     parse_topic,
+    set_tcp_nodelay,
     shared_filter,
     subscription_filter,
 )
+from server.adapters.metrics import AUTH_CHECK_SECONDS
 from server.adapters.orm import utcnow
 from server.domain.ingest_rules import Plausibility
 from server.service_layer.commands import (
@@ -71,6 +73,7 @@ class ServerMqttLink:
         if self.address.tls:
             self._client.tls_set()
         self._client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client.on_socket_open = set_tcp_nodelay  # answers must not wait for Nagle
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
@@ -341,7 +344,7 @@ class AuthWorker:
             key = parse_topic(topic).machine
         except ProtocolError:
             key = ""
-        self._queue.put(key, (topic, payload, utcnow()))
+        self._queue.put(key, (topic, payload, utcnow(), time.perf_counter()))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -359,10 +362,12 @@ class AuthWorker:
                 if self._queue.closed:
                     return
                 continue
-            topic, payload, received_at = cast(tuple[str, bytes, datetime], item)
+            topic, payload, received_at, arrived = cast(tuple[str, bytes, datetime, float], item)
             try:
                 answered = self.bus.handle(AnswerAuthRequest(topic, payload, received_at))
                 self.stats["auth_answered" if answered else "auth_invalid"] += 1
+                if answered:  # arrival to answer sent (and a stale snapshot republished)
+                    AUTH_CHECK_SECONDS.observe(time.perf_counter() - arrived)
             except Exception:
                 self.stats["errors"] += 1
                 logger.exception("online check failed; the controller decides from its snapshot")

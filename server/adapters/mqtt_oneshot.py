@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
 
-from protocol import BrokerAddress
+from protocol import BrokerAddress, set_tcp_nodelay
 from server.config import Settings
 from server.service_layer.commands import OutgoingMessage
 
@@ -46,6 +46,7 @@ def publish_now(
             refused.append(str(reason))
         connected.set()
 
+    client.on_socket_open = set_tcp_nodelay
     client.on_connect = on_connect
     try:
         client.connect(address.host, address.port, keepalive=30)

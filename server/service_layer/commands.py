@@ -32,6 +32,7 @@ class ConfigMessage:
     machine_id: str
     version: int
     message: OutgoingMessage
+    build_started: float | None = None  # time.perf_counter() when its build began
 
 
 # -- from controllers -------------------------------------------------------------------

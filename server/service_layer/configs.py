@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -108,6 +109,7 @@ def _record_config(
     cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork, machine_id: str, managers: set[str]
 ) -> ConfigMessage | None:
     """The machine's signed config, its version committed; None without a controller."""
+    started = time.perf_counter()
     for _attempt in range(_VERSION_ATTEMPTS):
         machine = uow.machines.get(machine_id)
         controller = machine.controller if machine else None
@@ -128,7 +130,7 @@ def _record_config(
             uow.commit()
             payload = encode_config(snapshot, bytes.fromhex(controller.key_hex))
             message = OutgoingMessage(config_topic(machine.site, machine.id), payload, retain=True)
-            return ConfigMessage(machine.id, snapshot.version, message)
+            return ConfigMessage(machine.id, snapshot.version, message, started)
         uow.rollback()  # expires what we read: the next attempt reads the newer version
     raise ConcurrentPublishError(f"could not record a snapshot version for {machine_id}")
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from server.adapters.metrics import SNAPSHOT_PUBLISH_SECONDS
 from server.service_layer.commands import ConfigMessage, OutgoingMessage, PublishConfigs
 from server.service_layer.handlers import HANDLERS
 from server.service_layer.unit_of_work import UnitOfWorkFactory
@@ -67,6 +69,8 @@ class MessageBus:
                                  config.machine_id, config.version, latest)  # fmt: skip
                     return False
                 self.publish(config.message)
+                if config.build_started is not None:
+                    SNAPSHOT_PUBLISH_SECONDS.observe(time.perf_counter() - config.build_started)
                 return True
 
     def _config_lock(self, machine_id: str) -> threading.Lock:

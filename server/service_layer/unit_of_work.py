@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -12,6 +13,9 @@ from server.adapters.billing_repository import BillingRepository
 from server.domain.billing.policy import BillingPolicy
 from server.service_layer.commands import ConfigMessage, OutgoingMessage
 from server.service_layer.ratelimit import AttemptLimiter
+
+if TYPE_CHECKING:
+    from server.service_layer.access_index import AccessIndex
 
 
 class SqlAlchemyUnitOfWork:
@@ -26,6 +30,7 @@ class SqlAlchemyUnitOfWork:
     that price without a billing command (a prepaid member's allowance in a snapshot).
     `plain_badges_allowed` is the site's rule for badges without the anti-cloning sector,
     carried in every snapshot.
+    `access_index`, the process's, lets online checks answer from memory.
     """
 
     def __init__(
@@ -35,11 +40,13 @@ class SqlAlchemyUnitOfWork:
         billing_policy: BillingPolicy | None = None,
         *,
         plain_badges_allowed: bool = True,
+        access_index: AccessIndex | None = None,
     ) -> None:
         self._session_factory = session_factory
         self.limiter = limiter if limiter is not None else AttemptLimiter()
         self.billing_policy = billing_policy or BillingPolicy()
         self.plain_badges_allowed = plain_badges_allowed
+        self.access_index = access_index
         self.machines_to_publish: set[str] = set()
         self.outgoing: list[OutgoingMessage] = []
         self.configs: list[ConfigMessage] = []

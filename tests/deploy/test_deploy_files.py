@@ -116,3 +116,8 @@ def test_deploy_shell_script_passes_shellcheck(script: Path) -> None:
         capture_output=True, text=True, timeout=60, cwd=REPO,
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_deploy_broker_conf_turns_nagle_off_on_client_sockets() -> None:
+    conf = (DEPLOY / "mosquitto" / "fablab.conf").read_text()
+    assert "set_tcp_nodelay true" in conf.splitlines()

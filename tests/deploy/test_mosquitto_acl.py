@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import socket
 import subprocess
 import sys
 import time
@@ -444,6 +445,8 @@ def test_controller_link_connects_over_tls_trusting_the_lab_ca(lab: Lab) -> None
         while not link.connected and time.monotonic() < deadline:
             time.sleep(0.05)
         assert link.connected
+        tls_socket = link._client.socket()  # Nagle is off under TLS too
+        assert tls_socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0  # type: ignore[union-attr]
     finally:
         link.stop()
 
