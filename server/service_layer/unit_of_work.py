@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -21,7 +22,8 @@ class SqlAlchemyUnitOfWork:
     (acks) to send after their commit, and to `configs` the signed configs whose version
     they committed (sent in order per machine, see `MessageBus`). `limiter` counts failed
     attempts of guarded actions (password checks, email changes) across units of work:
-    pass the process's.
+    pass the process's. `memo` keeps, for this transaction only, reads that its own
+    writes cannot change (see `memo_read`).
     """
 
     def __init__(
@@ -32,6 +34,7 @@ class SqlAlchemyUnitOfWork:
         self.machines_to_publish: set[str] = set()
         self.outgoing: list[OutgoingMessage] = []
         self.configs: list[ConfigMessage] = []
+        self.memo: dict[Hashable, Any] = {}
 
     def __enter__(self) -> SqlAlchemyUnitOfWork:
         self.session = self._session_factory()
@@ -57,6 +60,7 @@ class SqlAlchemyUnitOfWork:
         self.machines_to_publish = set()
         self.outgoing = []
         self.configs = []
+        self.memo = {}
         return self
 
     def __exit__(
@@ -73,6 +77,15 @@ class SqlAlchemyUnitOfWork:
 
     def rollback(self) -> None:
         self.session.rollback()
+        self.memo.clear()
+
+    def memo_read(self, key: Hashable, read: Callable[[], Any]) -> Any:
+        """`read()` once per transaction for this key (a batch of events asks the same
+        questions many times). Only for reads that this transaction's writes cannot
+        change, or whose key the writer drops from `memo`."""
+        if key not in self.memo:
+            self.memo[key] = read()
+        return self.memo[key]
 
     def flush(self) -> None:
         self.session.flush()

@@ -15,7 +15,7 @@ from server.adapters.orm import OutboxStream
 from server.bootstrap import ServerRuntime
 from server.config import Settings
 from server.service_layer import commands as cmds
-from server.service_layer.ingest import ingest_event
+from server.service_layer.ingest_batch import ingest_event
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 from tests.server.conftest import KEY_HEX, SITE, EventFactory
 
