@@ -267,6 +267,7 @@ def main() -> None:
 
 def _report(args: argparse.Namespace, url: str, r: dict, raw: float, load: tuple) -> None:
     rate = r["expected"] / r["elapsed"]
+    cpu_us = r["server_cpu_s"] / r["expected"] * 1e6
     batches = {s.name: s.value for s in r["batches"] if s.name.endswith(("_count", "_sum"))}
     count = batches.get("fablab_ingest_batch_size_count", 0)
     mean = batches.get("fablab_ingest_batch_size_sum", 0) / count if count else 0
@@ -274,11 +275,11 @@ def _report(args: argparse.Namespace, url: str, r: dict, raw: float, load: tuple
           f"{platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
           f"load average before the run {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
     print("| database | events | controllers | committed + acked / s | raw Mosquitto QoS 1 msg/s "
-          "| ratio | lost | doubled | batches (mean size) | server CPU s |")
+          "| ratio | lost | doubled | batches (mean size) | server CPU µs / event |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     print(f"| {url.split(':', 1)[0].split('+')[0]} | {r['expected']:,} | {args.controllers} "
           f"| {rate:,.0f} | {raw:,.0f} | {rate / raw:.2f} | {r['lost']} | {r['doubled']} "
-          f"| {count:.0f} ({mean:.0f}) | {r['server_cpu_s']:.1f} |")  # fmt: skip
+          f"| {count:.0f} ({mean:.0f}) | {cpu_us:.0f} |")  # fmt: skip
     if not (r["finished"] and r["sessions_ok"] and r["denials_ok"] and r["other_rows"] == 0):
         print(f"<!-- CHECK FAILED: {r} -->")
 

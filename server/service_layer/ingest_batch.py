@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from protocol import (
     Ack,
@@ -72,8 +72,9 @@ def ingest_batch(cmd: IngestBatch, uow: SqlAlchemyUnitOfWork) -> list[IngestOutc
     """Store and apply the batch's events in one transaction; queue one ack per stream.
 
     Returns each event's outcome, in order. Should a fast-path apply fail unexpectedly,
-    the batch is redone with every event in its own savepoint; should the insert collide
-    with another process (an event id stored meanwhile), each event is redone alone.
+    the batch is redone with every event in its own savepoint; should it collide with
+    another process (an event id stored meanwhile, a deadlock), each event is redone
+    alone.
     """
     try:
         return _ingest(cmd.events, uow, safe=False)
@@ -82,13 +83,19 @@ def ingest_batch(cmd: IngestBatch, uow: SqlAlchemyUnitOfWork) -> list[IngestOutc
                        len(cmd.events))  # fmt: skip
         _reset(uow)
         return _ingest(cmd.events, uow, safe=True)
-    except IntegrityError:
-        if len(cmd.events) == 1:
+    except (IntegrityError, OperationalError) as exc:
+        if len(cmd.events) == 1 or not _collided(exc):
             raise
         logger.warning("a batch of %d collided with another writer: redone one by one",
                        len(cmd.events))  # fmt: skip
         _reset(uow)
         return [_ingest((event,), uow, safe=True)[0] for event in cmd.events]
+
+
+def _collided(exc: IntegrityError | OperationalError) -> bool:
+    """A unique key taken meanwhile, or a deadlock with another process (PostgreSQL
+    aborts one of the two): both go away when the events are taken one at a time."""
+    return isinstance(exc, IntegrityError) or getattr(exc.orig, "sqlstate", None) == "40P01"
 
 
 def _reset(uow: SqlAlchemyUnitOfWork) -> None:
@@ -169,8 +176,11 @@ def _ingest(
     streams = uow.streams.lock_many({m.key for m in trusted})
     _preload(batch, trusted)
     previous = {key: stream.acked_seq for key, stream in streams.items()}
-    for message in trusted:
-        message.outcome = _take(batch, message, streams[message.key])
+    for message in messages:  # in arrival order, strangers included
+        if message.controller is None:
+            message.outcome = _stranger(batch, message)
+        else:
+            message.outcome = _take(batch, message, streams[message.key])
     uow.flush()
     uow.events.insert_many(batch.rows)
     acks = {key: _recompute_ack(batch, stream, previous[key]) for key, stream in streams.items()}
@@ -221,34 +231,39 @@ def _read(cmd: IngestEvent) -> _Message:
 
 
 def _trusted(batch: _Batch, messages: list[_Message]) -> list[_Message]:
-    """The messages of registered controllers on their own machine's topic; the others
-    are stored as rejected with the reason, outside any stream, and never acked."""
+    """The messages of registered controllers on their own machine's topic (the others
+    are left without a controller, with the reason in `read_error`)."""
     ids = {m.envelope.controller_id for m in messages if m.envelope is not None}
     controllers = batch.uow.controllers.many(ids)
     trusted = []
     for message in messages:
-        if message.address is None:
-            message.outcome = _stranger(batch, message, Outcome.BAD_TOPIC, message.read_error)
-        elif message.envelope is None:
-            message.outcome = _stranger(batch, message, Outcome.UNREADABLE, message.read_error)
+        if message.address is None or message.envelope is None:
+            continue
+        controller = controllers.get(message.envelope.controller_id)
+        if controller is None or controller.machine_id != message.address.machine:
+            message.read_error = (
+                f"controller {message.envelope.controller_id!r} is not registered"
+                f" for machine {message.address.machine!r}"
+            )
         else:
-            controller = controllers.get(message.envelope.controller_id)
-            if controller is None or controller.machine_id != message.address.machine:
-                error = (f"controller {message.envelope.controller_id!r} is not registered"
-                         f" for machine {message.address.machine!r}")  # fmt: skip
-                message.outcome = _stranger(batch, message, Outcome.UNKNOWN_CONTROLLER, error)
-            else:
-                message.controller = controller
-                trusted.append(message)
+            message.controller = controller
+            trusted.append(message)
     return trusted
 
 
-def _stranger(batch: _Batch, message: _Message, outcome: Outcome, error: str) -> IngestOutcome:
-    """Store an event outside any trusted stream as rejected (it holds no controller,
-    outbox or seq, so it can never take a seq of a genuine stream)."""
-    logger.warning("rejected event on %r: %s", message.cmd.topic, error)
-    batch.store(_row(message.cmd, None, None, "rejected", error))
-    return IngestOutcome(outcome, error, reason=outcome.value)
+def _stranger(batch: _Batch, message: _Message) -> IngestOutcome:
+    """Store an event outside any trusted stream (bad topic, unreadable envelope, unknown
+    controller, another machine's topic) as rejected with the reason, never acked. It
+    holds no controller, outbox or seq, so it can never take a seq of a genuine stream."""
+    if message.address is None:
+        outcome = Outcome.BAD_TOPIC
+    elif message.envelope is None:
+        outcome = Outcome.UNREADABLE
+    else:
+        outcome = Outcome.UNKNOWN_CONTROLLER
+    logger.warning("rejected event on %r: %s", message.cmd.topic, message.read_error)
+    batch.store(_row(message.cmd, None, None, "rejected", message.read_error))
+    return IngestOutcome(outcome, message.read_error, reason=outcome.value)
 
 
 def _preload(batch: _Batch, trusted: list[_Message]) -> None:
@@ -378,6 +393,8 @@ def _apply(
             uow.sessions.forget()
         return IngestOutcome(Outcome.REJECTED, str(exc), reason="refused")
     except Exception as exc:
+        if not in_savepoint and isinstance(exc, IntegrityError | OperationalError):
+            raise  # another writer got there first (an autoflush): see `ingest_batch`
         if not in_savepoint:
             raise _UnsafeToBatchError from exc
         # A rule that cannot be applied must not block the controller's stream forever:
