@@ -252,17 +252,28 @@ class IngestWorker:
         began = time.monotonic()
         outcomes: list[IngestOutcome] = self.bus.handle(batch)
         done = time.monotonic()
+        self._record(events, outcomes, took=done - began, done=done)
+
+    def _record(
+        self,
+        events: list[tuple[str, bytes, float]],
+        outcomes: list[IngestOutcome],
+        *,
+        took: float,
+        done: float,
+    ) -> None:
+        """Count a batch's outcomes (stats and Prometheus metrics)."""
         metrics.INGEST_BATCH_SIZE.observe(len(events))
-        metrics.INGEST_COMMIT_SECONDS.observe(done - began)
-        outcomes_seen: Counter[str] = Counter()
+        metrics.INGEST_COMMIT_SECONDS.observe(took)
+        seen: Counter[str] = Counter()
         reasons: Counter[str] = Counter()
         for (_, _, arrived), outcome in zip(events, outcomes, strict=True):
-            outcomes_seen[outcome.outcome.value] += 1
+            seen[outcome.outcome.value] += 1
             if outcome.reason:
                 reasons[outcome.reason] += 1
             if outcome.acked_seq is not None:
                 metrics.INGEST_ACK_SECONDS.observe(done - arrived)
-        for name, count in outcomes_seen.items():
+        for name, count in seen.items():
             self.stats[f"events_{name}"] += count
             metrics.INGEST_EVENTS.labels(name).inc(count)
         for reason, count in reasons.items():
