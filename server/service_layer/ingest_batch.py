@@ -420,7 +420,9 @@ def _moved_duplicate(
 
 def _recompute_ack(batch: _Batch, stream: OutboxStream, previous: int) -> Ack:
     """Advance the stream's contiguous ack from what is committed (on duplicates too)
-    and build the ack message: it never covers a conflicting seq."""
+    and build the ack message: it never covers a conflicting seq. Its `rejected` lists
+    the rejected seqs it newly covers, since the ack before the batch: all that the
+    acks of the batch's events one at a time would have listed."""
     events = batch.uow.events
     key = (stream.controller_id, stream.outbox_id)
     acked = advance_acked(previous, events.seqs_above(*key, previous))
