@@ -2,6 +2,7 @@
 
     python bench/ingest_throughput.py [--events 20000] [--controllers 5] [--postgres]
                                       [--database-url postgresql+psycopg://…/admin_db]
+                                      [--direct]
 
 Starts its own Mosquitto (the `mosquitto` binary, free loopback port) and database:
 SQLite (WAL, synchronous=FULL) in a temp folder by default; with `--postgres` a
@@ -17,7 +18,9 @@ covering its last seq (so every event is committed durably and acked). Then the
 database is checked: every event stored exactly once as accepted, one session per
 session started, one denial per denial — 0 lost, 0 doubled. In the same run, on the
 same broker: raw Mosquitto QoS 1, `mosquitto_pub -l` of as many lines to a
-`mosquitto_sub -C N`, for the ratio. Prints Markdown for docs/benchmarks.md.
+`mosquitto_sub -C N`, for the ratio. With `--direct`: the ingest transaction alone, the
+same events fed to the message bus in batches of 1,000 (no broker), and the same
+check. Prints Markdown for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -186,6 +189,29 @@ def _ingest(database_url: str, broker: MosquittoServer, count: int, controllers:
     return result
 
 
+def _direct(database_url: str, count: int, controllers: int) -> dict:
+    """The ingest transaction alone: the same events, interleaved, fed to the message bus
+    in batches of 1,000 (no broker, no MQTT client)."""
+    upgrade(database_url)
+    runtime = ServerRuntime(Settings(database_url=database_url, site=SITE), mqtt_enabled=False)
+    machines = [f"m{i}" for i in range(controllers)]
+    versions = _seed(runtime, machines)
+    base_wall = time.time() - 3 * 86400
+    streams = {m: _stream(m, count // controllers, base_wall, versions[m]) for m in machines}
+    messages = [
+        cmds.IngestEvent(events_topic(SITE, m), streams[m][i])
+        for i in range(count // controllers) for m in machines
+    ]
+    began, cpu0 = time.perf_counter(), time.process_time()
+    for start in range(0, len(messages), 1000):
+        runtime.bus.handle(cmds.IngestBatch(tuple(messages[start : start + 1000])))
+    result = {"elapsed": time.perf_counter() - began, "finished": True,
+              "server_cpu_s": time.process_time() - cpu0}  # fmt: skip
+    result.update(_check(runtime, streams))
+    runtime.engine.dispose()
+    return result
+
+
 def _check(runtime: ServerRuntime, streams: dict[str, list[bytes]]) -> dict:
     """0 lost, 0 doubled: every event once as accepted, each session and denial once."""
     expected = sum(len(p) for p in streams.values())
@@ -233,6 +259,8 @@ def main() -> None:
     parser.add_argument("--controllers", type=int, default=5)
     parser.add_argument("--postgres", action="store_true", help="a throwaway cluster")
     parser.add_argument("--database-url", help="an existing PostgreSQL server's URL")
+    parser.add_argument("--direct", action="store_true",
+                        help="the ingest transaction alone: no broker, batches of 1,000")
     args = parser.parse_args()
     logging.basicConfig(level=os.environ.get("BENCH_LOG", "ERROR"))
     if not shutil.which("mosquitto_pub"):
@@ -251,10 +279,18 @@ def main() -> None:
         else:
             url = f"sqlite:///{Path(tmp) / 'bench.sqlite3'}"
         # The queueing limits of the shipped broker config (deploy/mosquitto/fablab.conf).
+        load = os.getloadavg()
+        if args.direct:
+            try:
+                result = _direct(url, args.events, args.controllers)
+            finally:
+                if cluster is not None:
+                    cluster.stop()
+            _report_direct(url, result, load)
+            return
         broker = MosquittoServer(Path(tmp) / "mosquitto", extra_config=BROKER_LIMITS)
         broker.start()
         try:
-            load = os.getloadavg()
             result = _ingest(url, broker, args.events, args.controllers)
             sample = _stream("m0", 3, time.time())[2]
             raw = _raw_mosquitto(broker, args.events, sample)
@@ -265,15 +301,30 @@ def main() -> None:
     _report(args, url, result, raw, load)
 
 
+def _machine_line(load: tuple) -> None:
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+          f"{platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+          f"load average before the run {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
+
+
+def _report_direct(url: str, r: dict, load: tuple) -> None:
+    _machine_line(load)
+    print("| database | events | committed / s (no broker) | lost | doubled | CPU µs / event |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {url.split(':', 1)[0].split('+')[0]} | {r['expected']:,} "
+          f"| {r['expected'] / r['elapsed']:,.0f} | {r['lost']} | {r['doubled']} "
+          f"| {r['server_cpu_s'] / r['expected'] * 1e6:.0f} |")  # fmt: skip
+    if not (r["sessions_ok"] and r["denials_ok"] and r["other_rows"] == 0):
+        print(f"<!-- CHECK FAILED: {r} -->")
+
+
 def _report(args: argparse.Namespace, url: str, r: dict, raw: float, load: tuple) -> None:
     rate = r["expected"] / r["elapsed"]
     cpu_us = r["server_cpu_s"] / r["expected"] * 1e6
     batches = {s.name: s.value for s in r["batches"] if s.name.endswith(("_count", "_sum"))}
     count = batches.get("fablab_ingest_batch_size_count", 0)
     mean = batches.get("fablab_ingest_batch_size_sum", 0) / count if count else 0
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-          f"{platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-          f"load average before the run {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
+    _machine_line(load)
     print("| database | events | controllers | committed + acked / s | raw Mosquitto QoS 1 msg/s "
           "| ratio | lost | doubled | batches (mean size) | server CPU µs / event |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
