@@ -134,8 +134,6 @@ def apply_event(
     raised before the event has changed anything: ingest applies the common kinds of a
     batch without a savepoint per event (see `ingest_batch.APPLIED_IN_SAVEPOINT`).
     """
-    if controller.last_seen_at != received_at:  # a batch's events share their receipt time
-        controller.last_seen_at = received_at
     data = event.data
     kind = event.kind
     if kind is EventKind.BADGE_DENIED:
@@ -163,6 +161,8 @@ def apply_event(
         _fault(uow, controller, event, received_at)
     else:
         logger.info("%s from %s: %s", kind.value, controller.id, data)
+    if controller.last_seen_at != received_at:  # a batch's events share their receipt time
+        controller.last_seen_at = received_at
 
 
 def _badge_denied(
