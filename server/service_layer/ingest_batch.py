@@ -4,7 +4,7 @@ A batch is every event message waiting (up to the worker's bound), taken in arri
 order. It is stored and applied in one transaction with set-based reads and writes:
 the batch's streams locked at once (in key order), the rows already held at its seqs
 and under its event ids read in one query each, the sessions it touches read in one
-query, the raw events inserted in one statement, then one ack per stream recomputed
+query, the raw events inserted in one executemany, then one ack per stream recomputed
 under the stream's row lock. The acks are sent after the commit (`MessageBus`).
 
 The rules are those of one event at a time, applied in order: a batch gives the same
@@ -312,7 +312,7 @@ def _row(
     status: str,
     error: str | None,
 ) -> dict[str, Any]:
-    """A raw_event row (every column, so that the batch inserts in one statement)."""
+    """A raw_event row (every column, so that the batch inserts them in one executemany)."""
     return {
         "event_id": event.event_id if event else None,
         "controller_id": envelope.controller_id if envelope else None,
