@@ -3,8 +3,8 @@
 A batch is every event message waiting (up to the worker's bound), taken in arrival
 order. It is stored and applied in one transaction with set-based reads and writes:
 the batch's streams locked at once (in key order), the rows already held at its seqs
-and under its event ids read in one query each, the sessions it touches read in one
-query, the raw events inserted in one executemany, then one ack per stream recomputed
+read in one query per stream, those holding its event ids and the sessions it touches
+in one query each, the raw events inserted in one executemany, then one ack per stream recomputed
 under the stream's row lock. The acks are sent after the commit (`MessageBus`).
 
 The rules are those of one event at a time, applied in order: a batch gives the same
