@@ -4,8 +4,8 @@ A batch is every event message waiting (up to the worker's bound), taken in arri
 order. It is stored and applied in one transaction with set-based reads and writes:
 the batch's streams locked at once (in key order), the rows already held at its seqs
 read in one query per stream, those holding its event ids and the sessions it touches
-in one query each, the raw events inserted in one executemany, then one ack per stream recomputed
-under the stream's row lock. The acks are sent after the commit (`MessageBus`).
+in one query each, the raw events inserted in one executemany, then one ack per stream
+recomputed under the stream's row lock. The acks are sent after the commit (`MessageBus`).
 
 The rules are those of one event at a time, applied in order: a batch gives the same
 rows, sessions and acks as its events ingested one by one. Idempotent on
