@@ -19,6 +19,8 @@ MAX_INT = 2**63 - 1
 
 def load_object(payload: bytes | str, what: str) -> dict[str, Any]:
     """Parse a JSON object, refusing oversized or non-object payloads."""
+    # Strict UTF-8 decoding lets no surrogate through: only an escape can make one.
+    may_hold_surrogates = True
     if isinstance(payload, bytes | bytearray):
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise ProtocolError(what, f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
@@ -26,6 +28,7 @@ def load_object(payload: bytes | str, what: str) -> dict[str, Any]:
             payload = bytes(payload).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ProtocolError(what, "payload is not UTF-8") from exc
+        may_hold_surrogates = "\\ud" in payload or "\\uD" in payload
     try:
         obj = json.loads(payload)
     except json.JSONDecodeError as exc:
@@ -34,12 +37,13 @@ def load_object(payload: bytes | str, what: str) -> dict[str, Any]:
         raise ProtocolError(what, "JSON nested too deeply") from exc
     if not isinstance(obj, dict):
         raise ProtocolError(what, "must be a JSON object")
-    try:
-        # A "\ud800" escape decodes to a lone surrogate, which cannot be encoded again as
-        # UTF-8 (to store, sign or forward it): refuse it here rather than crash later.
-        dump(obj)
-    except UnicodeEncodeError as exc:
-        raise ProtocolError(what, "contains an unpaired UTF-16 surrogate") from exc
+    # A "\ud800" escape decodes to a lone surrogate, which cannot be encoded again as
+    # UTF-8 (to store, sign or forward it): refuse it here rather than crash later.
+    if may_hold_surrogates:
+        try:
+            dump(obj)
+        except UnicodeEncodeError as exc:
+            raise ProtocolError(what, "contains an unpaired UTF-16 surrogate") from exc
     return obj
 
 

@@ -20,14 +20,15 @@ _BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
 INGEST_EVENTS = Counter(
     "fablab_ingest_events_total",
-    "Controller events taken by ingest, by outcome "
-    "(committed, duplicate, rejected, conflict).",
+    "Controller events taken by ingest, by outcome (accepted, duplicate, rejected, "
+    "conflict, unreadable, unknown_controller, bad_topic).",
     ["outcome"],
     registry=REGISTRY,
 )
 INGEST_REJECTED = Counter(
     "fablab_ingest_rejected_total",
-    "Controller events stored as rejected, by reason.",
+    "Controller events stored as rejected, by reason (invalid, refused, could_not_apply, "
+    "unreadable, unknown_controller, bad_topic).",
     ["reason"],
     registry=REGISTRY,
 )
@@ -39,7 +40,8 @@ INGEST_BATCH_SIZE = Histogram(
 )
 INGEST_COMMIT_SECONDS = Histogram(
     "fablab_ingest_commit_seconds",
-    "Time to apply and durably commit one ingest transaction.",
+    "Time to apply and durably commit one ingest batch, then send its acks (and the "
+    "configs it changed).",
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )

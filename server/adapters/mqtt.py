@@ -9,7 +9,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
@@ -24,11 +24,13 @@ from protocol import (
     shared_filter,
     subscription_filter,
 )
+from server.adapters import metrics
 from server.adapters.metrics import AUTH_CHECK_SECONDS
 from server.adapters.orm import utcnow
 from server.domain.ingest_rules import Plausibility
 from server.service_layer.commands import (
     AnswerAuthRequest,
+    IngestBatch,
     IngestEvent,
     OutgoingMessage,
     PublishConfigs,
@@ -158,10 +160,16 @@ def ingest_subscriptions(site: str, shared_group: str | None = None) -> list[str
 
 
 _REPUBLISH = object()
+_STOP = object()
 
 
 class IngestWorker:
-    """Applies incoming messages one at a time on its own thread; never dies on bad input.
+    """Applies incoming messages on its own thread, in batches; never dies on bad input.
+
+    Each turn takes every message waiting, up to `max_batch`: runs of event messages
+    are ingested as one batch (one transaction, one ack per stream), status messages and
+    republish requests in between are handled in their turn, in arrival order. An idle
+    worker takes a message as soon as it arrives: batches grow only under load.
 
     The queue is bounded: when it is full, `submit` blocks the caller (the MQTT client's
     network thread), which then stops reading from the broker; the broker keeps the
@@ -174,18 +182,21 @@ class IngestWorker:
         *,
         name: str = "ingest",
         max_queue: int = 1000,
+        max_batch: int = 1000,
         limits: Plausibility | None = None,
     ) -> None:
         self.bus = bus
         self.name = name
         self.limits = limits or Plausibility()
+        self.max_batch = max_batch
         self.stats: Counter[str] = Counter()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
 
     def submit(self, topic: str, payload: bytes) -> None:
         """Queue a message; blocks while the queue is full (back-pressure)."""
-        self._queue.put((topic, payload))
+        self._queue.put((topic, payload, time.monotonic()))
+        metrics.INGEST_QUEUE_DEPTH.set(self._queue.qsize())
 
     def request_republish(self) -> None:
         """Republish every machine's config (after connecting: retained copies may be gone)."""
@@ -199,44 +210,105 @@ class IngestWorker:
         if self._thread is None:
             return
         try:
-            self._queue.put(None, timeout=10)
+            self._queue.put(_STOP, timeout=10)
         except queue.Full:
             logger.warning("%s queue still full at stop", self.name)
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
+            turn = self._take()
+            metrics.INGEST_QUEUE_DEPTH.set(self._queue.qsize())
+            events: list[tuple[str, bytes, float]] = []
+            for item in turn:
+                if isinstance(item, tuple) and _is_event(item[0]):
+                    events.append(cast(tuple[str, bytes, float], item))
+                    continue
+                self._guarded(self._ingest, events)
+                events = []
+                if item is _STOP:
+                    return
+                self._guarded(self._process, item)
+            self._guarded(self._ingest, events)
+
+    def _take(self) -> list[object]:
+        """The next message, and every one waiting behind it up to `max_batch`."""
+        turn = [self._queue.get()]
+        while len(turn) < self.max_batch and turn[-1] is not _STOP:
             try:
-                self._process(item)
-            except Exception:
-                # The database may be down: nothing was acked, the controller resends.
-                self.stats["errors"] += 1
-                logger.exception("ingest failed; the message will be resent by its controller")
+                turn.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return turn
+
+    def _guarded(self, step: Callable[[Any], None], arg: Any) -> None:
+        try:
+            step(arg)
+        except Exception:
+            # The database may be down: nothing was acked, the controllers resend.
+            self.stats["errors"] += 1
+            logger.exception("ingest failed; the messages will be resent by their controllers")
+
+    def _ingest(self, events: list[tuple[str, bytes, float]]) -> None:
+        """One batch of event messages: one transaction, then one ack per stream."""
+        if not events:
+            return
+        received_at = utcnow()
+        batch = IngestBatch(tuple(
+            IngestEvent(topic, payload, received_at, limits=self.limits)
+            for topic, payload, _ in events
+        ))  # fmt: skip
+        began = time.monotonic()
+        outcomes: list[IngestOutcome] = self.bus.handle(batch)
+        done = time.monotonic()
+        self._record(events, outcomes, took=done - began, done=done)
+
+    def _record(
+        self,
+        events: list[tuple[str, bytes, float]],
+        outcomes: list[IngestOutcome],
+        *,
+        took: float,
+        done: float,
+    ) -> None:
+        """Count a batch's outcomes (stats and Prometheus metrics)."""
+        metrics.INGEST_BATCH_SIZE.observe(len(events))
+        metrics.INGEST_COMMIT_SECONDS.observe(took)
+        seen: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        for (_, _, arrived), outcome in zip(events, outcomes, strict=True):
+            seen[outcome.outcome.value] += 1
+            if outcome.reason:
+                reasons[outcome.reason] += 1
+            if outcome.acked_seq is not None:
+                metrics.INGEST_ACK_SECONDS.observe(done - arrived)
+        for name, count in seen.items():
+            self.stats[f"events_{name}"] += count
+            metrics.INGEST_EVENTS.labels(name).inc(count)
+        for reason, count in reasons.items():
+            metrics.INGEST_REJECTED.labels(reason).inc(count)
 
     def _process(self, item: object) -> None:
         if item is _REPUBLISH:
             self.bus.handle(PublishConfigs())
             return
-        topic, payload = cast(tuple[str, bytes], item)
+        topic, payload, _ = cast(tuple[str, bytes, float], item)
         try:
             kind = parse_topic(topic).kind
         except ProtocolError as exc:
             self.stats["bad_topic"] += 1
             logger.warning("ignored message on %r: %s", topic, exc)
             return
-        if kind is TopicKind.EVENTS:
-            command = IngestEvent(topic, payload, limits=self.limits)
-            outcome: IngestOutcome = self.bus.handle(command)
-            self.stats[f"events_{outcome.outcome.value}"] += 1
-        elif kind is TopicKind.STATUS:
+        if kind is TopicKind.STATUS:
             ok = self.bus.handle(RecordControllerStatus(topic, payload))
             self.stats["status_ok" if ok else "status_invalid"] += 1
         elif kind is TopicKind.AUTH_REQUEST:
             answered = self.bus.handle(AnswerAuthRequest(topic, payload))
             self.stats["auth_answered" if answered else "auth_invalid"] += 1
+
+
+def _is_event(topic: str) -> bool:
+    return topic.endswith("/" + TopicKind.EVENTS.value)
 
 
 _NOTHING = object()

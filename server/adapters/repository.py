@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Select, Table, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
@@ -37,6 +37,8 @@ from server.adapters.orm import (
     utcnow,
 )
 from server.domain.trainings import TrainingView, live_types_at_level
+
+RAW_EVENT_TABLE = cast(Table, RawEvent.__table__)
 
 
 class _Repository:
@@ -172,6 +174,13 @@ class MachineRepository(_Repository):
 class ControllerRepository(_Repository):
     def get(self, controller_id: str) -> Controller | None:
         return self.session.get(Controller, controller_id)
+
+    def many(self, controller_ids: set[str]) -> dict[str, Controller]:
+        """The registered controllers among these ids, in one query."""
+        if not controller_ids:
+            return {}
+        query = select(Controller).where(Controller.id.in_(sorted(controller_ids)))
+        return {controller.id: controller for controller in self.session.scalars(query)}
 
     def add(self, controller: Controller) -> None:
         self.session.add(controller)
@@ -321,11 +330,35 @@ class TrainingTypeRepository(_Repository):
 
 
 class UsageSessionRepository(_Repository):
+    """Sessions; `preload` reads many at once, after which `get` answers them (and the
+    ones added since, still unflushed) without a query, for this unit of work."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self._known: dict[str, UsageSession | None] = {}
+
     def get(self, session_id: str) -> UsageSession | None:
+        if session_id in self._known:
+            return self._known[session_id]
         return self.session.get(UsageSession, session_id)
 
     def add(self, usage: UsageSession) -> None:
         self.session.add(usage)
+        self._known[usage.id] = usage
+
+    def preload(self, session_ids: set[str]) -> None:
+        """Read these sessions in one query; `get` then answers them from memory."""
+        wanted = sorted(session_ids - set(self._known))
+        if not wanted:
+            return
+        query = select(UsageSession).where(UsageSession.id.in_(wanted))
+        found = {usage.id: usage for usage in self.session.scalars(query)}
+        for session_id in wanted:
+            self._known[session_id] = found.get(session_id)
+
+    def forget(self) -> None:
+        """Drop what `preload` and `add` remembered (after a rollback)."""
+        self._known.clear()
 
     def open_sessions(self) -> Sequence[UsageSession]:
         query = select(UsageSession).where(UsageSession.ended_at.is_(None))
@@ -387,6 +420,31 @@ class DenialRepository(_Repository):
 class EventRepository(_Repository):
     def add(self, event: RawEvent) -> None:
         self.session.add(event)
+
+    def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Store raw events in one executemany (SQLAlchemy Core: no ORM objects)."""
+        if rows:
+            self.session.execute(insert(RAW_EVENT_TABLE), list(rows))
+
+    def held_at(
+        self, controller_id: str, outbox_id: str, seqs: Sequence[int]
+    ) -> dict[int, RawEvent]:
+        """The events this stream holds at these seqs, by seq, in one query."""
+        if not seqs:
+            return {}
+        query = select(RawEvent).where(
+            RawEvent.controller_id == controller_id,
+            RawEvent.outbox_id == outbox_id,
+            RawEvent.seq.in_(sorted(set(seqs))),
+        )
+        return {row.seq: row for row in self.session.scalars(query) if row.seq is not None}
+
+    def by_event_ids(self, event_ids: set[str]) -> dict[str, RawEvent]:
+        """The rows that applied (or rejected) the events of these ids, in one query."""
+        if not event_ids:
+            return {}
+        query = select(RawEvent).where(RawEvent.event_id.in_(sorted(event_ids)))
+        return {row.event_id: row for row in self.session.scalars(query) if row.event_id}
 
     def by_event_id(self, event_id: str) -> RawEvent | None:
         """The row that applied (or rejected) the event of this id, if any."""
@@ -488,6 +546,30 @@ class OutboxStreamRepository(_Repository):
             stream = OutboxStream(controller_id=controller_id, outbox_id=outbox_id, acked_seq=0)
             self.session.add(stream)
         return stream
+
+    def lock_many(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], OutboxStream]:
+        """Like `lock`, for several streams at once, locked in key order (so that two
+        processes locking overlapping sets wait for each other rather than deadlock)."""
+        ordered = sorted(keys)
+        if not ordered:
+            return {}
+        now = utcnow()
+        dialect = self.session.get_bind().dialect.name
+        insert_into = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        for controller_id, outbox_id in ordered:
+            values = {"controller_id": controller_id, "outbox_id": outbox_id,
+                      "acked_seq": 0, "updated_at": now}  # fmt: skip
+            self.session.execute(
+                insert_into(OutboxStream).values(**values).on_conflict_do_nothing()
+            )
+        query = (
+            select(OutboxStream)
+            .where(tuple_(OutboxStream.controller_id, OutboxStream.outbox_id).in_(ordered))
+            .order_by(OutboxStream.controller_id, OutboxStream.outbox_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        return {(s.controller_id, s.outbox_id): s for s in self.session.scalars(query)}
 
     def lock(self, controller_id: str, outbox_id: str) -> OutboxStream:
         """The stream's row, created if new, locked until the transaction ends.

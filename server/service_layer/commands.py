@@ -48,6 +48,14 @@ class IngestEvent:
 
 
 @dataclass(frozen=True)
+class IngestBatch:
+    """Controller events taken together: stored and applied in one transaction, in
+    order, with one ack per outbox stream."""
+
+    events: tuple[IngestEvent, ...]
+
+
+@dataclass(frozen=True)
 class RecordControllerStatus:
     topic: str
     payload: bytes

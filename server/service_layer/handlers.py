@@ -17,11 +17,13 @@ from server.service_layer import (
 from server.service_layer import commands as cmds
 from server.service_layer.auth_requests import answer_auth_request
 from server.service_layer.configs import publish_configs
-from server.service_layer.ingest import ingest_event, record_controller_status
+from server.service_layer.ingest import record_controller_status
+from server.service_layer.ingest_batch import ingest_batch, ingest_event
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 HANDLERS: dict[type, Callable[[Any, SqlAlchemyUnitOfWork], Any]] = {
     cmds.IngestEvent: ingest_event,
+    cmds.IngestBatch: ingest_batch,
     cmds.RecordControllerStatus: record_controller_status,
     cmds.PublishConfigs: publish_configs,
     cmds.AddMember: members.add_member,

@@ -1,4 +1,8 @@
-"""Turning controller events and status messages into committed facts, then acks."""
+"""What controller events and status messages do to the lab's state.
+
+Storing events idempotently, in batches, and acknowledging them is `ingest_batch`'s
+part; this module holds the per-event rules it applies.
+"""
 
 from __future__ import annotations
 
@@ -6,43 +10,35 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from protocol import (
-    Ack,
     ControllerState,
     ControllerStatus,
     Event,
-    EventEnvelope,
     EventKind,
     ProtocolError,
-    ack_topic,
     parse_topic,
 )
 from server.adapters.orm import (
     BadgeDenial,
     Controller,
     ControllerFault,
-    OutboxStream,
-    RawEvent,
+    Enrollment,
     UsageSession,
 )
 from server.domain.ingest_rules import (
-    HeldEvent,
     Plausibility,
-    SeqStatus,
-    ack_position,
-    classify_seq,
     duration_problem,
     owns_session,
     progress_wall_time,
     session_span,
     wall_time_problem,
 )
-from server.domain.streams import advance_acked
 from server.service_layer import prepaid
 from server.service_layer.audit import record
 from server.service_layer.badge_counters import apply_badge_event
-from server.service_layer.commands import IngestEvent, OutgoingMessage, RecordControllerStatus
+from server.service_layer.commands import RecordControllerStatus
 from server.service_layer.configs import machines_sharing_lapse
 from server.service_layer.controller_commands import mark_applied, resend_pending
 from server.service_layer.members import complete_enrollment
@@ -68,6 +64,9 @@ class IngestOutcome:
     outcome: Outcome
     error: str | None = None
     acked_seq: int | None = None
+    # Why an event was stored as rejected, as a short label (metrics): bad_topic,
+    # unreadable, unknown_controller, invalid, refused, could_not_apply.
+    reason: str | None = None
 
 
 class EventRefusedError(Exception):
@@ -77,195 +76,13 @@ class EventRefusedError(Exception):
         super().__init__(f"{field}: {message}")
 
 
-def _as_text(payload: bytes) -> str:
+def as_text(payload: bytes) -> str:
+    """The payload as stored (bounded, undecodable bytes replaced)."""
     return payload[:_STORED_PAYLOAD_LIMIT].decode("utf-8", errors="replace")
 
 
 def _wall(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
-
-
-def ingest_event(cmd: IngestEvent, uow: SqlAlchemyUnitOfWork) -> IngestOutcome:
-    """Store one event idempotently, apply it, and queue the cumulative ack."""
-    try:
-        address = parse_topic(cmd.topic)
-    except ProtocolError as exc:
-        return _store_stranger(cmd, uow, Outcome.BAD_TOPIC, f"unexpected topic: {exc}")
-    try:
-        envelope = EventEnvelope.read(cmd.payload)
-    except ProtocolError as exc:
-        error = f"unreadable envelope: {exc}"
-        logger.warning("unreadable event on %s: %s", cmd.topic, error)
-        uow.events.add(_raw(cmd, None, None, "rejected", error))
-        uow.commit()
-        return IngestOutcome(Outcome.UNREADABLE, error)
-    controller = uow.controllers.get(envelope.controller_id)
-    if controller is None or controller.machine_id != address.machine:
-        error = (
-            f"controller {envelope.controller_id!r} is not registered"
-            f" for machine {address.machine!r}"
-        )
-        return _store_stranger(cmd, uow, Outcome.UNKNOWN_CONTROLLER, error)
-
-    # Every process ingesting this stream waits here: the ack is computed from all of
-    # its committed seqs, never from a stale read.
-    stream = uow.streams.lock(envelope.controller_id, envelope.outbox_id)
-    held = uow.events.at_seq(envelope.controller_id, envelope.outbox_id, envelope.seq)
-    status = classify_seq(
-        _held_view(held),
-        event_id=envelope.event_id,
-        payload=_as_text(cmd.payload),
-        seq=envelope.seq,
-        acked_seq=stream.acked_seq,
-    )
-    if status is SeqStatus.CONFLICT:
-        outcome = _record_conflict(cmd, uow, envelope, held)
-    elif status is SeqStatus.NEW:
-        outcome = _store_and_apply(cmd, uow, controller, envelope)
-    else:
-        outcome = IngestOutcome(Outcome.DUPLICATE)
-    ack = _recompute_ack(uow, stream, envelope, cmd.received_at, held)
-    uow.commit()
-    uow.outgoing.append(OutgoingMessage(ack_topic(address.site, address.machine), ack.encode()))
-    return IngestOutcome(outcome.outcome, outcome.error, ack.up_to_seq)
-
-
-def _store_stranger(
-    cmd: IngestEvent, uow: SqlAlchemyUnitOfWork, outcome: Outcome, error: str
-) -> IngestOutcome:
-    """An event outside any trusted stream (bad topic, unknown controller, another
-    machine's topic): stored as rejected with the reason, never acked. It holds no
-    controller, outbox or seq, so it can never take a seq of a genuine stream."""
-    logger.warning("rejected event on %r: %s", cmd.topic, error)
-    uow.events.add(_raw(cmd, None, None, "rejected", error))
-    uow.commit()
-    return IngestOutcome(outcome, error)
-
-
-def _held_view(held: RawEvent | None) -> HeldEvent | None:
-    if held is None:
-        return None
-    return HeldEvent(held.event_id or held.payload_event_id, held.payload)
-
-
-def _recompute_ack(
-    uow: SqlAlchemyUnitOfWork,
-    stream: OutboxStream,
-    envelope: EventEnvelope,
-    received_at: datetime,
-    held: RawEvent | None,
-) -> Ack:
-    """Advance the stream's contiguous ack from what is committed (on duplicates too)
-    and build the ack message: it never covers a conflicting seq."""
-    uow.flush()
-    previous = stream.acked_seq
-    above = uow.events.seqs_above(envelope.controller_id, envelope.outbox_id, previous)
-    acked = advance_acked(previous, above)
-    if acked != previous:
-        stream.acked_seq = acked
-    stream.updated_at = received_at
-    conflicts = uow.events.conflict_seqs(envelope.controller_id, envelope.outbox_id)
-    up_to = ack_position(acked, conflicts)
-    rejected = set(
-        uow.events.rejected_seqs(envelope.controller_id, envelope.outbox_id, previous, up_to)
-    )
-    if held is not None and held.status == "rejected" and envelope.seq <= up_to:
-        rejected.add(envelope.seq)  # a resend of a rejected event: say so again
-    return Ack(
-        envelope.controller_id, envelope.outbox_id, up_to, tuple(sorted(rejected)),
-        tuple(conflicts),
-    )  # fmt: skip
-
-
-def _raw(
-    cmd: IngestEvent,
-    envelope: EventEnvelope | None,
-    event: Event | None,
-    status: str,
-    error: str | None,
-) -> RawEvent:
-    return RawEvent(
-        event_id=event.event_id if event else None,
-        controller_id=envelope.controller_id if envelope else None,
-        outbox_id=envelope.outbox_id if envelope else None,
-        seq=envelope.seq if envelope else None,
-        kind=event.kind.value if event else None,
-        topic=cmd.topic[:300],
-        payload=_as_text(cmd.payload),
-        status=status,
-        error=error[:500] if error else None,
-        wall_time=event.wall_time if event else None,
-        received_at=cmd.received_at,
-        payload_event_id=envelope.event_id if envelope else None,
-    )
-
-
-def _record_conflict(
-    cmd: IngestEvent, uow: SqlAlchemyUnitOfWork, envelope: EventEnvelope, held: RawEvent | None
-) -> IngestOutcome:
-    """Another event holds this seq: keep this one as a conflict for a manager (once)."""
-    held_id = (held.event_id or held.payload_event_id) if held else None
-    error = f"seq {envelope.seq} is already held by event {held_id or '(unreadable)'}"
-    logger.warning("conflict on %s/%s: %s", envelope.controller_id, envelope.outbox_id, error)
-    payload = _as_text(cmd.payload)
-    recorded = uow.events.conflict_recorded(
-        envelope.controller_id, envelope.outbox_id, envelope.seq, envelope.event_id, payload
-    )
-    if not recorded:
-        raw = _raw(cmd, envelope, None, "conflict", error)
-        raw.seq, raw.conflict_seq = None, envelope.seq
-        uow.events.add(raw)
-    return IngestOutcome(Outcome.CONFLICT, error)
-
-
-def _store_and_apply(
-    cmd: IngestEvent, uow: SqlAlchemyUnitOfWork, controller: Controller, envelope: EventEnvelope
-) -> IngestOutcome:
-    try:
-        event = Event.decode(cmd.payload)
-        earlier = uow.events.by_event_id(event.event_id)
-        if earlier is not None and earlier.controller_id == controller.id:
-            return _moved_duplicate(cmd, uow, envelope, event, earlier)
-        if earlier is not None:
-            raise ProtocolError("event_id", "already used by another controller")
-        _check_wall_times(
-            event, cmd.received_at, cmd.limits, dated_by_start=_dated_by_start(uow, event)
-        )
-    except ProtocolError as exc:
-        logger.warning("rejected event %s/%s: %s", envelope.controller_id, envelope.seq, exc)
-        uow.events.add(_raw(cmd, envelope, None, "rejected", str(exc)))
-        return IngestOutcome(Outcome.REJECTED, str(exc))
-    try:
-        with uow.session.begin_nested():
-            _apply(uow, controller, event, cmd.received_at, cmd.limits)
-    except EventRefusedError as exc:
-        logger.warning("refused event %s: %s", event.event_id, exc)
-        uow.events.add(_raw(cmd, envelope, event, "rejected", str(exc)))
-        return IngestOutcome(Outcome.REJECTED, str(exc))
-    except Exception as exc:
-        # A rule that cannot be applied must not block the controller's stream forever:
-        # keep the event as rejected with the reason, for a person to look at.
-        logger.exception("could not apply event %s", event.event_id)
-        uow.events.add(_raw(cmd, envelope, event, "rejected", f"could not apply: {exc}"))
-        return IngestOutcome(Outcome.REJECTED, f"could not apply: {exc}")
-    uow.events.add(_raw(cmd, envelope, event, "accepted", None))
-    return IngestOutcome(Outcome.ACCEPTED)
-
-
-def _moved_duplicate(
-    cmd: IngestEvent,
-    uow: SqlAlchemyUnitOfWork,
-    envelope: EventEnvelope,
-    event: Event,
-    earlier: RawEvent,
-) -> IngestOutcome:
-    """An event this controller already committed, re-sent on a new outbox stream: it
-    holds its seq there (for the ack) but is not applied again."""
-    where = f"{earlier.outbox_id}/{earlier.seq}"
-    raw = _raw(cmd, envelope, None, "duplicate", f"already committed as {where}")
-    raw.kind, raw.wall_time = event.kind.value, event.wall_time
-    uow.events.add(raw)
-    return IngestOutcome(Outcome.DUPLICATE)
 
 
 def _dated_by_start(uow: SqlAlchemyUnitOfWork, event: Event) -> bool:
@@ -299,14 +116,26 @@ def _check_wall_times(
             raise ProtocolError(name, problem)
 
 
-def _apply(
+def check_event(
+    uow: SqlAlchemyUnitOfWork, event: Event, received_at: datetime, limits: Plausibility
+) -> None:
+    """Refuse (ProtocolError) an event whose wall times are implausible at receipt."""
+    _check_wall_times(event, received_at, limits, dated_by_start=_dated_by_start(uow, event))
+
+
+def apply_event(
     uow: SqlAlchemyUnitOfWork,
     controller: Controller,
     event: Event,
     received_at: datetime,
     limits: Plausibility,
 ) -> None:
-    controller.last_seen_at = received_at
+    """What one new event does to the lab's state (sessions, denials, faults, …).
+
+    This is where per-event domain checks belong. A refusal (EventRefusedError) must be
+    raised before the event has changed anything: ingest applies the common kinds of a
+    batch without a savepoint per event (see `ingest_batch.APPLIED_IN_SAVEPOINT`).
+    """
     data = event.data
     kind = event.kind
     if kind is EventKind.BADGE_DENIED:
@@ -316,7 +145,7 @@ def _apply(
     elif kind in (EventKind.SESSION_HEARTBEAT, EventKind.SESSION_ENDED):
         _session_progress(uow, controller, event, received_at, limits)
     elif kind is EventKind.BADGE_ENROLLED:
-        enrolled = complete_enrollment(uow, controller.machine_id, data["badge_uid"], received_at)
+        enrolled = _enroll_if_pending(uow, controller.machine_id, data["badge_uid"], received_at)
         if enrolled is None:
             logger.warning("badge %s read for enrollment, none pending", data["badge_uid"])
     elif kind is EventKind.OOPS_REPORTED:
@@ -335,27 +164,50 @@ def _apply(
     else:
         logger.info("%s from %s: %s", kind.value, controller.id, data)
     apply_badge_event(uow, controller, event, received_at)  # anti-cloning counters
+    if controller.last_seen_at != received_at:  # a batch's events share their receipt time
+        controller.last_seen_at = received_at
 
 
 def _badge_denied(
     uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event, received_at: datetime
 ) -> None:
     data = event.data
-    enrolled = complete_enrollment(uow, controller.machine_id, data["badge_uid"], received_at)
+    enrolled = _enroll_if_pending(uow, controller.machine_id, data["badge_uid"], received_at)
     if enrolled is not None:
         logger.info("badge %s enrolled for %s", data["badge_uid"], enrolled.member_id)
     # The snapshot only lists permitted badges: name the holder for the manager.
-    badge = uow.badges.by_uid(data["badge_uid"])
+    holder = uow.memo_read(("badge holder", data["badge_uid"]), lambda: _holder(uow, data))
     uow.denials.add(
         BadgeDenial(
             event_id=event.event_id,
             machine_id=controller.machine_id,
             badge_uid=data["badge_uid"],
-            member_id=data.get("member_id") or (badge.member_id if badge else None),
+            member_id=data.get("member_id") or holder,
             reason=data["reason"],
             at=_wall(event.wall_time),
         )
     )
+
+
+def _holder(uow: SqlAlchemyUnitOfWork, data: dict[str, Any]) -> str | None:
+    badge = uow.badges.by_uid(data["badge_uid"])
+    return badge.member_id if badge else None
+
+
+def _enroll_if_pending(
+    uow: SqlAlchemyUnitOfWork, machine_id: str, badge_uid: str, at: datetime
+) -> Enrollment | None:
+    """Complete the machine's pending enrollment with this badge, if there is one. The
+    answer "none pending" holds for the rest of the transaction (events come in order
+    of receipt, and ingest starts no enrollment); a completed one changes it."""
+    key = ("enrollment pending", machine_id)
+    if not uow.memo_read(key, lambda: uow.enrollments.pending(machine_id, at) is not None):
+        return None
+    uow.memo.pop(key)
+    enrolled = complete_enrollment(uow, machine_id, badge_uid, at)
+    if enrolled is not None:
+        uow.memo.pop(("badge holder", badge_uid), None)
+    return enrolled
 
 
 def _owned_session(
@@ -375,7 +227,8 @@ def _owned_session(
 def _session_started(uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event) -> None:
     data = event.data
     usage = _get_or_open(uow, controller, event)
-    member = uow.members.get(data["member_id"])
+    member_id = data["member_id"]
+    member = uow.memo_read(("member", member_id), lambda: uow.members.get(member_id))
     usage.member_id = member.id if member else None
     usage.reported_member_id = data["member_id"]
     usage.badge_uid = data["badge_uid"]
@@ -391,7 +244,11 @@ def _session_started(uow: SqlAlchemyUnitOfWork, controller: Controller, event: E
     usage.decided_online = bool(data.get("decided_online", False))
     usage.stale_snapshot = data["snapshot_version"] < controller.machine.snapshot_version
     # A session moves the lapse date of the member's training: the snapshots carry it.
-    uow.machines_to_publish |= machines_sharing_lapse(uow, usage.member_id, usage.machine_id)
+    lapsing = uow.memo_read(
+        ("lapse shared", usage.member_id, usage.machine_id),
+        lambda: machines_sharing_lapse(uow, usage.member_id, usage.machine_id),
+    )
+    uow.machines_to_publish |= lapsing
     if usage.ended_at is not None and controller.last_seen_at is not None:
         # The end came first (reordered): reconcile now that the member is known.
         prepaid.session_ended(uow, usage, controller.last_seen_at)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -31,6 +31,8 @@ class SqlAlchemyUnitOfWork:
     `plain_badges_allowed` is the site's rule for badges without the anti-cloning sector,
     carried in every snapshot.
     `access_index`, the process's, lets online checks answer from memory.
+    `memo` keeps, for this transaction only, reads that its own
+    writes cannot change (see `memo_read`).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class SqlAlchemyUnitOfWork:
         self.machines_to_publish: set[str] = set()
         self.outgoing: list[OutgoingMessage] = []
         self.configs: list[ConfigMessage] = []
+        self.memo: dict[Hashable, Any] = {}
 
     def __enter__(self) -> SqlAlchemyUnitOfWork:
         self.session = self._session_factory()
@@ -75,6 +78,7 @@ class SqlAlchemyUnitOfWork:
         self.machines_to_publish = set()
         self.outgoing = []
         self.configs = []
+        self.memo = {}
         return self
 
     def __exit__(
@@ -91,6 +95,15 @@ class SqlAlchemyUnitOfWork:
 
     def rollback(self) -> None:
         self.session.rollback()
+        self.memo.clear()
+
+    def memo_read(self, key: Hashable, read: Callable[[], Any]) -> Any:
+        """`read()` once per transaction for this key (a batch of events asks the same
+        questions many times). Only for reads that this transaction's writes cannot
+        change, or whose key the writer drops from `memo`."""
+        if key not in self.memo:
+            self.memo[key] = read()
+        return self.memo[key]
 
     def flush(self) -> None:
         self.session.flush()

@@ -208,6 +208,12 @@ def test_event_decode_lone_surrogate_is_a_protocol_error() -> None:
     assert _decode_error(payload).field == "event"
 
 
+def test_event_decode_lone_surrogate_in_upper_case_escape_is_a_protocol_error() -> None:
+    payload = _encode(_event_dict(event_id="\ud800")).replace(b"\\ud800", b"\\uD800")
+    assert b"\\uD800" in payload
+    assert _decode_error(payload).field == "event"
+
+
 def test_event_decode_keeps_a_valid_surrogate_pair() -> None:
     event = Event.decode(_encode(_event_dict(event_id="laser \U0001f525")))
     assert event.event_id == "laser \U0001f525"

@@ -1,4 +1,4 @@
-"""The server's MQTT-side workers: bounded ingest queue, fair online checks."""
+"""The server's MQTT-side workers: bounded, batched ingest queue, fair online checks."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from protocol import AuthRequest, auth_request_topic
+from protocol import Ack, AuthRequest, EventKind, auth_request_topic, events_topic
 from server.adapters.mqtt import FairAuthQueue
 from server.bootstrap import ServerRuntime
 from server.config import Settings
-from server.service_layer.commands import AnswerAuthRequest
+from server.service_layer.commands import AnswerAuthRequest, OutgoingMessage
+from tests.server.conftest import SITE, EventFactory
 
 TIMEOUT = 10.0
 
@@ -89,3 +90,24 @@ def test_auth_worker_answers_another_controller_behind_a_flood(tmp_path: Path) -
         runtime.auth_worker.stop()
         runtime.engine.dispose()
     assert served.index(auth_request_topic("lab", "cnc")) <= 1
+
+
+def test_ingest_worker_takes_the_events_waiting_as_one_batch_with_one_ack_per_stream(
+    lab: ServerRuntime, sent: list[OutgoingMessage]
+) -> None:
+    laser = EventFactory()
+    topic = events_topic(SITE, "laser")
+    for _ in range(5):
+        lab.ingest.submit(topic, laser(EventKind.BADGE_DENIED, badge_uid="04FFEE01",
+                                       reason="not_trained").encode())  # fmt: skip
+    lab.ingest.submit(topic, b"garbage")
+    sent.clear()
+    lab.ingest.start()
+    try:
+        lab.ingest.stop()  # returns once everything queued before it is handled
+    finally:
+        lab.engine.dispose()
+    assert lab.ingest.stats["events_accepted"] == 5
+    assert lab.ingest.stats["events_unreadable"] == 1
+    acks = [Ack.decode(m.payload) for m in sent if m.topic.endswith("/ack")]
+    assert [a.up_to_seq for a in acks] == [5]
