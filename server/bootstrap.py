@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from server.adapters.db import make_engine, make_session_factory
+from server.adapters.db import PoolSize, make_engine, make_session_factory
 from server.adapters.mail import Mailer, make_mailer
 from server.adapters.mqtt import (
     AuthWorker,
@@ -14,9 +14,11 @@ from server.adapters.mqtt import (
     ingest_subscriptions,
 )
 from server.api.ratelimit import LoginRateLimiter
+from server.api.slots import RequestSlots
 from server.config import Settings
 from server.service_layer.commands import OutgoingMessage
 from server.service_layer.configs import SnapshotRefresher
+from server.service_layer.floor_view import FloorView
 from server.service_layer.messagebus import MessageBus
 from server.service_layer.privacy import RetentionWorker
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -24,20 +26,38 @@ from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 logger = logging.getLogger(__name__)
 
 
+def _api_pool(settings: Settings) -> PoolSize:
+    return PoolSize(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout_s)
+
+
 class ServerRuntime:
     """Everything one server process runs; `start()` connects to the broker."""
 
     def __init__(self, settings: Settings, *, mqtt_enabled: bool = True) -> None:
         self.settings = settings
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, _api_pool(settings))
         self.session_factory = make_session_factory(self.engine)
+        # Ingest and online checks on their own pool: API load never makes them wait.
+        self.ingest_engine = make_engine(
+            settings.database_url, PoolSize(settings.ingest_db_pool_size, overflow=0)
+        )
+        self.ingest_session_factory = make_session_factory(self.ingest_engine)
         self.login_limiter = LoginRateLimiter()
         self.bus = MessageBus(self.new_uow, publish=self._publish)
+        self.ingest_bus = self.bus.sharing(self.new_ingest_uow)
+        # The live floor read once for every request and page until a command changes it.
+        self.floor = FloorView(
+            self.new_uow,
+            max_age_s=settings.floor_cache_max_age_s,
+            missed_heartbeats=settings.controller_offline_after_missed_heartbeats,
+        )
+        self.bus.listeners.append(self.floor.invalidate)
+        self.db_slots = RequestSlots(settings.db_request_slots)
         self.ingest = IngestWorker(
-            self.bus, max_queue=settings.ingest_queue_size, limits=settings.plausibility()
+            self.ingest_bus, max_queue=settings.ingest_queue_size, limits=settings.plausibility()
         )
         self.auth_worker = AuthWorker(
-            self.bus,
+            self.ingest_bus,
             per_controller=settings.auth_queue_per_controller,
             timeout_s=settings.auth_request_timeout_s,
         )
@@ -67,6 +87,10 @@ class ServerRuntime:
     def new_uow(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(self.session_factory, self.login_limiter)
 
+    def new_ingest_uow(self) -> SqlAlchemyUnitOfWork:
+        """A unit of work on the ingest pool (ingest and online checks)."""
+        return SqlAlchemyUnitOfWork(self.ingest_session_factory, self.login_limiter)
+
     def _publish(self, message: OutgoingMessage) -> None:
         if self.link is not None:
             self.link.publish(message)
@@ -90,7 +114,12 @@ class ServerRuntime:
             self.snapshot_refresher.stop()
         self.ingest.stop()
         self.auth_worker.stop()
+        self.dispose()
+
+    def dispose(self) -> None:
+        """Close every pooled database connection."""
         self.engine.dispose()
+        self.ingest_engine.dispose()
 
     def __enter__(self) -> ServerRuntime:
         self.start()

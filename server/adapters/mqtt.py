@@ -178,6 +178,11 @@ class IngestWorker:
         """Queue a message; blocks while the queue is full (back-pressure)."""
         self._queue.put((topic, payload))
 
+    @property
+    def queue_depth(self) -> int:
+        """Messages waiting for ingest now."""
+        return self._queue.qsize()
+
     def request_republish(self) -> None:
         """Republish every machine's config (after connecting: retained copies may be gone)."""
         self._queue.put(_REPUBLISH)
