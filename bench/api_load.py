@@ -18,7 +18,9 @@ For each client count it runs, for `--seconds` each:
   below saturation;
 first against fablab-monitor (bearer token), then against the peer: a bare FastAPI app
 (uvicorn, one process) serving the same JSON bytes. It prints requests/s, p50, p99,
-max, errors (anything but a 200, and transport errors), and the acks received while
+max, errors (5xx answers / other non-200 answers / transport errors: a connection
+refused or closed without an answer, e.g. the server closing a keep-alive connection
+that an overloaded client was slow to reuse), and the acks received while
 each phase ran with their latency (publish → ack). Not a test: nothing asserts.
 """
 
@@ -28,6 +30,8 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -53,6 +57,9 @@ from tests.fixtures import MosquittoServer, free_port, wait_for_port
 
 SITE = "bench"
 REQUEST_TIMEOUT_S = 30.0
+# One TLS context for every client (the URLs are plain HTTP): building one per client
+# (loading the CA bundle) would cost seconds of CPU with hundreds of clients.
+_PLAIN_HTTP = ssl.create_default_context()
 
 
 # -- the database ------------------------------------------------------------------------
@@ -208,27 +215,51 @@ def stop(process: Process) -> None:
 @dataclass
 class LoadResult:
     latencies: list[float]
-    errors: int
     seconds: float
+    server_errors: int = 0
+    other_statuses: int = 0
+    transport_errors: int = 0
     first_error: str = ""
+
+    @property
+    def errors(self) -> int:
+        return self.server_errors + self.other_statuses + self.transport_errors
 
     def row(self, name: str, clients: int, mode: str, acks: list[float] | None) -> str:
         ordered = sorted(self.latencies) or [float("nan")]
         p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-        ack = "—"
-        if acks is not None:
-            ack = "none" if not acks else (
-                f"{len(acks)}, p50 {statistics.median(acks) * 1000:.0f} ms, "
-                f"max {max(acks) * 1000:.0f} ms"
-            )  # fmt: skip
+        ack = "—" if acks is None else _acks(acks)
         return (
             f"| {name} | {clients} | {mode} | {len(self.latencies) / self.seconds:,.0f} | "
             f"{statistics.median(ordered) * 1000:.1f} ms | {p99 * 1000:.1f} ms | "
-            f"{ordered[-1] * 1000:.0f} ms | {self.errors} | {ack} |"
+            f"{ordered[-1] * 1000:.0f} ms | {self.server_errors} / {self.other_statuses} / "
+            f"{self.transport_errors} | {ack} |"
         )
 
 
+def _acks(latencies: list[float]) -> str:
+    if not latencies:
+        return "none"
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return (f"{len(ordered)}, p50 {statistics.median(ordered) * 1000:.0f} ms, "
+            f"p99 {p99 * 1000:.0f} ms")  # fmt: skip
+
+
 async def _client(
+    url: str, headers: dict[str, str], end: float, interval: float | None,
+    result: LoadResult, offset: float,
+) -> None:  # fmt: skip
+    # One connection per client, as a browser or a screen has: a shared httpx pool of
+    # hundreds of connections costs the load generator more CPU than the servers.
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with httpx.AsyncClient(
+        base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_S, verify=_PLAIN_HTTP
+    ) as http:
+        await _requests(http, headers, end, interval, result, offset)
+
+
+async def _requests(
     http: httpx.AsyncClient, headers: dict[str, str], end: float, interval: float | None,
     result: LoadResult, offset: float,
 ) -> None:  # fmt: skip
@@ -241,13 +272,16 @@ async def _client(
         try:
             response = await http.get("/api/machines", headers=headers)
         except httpx.HTTPError as exc:
-            result.errors += 1
+            result.transport_errors += 1
             result.first_error = result.first_error or repr(exc)
             continue
         if response.status_code == 200:
             result.latencies.append(time.monotonic() - started)
         else:
-            result.errors += 1
+            if response.status_code >= 500:
+                result.server_errors += 1
+            else:
+                result.other_statuses += 1
             if not result.first_error:
                 result.first_error = f"{response.status_code} {response.text[:200]}"
 
@@ -258,16 +292,14 @@ async def load(
     """`clients` concurrent clients for `seconds` (bounded: the last answers are awaited at
     most REQUEST_TIMEOUT_S)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    result = LoadResult([], 0, seconds)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_S) as http:
-        end = time.monotonic() + seconds
-        started = time.monotonic()
-        # Paced clients start spread over the interval, as independent screens are.
-        spread = (interval or 0.0) / clients
-        tasks = [_client(http, headers, end, interval, result, n * spread) for n in range(clients)]
-        await asyncio.gather(*tasks)
-        result.seconds = time.monotonic() - started
+    result = LoadResult([], seconds)
+    end = time.monotonic() + seconds
+    started = time.monotonic()
+    # Paced clients start spread over the interval, as independent screens are.
+    spread = (interval or 0.0) / clients
+    tasks = [_client(url, headers, end, interval, result, n * spread) for n in range(clients)]
+    await asyncio.gather(*tasks)
+    result.seconds = time.monotonic() - started
     return result
 
 
@@ -294,11 +326,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--machines", type=int, default=20)
     parser.add_argument("--paced-interval", type=float, default=1.0)
-    parser.add_argument("--ingest-rate", type=float, default=20.0, help="events/s in all")
+    parser.add_argument("--ingest-rate", type=float, default=5.0, help="events/s in all")
+    parser.add_argument("--keep", type=Path, default=None, help="copy the server logs here")
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
-        run(Path(tmp_name), args)
+        try:
+            run(Path(tmp_name), args)
+        finally:
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for log in Path(tmp_name).glob("*.log"):
+                    shutil.copy(log, args.keep / log.name)
 
 
 def run(tmp: Path, args: argparse.Namespace) -> None:
@@ -331,7 +370,8 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
         broker.stop()
     print(f"\nevents published {ingest.published}, acked {len(ingest.acked)}, "
           f"not acked at the end {len(ingest.sent_at)}; load average after: {_load_average()}")
-    print("\n| server | clients | mode | req/s | p50 | p99 | max | errors | acks in the phase |")
+    print("\n| server | clients | mode | req/s | p50 | p99 | max "
+          "| errors 5xx / other / transport | acks in the phase |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
 
@@ -340,8 +380,12 @@ def phases(
     args: argparse.Namespace, servers: tuple[tuple[str, str, str | None], ...],
     ingest: IngestTraffic,
 ) -> list[str]:  # fmt: skip
-    """Every (clients, mode, server) phase in turn; a Markdown row each."""
-    rows = []
+    """Ingest alone first, then every (clients, mode, server) phase; a Markdown row each."""
+    phase_start = time.monotonic()
+    time.sleep(args.seconds)
+    alone = _acks(ingest.between(phase_start, time.monotonic()))
+    rows = [f"| ingest alone | 0 | no HTTP clients | — | — | — | — | — | {alone} |"]
+    print(rows[-1], flush=True)
     modes = (("closed loop", None), (f"paced {args.paced_interval:g} s", args.paced_interval))
     for clients in args.clients:
         for mode, interval in modes:

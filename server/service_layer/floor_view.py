@@ -97,12 +97,15 @@ class FloorView:
         self._missed = missed_heartbeats
         self._clock = clock
         self._generation = 0
+        self._generation_lock = threading.Lock()
         self._reading: FloorReading | None = None
         self._load_lock = threading.Lock()
 
     def invalidate(self, _cmd: object = None) -> None:
-        """The floor may have changed: the next reader reloads it (a bus listener)."""
-        self._generation += 1
+        """The floor may have changed: the next reader reloads it (a bus listener, called
+        after the command's commit, from any thread)."""
+        with self._generation_lock:  # no increment lost to a concurrent one
+            self._generation += 1
 
     def fresh(self) -> FloorReading | None:
         """The current reading if it is still valid, else None; never touches the database."""

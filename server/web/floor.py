@@ -112,12 +112,21 @@ def floor_page(
 
 def _render_tiles(request: Request, runtime: ServerRuntime, user: WebUser | None) -> str:
     """The tiles' HTML; elapsed times are left to the page's script, so that the same
-    floor renders the same text and only a change is sent."""
+    floor renders the same text and only a change is sent. Rendered once per floor
+    reading, language and kind of viewer (who works is shown to logged-in members only),
+    then shared by every open stream."""
+    reading = runtime.floor.read()
     context = page_context(request)
-    context.update(_tiles_context(runtime, user))
+    key = f"tiles:{context['locale']}:{'member' if user else 'anonymous'}"
+    cached = reading.renders.get(key)
+    if cached is not None:
+        return cached.decode()
+    context.update(machines=machines_public(reading, user.principal if user else None))
     context["now"] = None
     context["state_labels"] = _labels(context["locale"])
-    return render_text(context["locale"], "partials/tiles.html", context)
+    html = render_text(context["locale"], "partials/tiles.html", context)
+    reading.renders[key] = html.encode()
+    return html
 
 
 def _sse(event: str, data: str) -> str:

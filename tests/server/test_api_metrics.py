@@ -36,6 +36,12 @@ def test_metrics_refused_to_a_remote_client_without_a_token(lab: ServerRuntime) 
     assert "FABLAB_METRICS_TOKEN" in response.json()["detail"]
 
 
+def test_metrics_refused_to_a_loopback_client_behind_a_proxy(lab: ServerRuntime) -> None:
+    with TestClient(create_app(lab), client=LOOPBACK) as client:
+        response = client.get("/metrics", headers={"X-Forwarded-For": "198.51.100.4"})
+    assert response.status_code == 403
+
+
 def test_metrics_with_a_token_need_it_from_everyone(database_url: str) -> None:
     runtime = ServerRuntime(
         Settings(database_url=database_url, site=SITE, metrics_token=TOKEN), mqtt_enabled=False

@@ -1,7 +1,9 @@
 """`/metrics`: the server's figures for Prometheus (text exposition format).
 
 Who may read them (docs/operations.md): with FABLAB_METRICS_TOKEN set, whoever sends
-`Authorization: Bearer <token>`; without it, clients on the loopback interface only.
+`Authorization: Bearer <token>`; without it, clients on the loopback interface only, and
+not through a reverse proxy (a request carrying a forwarding header is refused: behind a
+local nginx every client would otherwise come from the loopback address).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from server.bootstrap import ServerRuntime
 from server.config import Settings
 
 router = APIRouter(include_in_schema=False)
+
+_FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 
 def _is_loopback(host: str) -> bool:
@@ -41,11 +45,12 @@ def check_metrics_reader(request: Request, settings: Settings) -> None:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return
-    if not _is_loopback(request.client.host if request.client else ""):
+    forwarded = any(name in request.headers for name in _FORWARDING_HEADERS)
+    if forwarded or not _is_loopback(request.client.host if request.client else ""):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
-            "metrics are served to the loopback interface only: set FABLAB_METRICS_TOKEN "
-            "to scrape them from another host",
+            "metrics are served to direct loopback clients only: set FABLAB_METRICS_TOKEN "
+            "to scrape them from another host or through a proxy",
         )
 
 
