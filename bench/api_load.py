@@ -18,10 +18,12 @@ For each client count it runs, for `--seconds` each:
   below saturation;
 first against fablab-monitor (bearer token), then against the peer: a bare FastAPI app
 (uvicorn, one process) serving the same JSON bytes. It prints requests/s, p50, p99,
-max, errors (5xx answers / other non-200 answers / transport errors: a connection
+max; errors (5xx answers / other non-200 answers / transport errors: a connection
 refused or closed without an answer, e.g. the server closing a keep-alive connection
-that an overloaded client was slow to reuse), and the acks received while
-each phase ran with their latency (publish → ack). Not a test: nothing asserts.
+that an overloaded client was slow to reuse); the server process's CPU time per answer
+(user + system, all its threads, ingest included: less sensitive than latency to what
+else the machine runs); and the acks received while each phase ran, with their latency
+(publish → ack). Not a test: nothing asserts.
 """
 
 from __future__ import annotations
@@ -220,6 +222,7 @@ class LoadResult:
     other_statuses: int = 0
     transport_errors: int = 0
     first_error: str = ""
+    server_cpu_s: float = 0.0
 
     @property
     def errors(self) -> int:
@@ -229,11 +232,13 @@ class LoadResult:
         ordered = sorted(self.latencies) or [float("nan")]
         p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
         ack = "—" if acks is None else _acks(acks)
+        answered = len(self.latencies)
+        cpu_per_request = f"{self.server_cpu_s / answered * 1000:.2f} ms" if answered else "—"
         return (
             f"| {name} | {clients} | {mode} | {len(self.latencies) / self.seconds:,.0f} | "
             f"{statistics.median(ordered) * 1000:.1f} ms | {p99 * 1000:.1f} ms | "
             f"{ordered[-1] * 1000:.0f} ms | {self.server_errors} / {self.other_statuses} / "
-            f"{self.transport_errors} | {ack} |"
+            f"{self.transport_errors} | {cpu_per_request} | {ack} |"
         )
 
 
@@ -355,12 +360,15 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
         ingest.start()
         fablab_url, peer_url = f"http://127.0.0.1:{fablab_port}", f"http://127.0.0.1:{peer_port}"
         headers = {"Authorization": f"Bearer {token}"}
-        body = httpx.get(f"{fablab_url}/api/machines", headers=headers).content
+        body = httpx.get(f"{fablab_url}/api/machines", headers=headers, timeout=60).content
         (tmp / "body.json").write_bytes(body)
         peer = start_peer(tmp / "body.json", peer_port, tmp / "peer.log")
         wait_up(peer, peer_port, tmp / "peer.log")
         print(f"machine: {_machine()}; load average before: {_load_average()}", flush=True)
-        servers = (("fablab-monitor", fablab_url, token), ("bare FastAPI", peer_url, None))
+        servers = (
+            Target("fablab-monitor", fablab_url, token, server.pid),
+            Target("bare FastAPI", peer_url, None, peer.pid),
+        )
         rows = phases(args, servers, ingest)
     finally:
         ingest.stop()
@@ -371,29 +379,44 @@ def run(tmp: Path, args: argparse.Namespace) -> None:
     print(f"\nevents published {ingest.published}, acked {len(ingest.acked)}, "
           f"not acked at the end {len(ingest.sent_at)}; load average after: {_load_average()}")
     print("\n| server | clients | mode | req/s | p50 | p99 | max "
-          "| errors 5xx / other / transport | acks in the phase |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| errors 5xx / other / transport | server CPU per answer | acks in the phase |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
 
 
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    token: str | None
+    pid: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def phases(
-    args: argparse.Namespace, servers: tuple[tuple[str, str, str | None], ...],
-    ingest: IngestTraffic,
-) -> list[str]:  # fmt: skip
+    args: argparse.Namespace, servers: tuple[Target, ...], ingest: IngestTraffic
+) -> list[str]:
     """Ingest alone first, then every (clients, mode, server) phase; a Markdown row each."""
     phase_start = time.monotonic()
     time.sleep(args.seconds)
     alone = _acks(ingest.between(phase_start, time.monotonic()))
-    rows = [f"| ingest alone | 0 | no HTTP clients | — | — | — | — | — | {alone} |"]
+    rows = [f"| ingest alone | 0 | no HTTP clients | — | — | — | — | — | — | {alone} |"]
     print(rows[-1], flush=True)
     modes = (("closed loop", None), (f"paced {args.paced_interval:g} s", args.paced_interval))
     for clients in args.clients:
         for mode, interval in modes:
-            for name, url, bearer in servers:
-                phase_start = time.monotonic()
-                result = asyncio.run(load(url, bearer, clients, args.seconds, interval))
+            for target in servers:
+                phase_start, cpu_start = time.monotonic(), cpu_seconds(target.pid)
+                run_load = load(target.url, target.token, clients, args.seconds, interval)
+                result = asyncio.run(run_load)
+                result.server_cpu_s = cpu_seconds(target.pid) - cpu_start
                 acks = ingest.between(phase_start, time.monotonic())
-                rows.append(result.row(name, clients, mode, acks))
+                rows.append(result.row(target.name, clients, mode, acks))
                 error = f"  first error: {result.first_error}" if result.errors else ""
                 print(f"{rows[-1]}{error} (load average {_load_average()})", flush=True)
     return rows

@@ -137,7 +137,8 @@ class FloorView:
             now = datetime.now(UTC)
             open_sessions = _latest_open_by_machine(uow)
             machines = tuple(
-                self._machine(uow, m, open_sessions.get(m.id), now) for m in uow.machines.all()
+                self._machine(uow, machine, open_sessions.get(machine.id), now)
+                for machine in uow.machines.all_with_controllers()
             )
         return FloorReading(
             machines=machines,
