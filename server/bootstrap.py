@@ -15,6 +15,7 @@ from server.adapters.mqtt import (
 )
 from server.api.ratelimit import LoginRateLimiter
 from server.api.slots import RequestSlots
+from server.api.token_cache import TokenCache
 from server.config import Settings
 from server.service_layer.commands import OutgoingMessage
 from server.service_layer.configs import SnapshotRefresher
@@ -53,6 +54,8 @@ class ServerRuntime:
         )
         self.bus.listeners.append(self.floor.invalidate)
         self.db_slots = RequestSlots(settings.db_request_slots)
+        self.token_cache = TokenCache(settings.api_token_cache_s)
+        self.bus.listeners.append(self.token_cache.clear)
         self.ingest = IngestWorker(
             self.ingest_bus, max_queue=settings.ingest_queue_size, limits=settings.plausibility()
         )

@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     # The live floor is read once and shared by every request until a command changes it
     # or it is this old (another server process may have changed it).
     floor_cache_max_age_s: float = Field(default=2.0, gt=0)
+    # A valid bearer token is looked up again after this long (0: on every request). A
+    # token revoked, or a role changed, through this process applies at once; through
+    # another server process or the CLI, within this time.
+    api_token_cache_s: float = Field(default=1.0, ge=0, le=60)
     # Who may read /metrics: with a token, `Authorization: Bearer <token>` from anywhere;
     # without one, clients on the loopback interface only.
     metrics_token: str | None = Field(default=None, min_length=16)

@@ -10,6 +10,7 @@ from typing import Annotated
 import anyio
 import anyio.to_thread
 from fastapi import Depends, HTTPException, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from server.adapters.orm import utcnow
 from server.adapters.secrets import token_hash
@@ -90,24 +91,44 @@ def _from_cookie(uow: SqlAlchemyUnitOfWork, request: Request, token: str) -> Pri
     return principal_of(uow, member)
 
 
-def get_optional_principal(request: Request, runtime: RuntimeDep) -> Principal | None:
+async def get_optional_principal(request: Request, runtime: RuntimeDep) -> Principal | None:
     """The person behind the bearer token or the session cookie, or None if anonymous.
 
-    Read in a unit of work of its own, closed before the route runs: its connection goes
-    back to the pool within this worker thread, never held while waiting for another.
+    Looked up in a worker thread, in a unit of work of its own closed before the route
+    runs (its connection goes back to the pool within that thread); a bearer token
+    checked recently comes from the runtime's `TokenCache`, without a thread.
     """
     authorization = request.headers.get("Authorization")
     if authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("use 'Authorization: Bearer <token>'")
-        with runtime.new_uow() as uow:
-            return _from_bearer(uow, token.strip())
+        return await _bearer_principal(runtime, token.strip())
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        with runtime.new_uow() as uow:
-            return _from_cookie(uow, request, cookie)
+        return await run_in_threadpool(_cookie_principal, runtime, request, cookie)
     return None
+
+
+async def _bearer_principal(runtime: ServerRuntime, token: str) -> Principal:
+    key = token_hash(token)
+    cached = runtime.token_cache.get(key)
+    if cached is not None:
+        return cached
+    generation = runtime.token_cache.generation
+    principal = await run_in_threadpool(_bearer_lookup, runtime, token)
+    runtime.token_cache.put(key, principal, generation)
+    return principal
+
+
+def _bearer_lookup(runtime: ServerRuntime, token: str) -> Principal:
+    with runtime.new_uow() as uow:
+        return _from_bearer(uow, token)
+
+
+def _cookie_principal(runtime: ServerRuntime, request: Request, cookie: str) -> Principal:
+    with runtime.new_uow() as uow:
+        return _from_cookie(uow, request, cookie)
 
 
 OptionalPrincipal = Annotated[Principal | None, Depends(get_optional_principal)]
