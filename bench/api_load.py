@@ -22,8 +22,8 @@ max; errors (5xx answers / other non-200 answers / transport errors: a connectio
 refused or closed without an answer, e.g. the server closing a keep-alive connection
 that an overloaded client was slow to reuse); the server process's CPU time per answer
 (user + system, all its threads, ingest included: less sensitive than latency to what
-else the machine runs); and the acks received while each phase ran, with their latency
-(publish → ack). Not a test: nothing asserts.
+else the machine runs; in the ingest-alone phase, its CPU time per second); and the acks
+received while each phase ran, with their latency (publish → ack). Not a test: nothing asserts.
 """
 
 from __future__ import annotations
@@ -402,10 +402,15 @@ def phases(
     args: argparse.Namespace, servers: tuple[Target, ...], ingest: IngestTraffic
 ) -> list[str]:
     """Ingest alone first, then every (clients, mode, server) phase; a Markdown row each."""
-    phase_start = time.monotonic()
+    server = servers[0]
+    phase_start, cpu_start = time.monotonic(), cpu_seconds(server.pid)
     time.sleep(args.seconds)
+    ingest_cpu = (cpu_seconds(server.pid) - cpu_start) / (time.monotonic() - phase_start)
     alone = _acks(ingest.between(phase_start, time.monotonic()))
-    rows = [f"| ingest alone | 0 | no HTTP clients | — | — | — | — | — | — | {alone} |"]
+    rows = [
+        f"| ingest alone | 0 | no HTTP clients | — | — | — | — | — "
+        f"| {ingest_cpu * 1000:.0f} ms per s | {alone} |"
+    ]
     print(rows[-1], flush=True)
     modes = (("closed loop", None), (f"paced {args.paced_interval:g} s", args.paced_interval))
     for clients in args.clients:

@@ -54,8 +54,10 @@ class ServerRuntime:
         )
         self.bus.listeners.append(self.floor.invalidate)
         self.db_slots = RequestSlots(settings.db_request_slots)
+        # One request reloads a stale floor; the others wait for it in the event loop.
+        self.floor_readers = RequestSlots(1)
         self.token_cache = TokenCache(settings.api_token_cache_s)
-        self.bus.listeners.append(self.token_cache.clear)
+        self.bus.listeners.append(self.token_cache.after_command)
         self.ingest = IngestWorker(
             self.ingest_bus, max_queue=settings.ingest_queue_size, limits=settings.plausibility()
         )

@@ -15,11 +15,16 @@ MAX_ENTRIES = 10_000
 class TokenCache:
     """Principals of valid tokens (by token hash), each kept `ttl_s` seconds.
 
-    Emptied whenever the message bus has handled a command (a revoked token, a member
-    deactivated, a role or training changed), so a change made in this process applies
-    to the next request; a change made by another process applies within `ttl_s`. A
-    lookup that started before such a change is not kept (`generation`). Only valid
-    tokens are kept: an unknown or revoked one is looked up every time.
+    Emptied whenever the message bus has handled a command from a person (a revoked
+    token, a member deactivated, a role or training changed), so such a change made in
+    this process applies to the next request; a change made by another process applies
+    within `ttl_s`. Controller facts (commands built from an MQTT message: events,
+    statuses, online checks) do not empty it: they change no role or token, and a
+    trainer's training kept alive by a session reaches the cache within `ttl_s` too
+    (emptying it on every event would make every polling client look its token up again
+    several times a second). A lookup that started before a change is not kept
+    (`generation`). Only valid tokens are kept: an unknown or revoked one is looked up
+    every time.
     """
 
     def __init__(self, ttl_s: float, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -51,8 +56,13 @@ class TokenCache:
                 self._entries.clear()
             self._entries[key] = (principal, self._clock() + self.ttl_s)
 
-    def clear(self, _cmd: object = None) -> None:
-        """Forget every token (a bus listener)."""
+    def after_command(self, cmd: object) -> None:
+        """A bus listener: forget every token unless `cmd` is a controller's fact."""
+        if not hasattr(cmd, "topic"):
+            self.clear()
+
+    def clear(self) -> None:
+        """Forget every token."""
         with self._lock:
             self._generation += 1
             self._entries.clear()

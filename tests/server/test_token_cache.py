@@ -62,3 +62,17 @@ def test_token_cache_revocation_through_the_bus_applies_to_the_next_request(
         lab.bus.handle(cmds.RevokeApiToken("mona", created.token_id))
         after = client.get("/api/machines/laser", headers=headers).status_code
     assert (before, after) == (200, 401)
+
+
+def test_token_cache_kept_after_a_controllers_event() -> None:
+    cache = TokenCache(1.0)
+    cache.put("h", ADA, cache.generation)
+    cache.after_command(cmds.IngestEvent("fablab/v1/lab/laser/events", b"{}"))
+    assert cache.get("h") == ADA
+
+
+def test_token_cache_emptied_after_a_persons_command() -> None:
+    cache = TokenCache(1.0)
+    cache.put("h", ADA, cache.generation)
+    cache.after_command(cmds.RevokeApiToken("ada", 1))
+    assert cache.get("h") is None

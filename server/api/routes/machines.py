@@ -151,10 +151,15 @@ def _encoded(reading: FloorReading, viewer: Principal | None) -> bytes:
 
 
 async def current_floor(runtime: ServerRuntime) -> FloorReading:
-    """The live floor, from the runtime's cache; read in a worker thread when stale."""
+    """The live floor, from the runtime's cache; read in a worker thread when stale, by
+    one request at a time (the others wait in the event loop, not in worker threads)."""
     reading = runtime.floor.fresh()
-    if reading is None:
-        reading = await run_in_threadpool(runtime.floor.read)
+    if reading is not None:
+        return reading
+    async with runtime.floor_readers.semaphore():
+        reading = runtime.floor.fresh()
+        if reading is None:
+            reading = await run_in_threadpool(runtime.floor.read)
     return reading
 
 
