@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from server.adapters.db import make_engine, make_session_factory
+from sqlalchemy.orm import Session
+
+from server.adapters.db import PoolSize, make_engine, make_session_factory
 from server.adapters.mail import Mailer, make_mailer
 from server.adapters.mqtt import (
     AuthWorker,
@@ -14,10 +17,13 @@ from server.adapters.mqtt import (
     ingest_subscriptions,
 )
 from server.api.ratelimit import LoginRateLimiter
+from server.api.slots import RequestSlots
+from server.api.token_cache import TokenCache
 from server.config import Settings
 from server.service_layer.access_index import AccessIndex
 from server.service_layer.commands import OutgoingMessage
 from server.service_layer.configs import SnapshotRefresher
+from server.service_layer.floor_view import FloorView
 from server.service_layer.messagebus import MessageBus
 from server.service_layer.privacy import RetentionWorker
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -25,13 +31,22 @@ from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 logger = logging.getLogger(__name__)
 
 
+def _api_pool(settings: Settings) -> PoolSize:
+    return PoolSize(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout_s)
+
+
 class ServerRuntime:
     """Everything one server process runs; `start()` connects to the broker."""
 
     def __init__(self, settings: Settings, *, mqtt_enabled: bool = True) -> None:
         self.settings = settings
-        self.engine = make_engine(settings.database_url)
+        self.engine = make_engine(settings.database_url, _api_pool(settings))
         self.session_factory = make_session_factory(self.engine)
+        # Ingest and online checks on their own pool: API load never makes them wait.
+        self.ingest_engine = make_engine(
+            settings.database_url, PoolSize(settings.ingest_db_pool_size, overflow=0)
+        )
+        self.ingest_session_factory = make_session_factory(self.ingest_engine)
         self.login_limiter = LoginRateLimiter()
         # Online checks answer from memory while it is current; max age 0: always the database.
         self.access_index = (
@@ -40,15 +55,27 @@ class ServerRuntime:
             else None
         )
         self.bus = MessageBus(self.new_uow, publish=self._publish)
+        self.ingest_bus = self.bus.sharing(self.new_ingest_uow)
+        # The live floor read once for every request and page until a command changes it.
+        self.floor = FloorView(
+            self.new_uow,
+            max_age_s=settings.floor_cache_max_age_s,
+            missed_heartbeats=settings.controller_offline_after_missed_heartbeats,
+        )
+        self.bus.listeners.append(self.floor.invalidate)
+        self.db_slots = RequestSlots(settings.db_request_slots)
+        # One request reloads a stale floor; the others wait for it in the event loop.
+        self.floor_readers = RequestSlots(1)
+        self.token_cache = TokenCache(settings.api_token_cache_s)
+        self.bus.listeners.append(self.token_cache.after_command)
         self.ingest = IngestWorker(
-            self.bus, max_queue=settings.ingest_queue_size, limits=settings.plausibility()
+            self.ingest_bus, max_queue=settings.ingest_queue_size, limits=settings.plausibility()
         )
         self.auth_worker = AuthWorker(
-            self.bus,
+            self.ingest_bus,
             per_controller=settings.auth_queue_per_controller,
             timeout_s=settings.auth_request_timeout_s,
         )
-        self.login_limiter = LoginRateLimiter()
         # Invitations and password links are e-mailed only when SMTP is configured.
         self.mailer: Mailer | None = make_mailer(settings)
         self.link: ServerMqttLink | None = None
@@ -72,8 +99,16 @@ class ServerRuntime:
             )
 
     def new_uow(self) -> SqlAlchemyUnitOfWork:
+        return self._uow_on(self.session_factory)
+
+    def new_ingest_uow(self) -> SqlAlchemyUnitOfWork:
+        """A unit of work on the ingest pool (ingest and online checks)."""
+        return self._uow_on(self.ingest_session_factory)
+
+    def _uow_on(self, session_factory: Callable[[], Session]) -> SqlAlchemyUnitOfWork:
+        # Both pools build the same snapshots and answer the same checks: same settings.
         return SqlAlchemyUnitOfWork(
-            self.session_factory, self.login_limiter, self.settings.billing_policy(),
+            session_factory, self.login_limiter, self.settings.billing_policy(),
             plain_badges_allowed=self.settings.plain_badges_allowed,
             access_index=self.access_index,
         )
@@ -101,7 +136,12 @@ class ServerRuntime:
             self.snapshot_refresher.stop()
         self.ingest.stop()
         self.auth_worker.stop()
+        self.dispose()
+
+    def dispose(self) -> None:
+        """Close every pooled database connection."""
         self.engine.dispose()
+        self.ingest_engine.dispose()
 
     def __enter__(self) -> ServerRuntime:
         self.start()

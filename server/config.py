@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocol import BrokerAddress, check_segment
@@ -87,6 +87,31 @@ class Settings(BaseSettings):
     # next check, one made by another process (the CLI, a second server) within this
     # many seconds. 0: every check reads the database.
     auth_index_max_age_s: float = Field(default=2.0, ge=0)
+    # -- the API under load (docs/operations.md) ------------------------------------------
+    # Worker threads running the synchronous routes and page handlers.
+    http_threads: int = Field(default=40, ge=1)
+    # The API's connection pool (ingest and online checks have their own engine).
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    # How long a request waits for a pooled connection before it gets a 503.
+    db_pool_timeout_s: float = Field(default=10.0, gt=0)
+    # Requests holding a database session at once; the others wait without a thread.
+    # Kept below the pool's size so that a request holding a session always finds a
+    # connection for the command it hands to the bus: the thread pool and the
+    # connection pool can then never wait on each other.
+    db_request_slots: int = Field(default=8, ge=1)
+    # The pool of ingest and online checks (their own engine: API load never starves them).
+    ingest_db_pool_size: int = Field(default=4, ge=1)
+    # The live floor is read once and shared by every request until a command changes it
+    # or it is this old (another server process may have changed it).
+    floor_cache_max_age_s: float = Field(default=2.0, gt=0)
+    # A valid bearer token is looked up again after this long (0: on every request). A
+    # token revoked, or a role changed, through this process applies at once; through
+    # another server process or the CLI, within this time.
+    api_token_cache_s: float = Field(default=1.0, ge=0, le=60)
+    # Who may read /metrics: with a token, `Authorization: Bearer <token>` from anywhere;
+    # without one, clients on the loopback interface only.
+    metrics_token: str | None = Field(default=None, min_length=16)
     # -- web app ------------------------------------------------------------------------
     # The address members reach the server at, for links in e-mails (set-password links);
     # unset: the address the request came in on.
@@ -128,6 +153,16 @@ class Settings(BaseSettings):
     def _mqtt_url_is_a_broker(cls, value: str) -> str:
         BrokerAddress.parse(value)  # ProtocolError is a ValueError: a clear settings error
         return value
+
+    @model_validator(mode="after")
+    def _request_slots_leave_a_connection(self) -> Settings:
+        connections = self.db_pool_size + self.db_max_overflow
+        if self.db_request_slots >= connections:
+            raise ValueError(
+                f"FABLAB_DB_REQUEST_SLOTS ({self.db_request_slots}) must be below "
+                f"FABLAB_DB_POOL_SIZE + FABLAB_DB_MAX_OVERFLOW ({connections})"
+            )
+        return self
 
     @field_validator("site")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +33,39 @@ def _postgres_durability(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.autocommit = autocommit
 
 
-def make_engine(url: str) -> Engine:
+@dataclass(frozen=True)
+class PoolSize:
+    """How many connections an engine keeps (`size`), may add (`overflow`), and how long
+    a checkout waits for one before raising `sqlalchemy.exc.TimeoutError`."""
+
+    size: int = 5
+    overflow: int = 10
+    timeout_s: float = 30.0
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "pool_size": self.size,
+            "max_overflow": self.overflow,
+            "pool_timeout": self.timeout_s,
+        }
+
+
+def make_engine(url: str, pool: PoolSize | None = None) -> Engine:
     """An engine for the URL whose commits are durable when they return: SQLite gets WAL
     with synchronous=FULL, foreign keys and its folder created; PostgreSQL
-    synchronous_commit=on on every connection."""
+    synchronous_commit=on on every connection. `pool` sizes its connection pool (an
+    in-memory SQLite database keeps SQLAlchemy's one connection per thread)."""
     parsed = make_url(url)
+    sizing = (pool or PoolSize()).options()
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        else:
+            sizing = {}
+        engine = create_engine(url, connect_args={"check_same_thread": False}, **sizing)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    engine = create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_pre_ping=True, **sizing)
     if parsed.get_backend_name() == "postgresql":
         event.listen(engine, "connect", _postgres_durability)
     return engine

@@ -53,7 +53,7 @@ INGEST_ACK_SECONDS = Histogram(
 )
 INGEST_QUEUE_DEPTH = Gauge(
     "fablab_ingest_queue_depth",
-    "Messages received from the broker and waiting for ingest.",
+    "Messages received from the broker and waiting for ingest (read at scrape time).",
     registry=REGISTRY,
 )
 AUTH_CHECK_SECONDS = Histogram(
@@ -64,7 +64,8 @@ AUTH_CHECK_SECONDS = Histogram(
 )
 CONTROLLERS_ONLINE = Gauge(
     "fablab_controllers_online",
-    "Controllers whose last status message said online.",
+    "Controllers online: their last status message said online and they were heard "
+    "from within the missed-heartbeat window (read at scrape time).",
     registry=REGISTRY,
 )
 SNAPSHOT_PUBLISH_SECONDS = Histogram(

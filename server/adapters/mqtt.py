@@ -198,6 +198,11 @@ class IngestWorker:
         self._queue.put((topic, payload, time.monotonic()))
         metrics.INGEST_QUEUE_DEPTH.set(self._queue.qsize())
 
+    @property
+    def queue_depth(self) -> int:
+        """Messages waiting for ingest now."""
+        return self._queue.qsize()
+
     def request_republish(self) -> None:
         """Republish every machine's config (after connecting: retained copies may be gone)."""
         self._queue.put(_REPUBLISH)

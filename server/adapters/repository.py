@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from sqlalchemy import Select, Table, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from protocol import Level
 from server.adapters.orm import (
@@ -148,6 +148,12 @@ class MachineRepository(_Repository):
 
     def all(self) -> Sequence[Machine]:
         return self.session.scalars(select(Machine).order_by(Machine.name)).all()
+
+    def all_with_controllers(self) -> Sequence[Machine]:
+        """Every machine by name, with its controller loaded by one more query (not one
+        query per machine)."""
+        query = select(Machine).options(selectinload(Machine.controller)).order_by(Machine.name)
+        return self.session.scalars(query).all()
 
     def ids(self) -> list[str]:
         return list(self.session.scalars(select(Machine.id)).all())

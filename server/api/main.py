@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm.exc import StaleDataError
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -28,6 +33,7 @@ from server.api.routes import (
     imports,
     machines,
     members,
+    metrics,
     privacy,
     sessions,
     trainings,
@@ -45,6 +51,8 @@ from server.domain.errors import (
     TooManyAttemptsError,
 )
 from server.service_layer.imports import MAX_BYTES as IMPORT_MAX_BYTES
+
+logger = logging.getLogger(__name__)
 
 _STATUS = (
     (TooManyAttemptsError, 429),
@@ -109,9 +117,31 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
 
 
+def _pool_exhausted(request: Request, _exc: Exception) -> JSONResponse:
+    """No pooled connection came within FABLAB_DB_POOL_TIMEOUT_S: the server is overloaded."""
+    logger.warning("no database connection for %s %s: answered 503", request.method,
+                   request.url.path)  # fmt: skip
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "the server is busy: retry in a moment"},
+        headers={"Retry-After": "1"},
+    )
+
+
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # The worker threads of this event loop (synchronous routes and dependencies).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.http_threads
+        yield
+
+    return lifespan
+
+
 def create_app(runtime: ServerRuntime) -> FastAPI:
     """The API and pages over an already wired runtime (its start/stop is the caller's)."""
     app = FastAPI(
+        lifespan=_lifespan(runtime.settings),
         # Swagger UI and ReDoc are served by server.web from the shipped assets.
         docs_url=None,
         redoc_url=None,
@@ -130,10 +160,11 @@ def create_app(runtime: ServerRuntime) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(IntegrityError, _concurrent_change)
     app.add_exception_handler(StaleDataError, _concurrent_change)
+    app.add_exception_handler(PoolTimeoutError, _pool_exhausted)
     _add_middleware(app, runtime.settings)
     # imports before members: /members/import must not be taken for /members/{member_id}.
     routers = (auth, imports, members, privacy, machines, trainings, sessions, audit, billing,
-               billing_credits, billing_prepaid)  # fmt: skip
+               billing_credits, billing_prepaid, metrics)  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")

@@ -42,6 +42,15 @@ class MessageBus:
         # listens); a listener must be quick and must not raise.
         self.listeners: list[Callable[[object], None]] = []
 
+    def sharing(self, uow_factory: UnitOfWorkFactory) -> MessageBus:
+        """A bus whose units of work come from `uow_factory` (another connection pool),
+        sharing this bus's listeners, per-machine config locks and publisher."""
+        other = MessageBus(uow_factory, publish=lambda message: self.publish(message))
+        other.listeners = self.listeners
+        other._config_locks = self._config_locks
+        other._config_locks_guard = self._config_locks_guard
+        return other
+
     def handle(self, cmd: object) -> Any:
         uow = self.uow_factory()
         with uow:

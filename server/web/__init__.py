@@ -8,13 +8,23 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from server.web import accounts, docs, floor, maker, manager, stats, trainer, treasurer
+from server.web import (
+    accounts,
+    docs,
+    floor,
+    maker,
+    manager,
+    monitoring,
+    stats,
+    trainer,
+    treasurer,
+)
 from server.web.docs import install_openapi_security
 from server.web.errors import install_error_pages
 from server.web.floor import notifier_of
 
 # manager before trainer: /members/new and /members/import before /members/{id}.
-PAGE_MODULES = (docs, accounts, floor, maker, manager, trainer, stats, treasurer)
+PAGE_MODULES = (docs, accounts, floor, maker, manager, trainer, stats, treasurer, monitoring)
 
 
 def install(app: FastAPI) -> None:

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from server.api.deps import RuntimeDep, UowDep
-from server.api.routes.machines import list_machines
+from server.api.routes.machines import machines_public
 from server.api.routes.sessions import list_sessions
 from server.bootstrap import ServerRuntime
 from server.web.i18n import N_, gettext_for
@@ -29,7 +29,8 @@ STATE_LABELS = {
     "out_of_service": N_("Out of service"),
 }
 # Another server process may have ingested the event (shared subscription): the stream
-# also re-reads the floor this often, and sends it if it changed.
+# also re-reads the floor this often (from the runtime's floor cache, reloaded once it is
+# FABLAB_FLOOR_CACHE_MAX_AGE_S old), and sends it if it changed.
 REREAD_S = 2.0
 KEEPALIVE_S = 15.0
 
@@ -81,10 +82,10 @@ def _labels(locale: str) -> dict[str, str]:
     return {state: _(label) for state, label in STATE_LABELS.items()}
 
 
-def _tiles_context(uow: Any, runtime: ServerRuntime, user: WebUser | None) -> dict[str, Any]:
+def _tiles_context(runtime: ServerRuntime, user: WebUser | None) -> dict[str, Any]:
     viewer = user.principal if user else None
     return {
-        "machines": list_machines(uow, viewer, runtime),
+        "machines": machines_public(runtime.floor.read(), viewer),
         "now": datetime.now(UTC),
     }
 
@@ -96,7 +97,7 @@ def floor_page(
     """Every machine's state (who works since when: logged-in viewers only) and the
     latest sessions; `?kiosk=1` for a wall screen."""
     viewer = user.principal if user else None
-    context = _tiles_context(uow, runtime, user)
+    context = _tiles_context(runtime, user)
     sessions = list_sessions(
         uow, viewer, machine=None, member=None, open_only=False, limit=15, offset=0
     ).items
@@ -111,13 +112,21 @@ def floor_page(
 
 def _render_tiles(request: Request, runtime: ServerRuntime, user: WebUser | None) -> str:
     """The tiles' HTML; elapsed times are left to the page's script, so that the same
-    floor renders the same text and only a change is sent."""
-    with runtime.new_uow() as uow:
-        context = page_context(request)
-        context.update(_tiles_context(uow, runtime, user))
+    floor renders the same text and only a change is sent. Rendered once per floor
+    reading, language and kind of viewer (who works is shown to logged-in members only),
+    then shared by every open stream."""
+    reading = runtime.floor.read()
+    context = page_context(request)
+    key = f"tiles:{context['locale']}:{'member' if user else 'anonymous'}"
+    cached = reading.renders.get(key)
+    if cached is not None:
+        return cached.decode()
+    context.update(machines=machines_public(reading, user.principal if user else None))
     context["now"] = None
     context["state_labels"] = _labels(context["locale"])
-    return render_text(context["locale"], "partials/tiles.html", context)
+    html = render_text(context["locale"], "partials/tiles.html", context)
+    reading.renders[key] = html.encode()
+    return html
 
 
 def _sse(event: str, data: str) -> str:

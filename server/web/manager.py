@@ -15,7 +15,7 @@ from protocol import Mode
 from server.adapters.orm import utcnow
 from server.adapters.web_queries import recent_faults
 from server.api.deps import RuntimeDep, UowDep
-from server.api.routes.machines import _machine_public, list_commands, list_machines
+from server.api.routes.machines import _machine_public, list_commands, machines_public
 from server.domain.access import Role
 from server.domain.errors import ConflictError, DomainError
 from server.service_layer import commands as cmds
@@ -261,8 +261,8 @@ def enrollment_page(
 
 
 @router.get("/machines", response_class=HTMLResponse)
-def machines(request: Request, uow: UowDep, runtime: RuntimeDep, user: ManagerUser) -> HTMLResponse:
-    context = {"machines": list_machines(uow, user.principal, runtime), **LABELS}
+def machines(request: Request, runtime: RuntimeDep, user: ManagerUser) -> HTMLResponse:
+    context = {"machines": machines_public(runtime.floor.read(), user.principal), **LABELS}
     return render(request, "machines.html", context)
 
 

@@ -12,7 +12,7 @@ from fastapi import Depends, HTTPException, Request, Response, status
 
 from server.adapters.orm import utcnow
 from server.adapters.secrets import new_token, token_hash
-from server.api.deps import SESSION_COOKIE, UowDep
+from server.api.deps import SESSION_COOKIE, RuntimeDep
 from server.domain.access import Principal, Role
 from server.service_layer.accounts import principal_of
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -62,13 +62,19 @@ def _lookup(uow: SqlAlchemyUnitOfWork, cookie: str) -> WebUser | None:
     return WebUser(principal_of(uow, member), member.name, login.csrf_token)
 
 
-def web_user(request: Request, uow: UowDep) -> WebUser | None:
-    """The member logged in with the session cookie, or None (pages ignore API tokens)."""
+def web_user(request: Request, runtime: RuntimeDep) -> WebUser | None:
+    """The member logged in with the session cookie, or None (pages ignore API tokens).
+
+    Read in a unit of work of its own, closed before the page's handler runs.
+    """
     if hasattr(request.state, "web_user"):
         found: WebUser | None = request.state.web_user
         return found
     cookie = request.cookies.get(SESSION_COOKIE)
-    user = _lookup(uow, cookie) if cookie else None
+    user = None
+    if cookie:
+        with runtime.new_uow() as uow:
+            user = _lookup(uow, cookie)
     request.state.web_user = user
     return user
 

@@ -25,7 +25,7 @@ KEY_HEX = "11" * 32
 def runtime(database_url: str) -> Iterator[ServerRuntime]:
     runtime = ServerRuntime(Settings(database_url=database_url, site=SITE), mqtt_enabled=False)
     yield runtime
-    runtime.engine.dispose()
+    runtime.dispose()
 
 
 @pytest.fixture

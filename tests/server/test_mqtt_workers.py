@@ -79,7 +79,7 @@ def test_auth_worker_answers_another_controller_behind_a_flood(tmp_path: Path) -
         if "/cnc/" in cmd.topic:
             answered.set()
 
-    runtime.bus.handle = handle  # type: ignore[method-assign]
+    runtime.auth_worker.bus.handle = handle  # type: ignore[method-assign]
     for n in range(10_000):
         runtime.auth_worker.submit(auth_request_topic("lab", "laser"), _request("laser", n))
     runtime.auth_worker.submit(auth_request_topic("lab", "cnc"), _request("cnc", 0))
@@ -88,7 +88,7 @@ def test_auth_worker_answers_another_controller_behind_a_flood(tmp_path: Path) -
         assert answered.wait(TIMEOUT)
     finally:
         runtime.auth_worker.stop()
-        runtime.engine.dispose()
+        runtime.dispose()
     assert served.index(auth_request_topic("lab", "cnc")) <= 1
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Response
+from pydantic import TypeAdapter
+from starlette.concurrency import run_in_threadpool
 
 from server.adapters.orm import Machine, UsageSession, utcnow
 from server.api.deps import ManagerPrincipal, OptionalPrincipal, RuntimeDep, UowDep
@@ -28,6 +30,7 @@ from server.bootstrap import ServerRuntime
 from server.domain.access import Principal
 from server.domain.floor import controller_online, machine_state
 from server.service_layer import commands as cmds
+from server.service_layer.floor_view import FloorMachine, FloorReading
 from server.service_layer.machines import ControllerCredentials
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
@@ -98,26 +101,77 @@ def _public(
     )
 
 
-def _open_by_machine(uow: SqlAlchemyUnitOfWork) -> dict[str, UsageSession]:
-    latest: dict[str, UsageSession] = {}
-    for usage in uow.sessions.open_sessions():
-        held = latest.get(usage.machine_id)
-        if held is None or usage.started_at > held.started_at:
-            latest[usage.machine_id] = usage
-    return latest
+def _from_floor(machine: FloorMachine, viewer: Principal | None) -> MachinePublic:
+    controller, session = machine.controller, machine.current_session
+    current = None
+    if session is not None:
+        # Who is working is shown to logged-in members only, not on the anonymous floor.
+        current = CurrentSession(
+            id=session.id,
+            member_id=session.member_id if viewer else None,
+            member_name=session.member_name if viewer else None,
+            started_at=session.started_at,
+            busy=session.busy,
+        )
+    return MachinePublic(
+        id=machine.id, name=machine.name, site=machine.site, mode=machine.mode,
+        state=machine.state, out_of_service=machine.out_of_service,
+        out_of_service_reason=machine.out_of_service_reason,
+        snapshot_version=machine.snapshot_version,
+        settings=MachineSettingsPublic(
+            idle_timeout_s=machine.idle_timeout_s, max_duration_s=machine.max_duration_s,
+            heartbeat_interval_s=machine.heartbeat_interval_s, warning_s=machine.warning_s,
+            card_removal_grace_s=machine.card_removal_grace_s,
+            supervisor_window_s=machine.supervisor_window_s,
+        ),
+        controller=ControllerPublic(
+            id=controller.id, state=controller.state,
+            firmware_version=controller.firmware_version, last_seen_at=controller.last_seen_at,
+        ) if controller else None,
+        current_session=current,
+    )  # fmt: skip
+
+
+def machines_public(reading: FloorReading, viewer: Principal | None) -> list[MachinePublic]:
+    """Every machine of the floor reading, as `viewer` may see it."""
+    return [_from_floor(machine, viewer) for machine in reading.machines]
+
+
+_MACHINE_LIST = TypeAdapter(list[MachinePublic])
+
+
+def _encoded(reading: FloorReading, viewer: Principal | None) -> bytes:
+    """The list's JSON, built once per reading and kind of viewer."""
+    key = "api:member" if viewer is not None else "api:anonymous"
+    body = reading.renders.get(key)
+    if body is None:
+        body = _MACHINE_LIST.dump_json(machines_public(reading, viewer))
+        reading.renders[key] = body
+    return body
+
+
+async def current_floor(runtime: ServerRuntime) -> FloorReading:
+    """The live floor, from the runtime's cache; read in a worker thread when stale, by
+    one request at a time (the others wait in the event loop, not in worker threads)."""
+    reading = runtime.floor.fresh()
+    if reading is not None:
+        return reading
+    async with runtime.floor_readers.semaphore():
+        reading = runtime.floor.fresh()
+        if reading is None:
+            reading = await run_in_threadpool(runtime.floor.read)
+    return reading
 
 
 @router.get("", response_model=list[MachinePublic])
-def list_machines(
-    uow: UowDep, viewer: OptionalPrincipal, runtime: RuntimeDep
-) -> list[MachinePublic]:
+async def list_machines(viewer: OptionalPrincipal, runtime: RuntimeDep) -> Response:
     """Every machine with its live state: free, in use (by whom, since when), offline.
 
     Anonymous callers (the floor screen, open data) see states but not who is working.
+    The floor is read once for all callers until a change (served from memory).
     """
-    open_sessions = _open_by_machine(uow)
-    missed = runtime.settings.controller_offline_after_missed_heartbeats
-    return [_public(uow, m, open_sessions.get(m.id), viewer, missed) for m in uow.machines.all()]
+    reading = await current_floor(runtime)
+    return Response(_encoded(reading, viewer), media_type="application/json")
 
 
 def _machine(uow: SqlAlchemyUnitOfWork, machine_id: str) -> Machine:

@@ -17,7 +17,7 @@ TRAINER_PAGES = ("/trainer", "/trainer?q=nora", "/trainer/supervised", "/members
                  "/machines/laser", "/machines/laser?q=nora")  # fmt: skip
 MANAGER_PAGES = ("/members", "/members?q=ada", "/members/new", "/members/import",
                  "/members/ada", "/machines", "/machines/laser", "/audit",
-                 "/audit?action=member.create", "/stats", "/claims")  # fmt: skip
+                 "/audit?action=member.create", "/stats", "/claims", "/monitoring")  # fmt: skip
 TREASURER_PAGES = ("/billing",)
 
 
