@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from server.adapters.db import make_engine, make_session_factory
+from server.adapters.db import exclusive_run, make_engine, make_session_factory
 from server.adapters.mail import Mailer, make_mailer
 from server.adapters.mqtt import (
     AuthWorker,
@@ -49,14 +49,22 @@ class ServerRuntime:
         self.snapshot_refresher: SnapshotRefresher | None = None
         if mqtt_enabled:
             # Only the server process purges: CLI runs and tests wire no background work.
-            self.retention = RetentionWorker(self.bus, settings.raw_event_retention_days)
-            self.snapshot_refresher = SnapshotRefresher(
-                self.bus, settings.snapshot_refresh_interval_s
+            # With several server processes, one at a time runs each periodic worker.
+            exclusive = exclusive_run(self.engine)
+            self.retention = RetentionWorker(
+                self.bus, settings.raw_event_retention_days, exclusive=exclusive
             )
+            self.snapshot_refresher = SnapshotRefresher(
+                self.bus, settings.snapshot_refresh_interval_s, exclusive=exclusive
+            )
+            sites = "+" if settings.mqtt_all_sites else settings.site
             self.link = ServerMqttLink(
                 settings.mqtt_url,
                 client_id=settings.mqtt_client_id,
-                subscriptions=ingest_subscriptions(settings.site, settings.mqtt_shared_group),
+                subscriptions=ingest_subscriptions(sites, settings.mqtt_shared_group),
+                # A shared group's members keep no session: a dead member's share would
+                # wait for it; the controllers' outboxes resend what it had not acked.
+                clean_session=settings.mqtt_shared_group is not None,
                 on_message=dispatch_by_kind(self.ingest, self.auth_worker),
                 on_connect=self.ingest.request_republish,
                 username=settings.mqtt_username,

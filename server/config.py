@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Set on every server process of a scaled-out deployment: ingest is spread over
     # them with an MQTT shared subscription ($share/<group>/...).
     mqtt_shared_group: str | None = None
+    # Ingest the controllers of every site on the broker, not only `site`'s: one set of
+    # server processes serving a network of labs.
+    mqtt_all_sites: bool = False
     site: str = "lab"
     timezone: str = "Europe/Paris"
     http_host: str = "127.0.0.1"
@@ -121,6 +124,11 @@ class Settings(BaseSettings):
     def _mqtt_url_is_a_broker(cls, value: str) -> str:
         BrokerAddress.parse(value)  # ProtocolError is a ValueError: a clear settings error
         return value
+
+    @field_validator("mqtt_shared_group")
+    @classmethod
+    def _group_is_slug(cls, value: str | None) -> str | None:
+        return None if value is None else check_segment(value, "mqtt_shared_group")
 
     @field_validator("site")
     @classmethod

@@ -52,9 +52,11 @@ class ServerMqttLink:
         username: str | None = None,
         password: str | None = None,
         retained_timeout_s: float = 5.0,
+        clean_session: bool = False,
     ) -> None:
         self.address = BrokerAddress.parse(url)
         self.retained_timeout_s = retained_timeout_s
+        self.clean_session = clean_session
         self._subscriptions = list(subscriptions)
         self._on_message_cb = on_message
         self._on_connect_cb = on_connect
@@ -63,7 +65,10 @@ class ServerMqttLink:
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv311,
-            clean_session=False,  # the broker queues QoS 1 events while the server is down
+            # False: the broker queues QoS 1 events while the server is down. True for
+            # a member of a shared group: Mosquitto keeps handing a disconnected
+            # persistent member its share, held until that process comes back.
+            clean_session=clean_session,
         )
         if username:
             self._client.username_pw_set(username, password)
@@ -77,6 +82,10 @@ class ServerMqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return list(self._subscriptions)
 
     def start(self, *, wait: float | None = None) -> None:
         """Connect in the background; with `wait`, block up to that many seconds for it."""
@@ -139,8 +148,9 @@ class ServerMqttLink:
         self._on_message_cb(message.topic, bytes(message.payload))
 
 
-def ingest_subscriptions(site: str, shared_group: str | None = None) -> list[str]:
-    """The filters ingest listens on; a shared group spreads them over server processes."""
+def ingest_subscriptions(site: str = "+", shared_group: str | None = None) -> list[str]:
+    """The filters ingest listens on (site "+": every site); a shared group spreads
+    them over server processes, each message to one of them."""
     kinds = (TopicKind.EVENTS, TopicKind.STATUS, TopicKind.AUTH_REQUEST)
     filters = [subscription_filter(kind, site) for kind in kinds]
     if shared_group:

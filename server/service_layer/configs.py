@@ -20,7 +20,7 @@ from server.domain.access import Role
 from server.domain.snapshots import BadgeGrant, PublishedVersion, StaffGrant, build_snapshot
 from server.domain.trainings import effective_permissions
 from server.service_layer.commands import ConfigMessage, OutgoingMessage, PublishConfigs
-from server.service_layer.periodic import PeriodicWorker
+from server.service_layer.periodic import ExclusiveRun, PeriodicWorker
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 if TYPE_CHECKING:
@@ -181,9 +181,16 @@ class SnapshotRefresher(PeriodicWorker):
     name = "snapshot-refresh"
 
     def __init__(
-        self, bus: MessageBus, interval_s: float, *, clock: Callable[[], datetime] = utcnow
+        self,
+        bus: MessageBus,
+        interval_s: float,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        exclusive: ExclusiveRun | None = None,
     ) -> None:
-        super().__init__(period_s=interval_s / 4, first_delay_s=interval_s / 4)
+        super().__init__(
+            period_s=interval_s / 4, first_delay_s=interval_s / 4, exclusive=exclusive
+        )
         self.bus = bus
         self.interval_s = interval_s
         self.clock = clock
