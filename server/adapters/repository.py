@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from protocol import Level
 from server.adapters.orm import (
@@ -135,6 +135,16 @@ class MachineRepository(_Repository):
     def ids(self) -> list[str]:
         return list(self.session.scalars(select(Machine.id)).all())
 
+    def with_controllers(self, machine_ids: Sequence[str]) -> list[Machine]:
+        """The machines among these ids, each with its controller loaded (one query)."""
+        query = (
+            select(Machine)
+            .where(Machine.id.in_(machine_ids))
+            .options(selectinload(Machine.controller))
+            .order_by(Machine.id)
+        )
+        return list(self.session.scalars(query).all())
+
     def set_snapshot_if_version(
         self, machine_id: str, *, expected: int, version: int, issued_at: int, digest: str
     ) -> bool:
@@ -163,6 +173,18 @@ class ControllerRepository(_Repository):
 
     def all(self) -> Sequence[Controller]:
         return self.session.scalars(select(Controller).order_by(Controller.id)).all()
+
+
+def _training_view(t: Training, lapse_months: int | None) -> TrainingView:
+    return TrainingView(
+        member_id=t.member_id,
+        training_type_id=t.training_type_id,
+        level=Level(t.level),
+        granted_at=t.granted_at,
+        expires_at=t.expires_at,
+        revoked_at=t.revoked_at,
+        lapse_months=lapse_months,
+    )
 
 
 class TrainingRepository(_Repository):
@@ -230,18 +252,28 @@ class TrainingRepository(_Repository):
             ).where(TrainingTypeMachine.machine_id == machine_id)
         if member_ids is not None:
             query = query.where(Training.member_id.in_(member_ids))
-        return [
-            TrainingView(
-                member_id=t.member_id,
-                training_type_id=t.training_type_id,
-                level=Level(t.level),
-                granted_at=t.granted_at,
-                expires_at=t.expires_at,
-                revoked_at=t.revoked_at,
-                lapse_months=lapse_months,
+        return [_training_view(t, lapse_months) for t, lapse_months in self.session.execute(query)]
+
+    def views_by_machine(self, machine_ids: Sequence[str]) -> dict[str, list[TrainingView]]:
+        """`views(machine_id=…)` for many machines in one query."""
+        query = (
+            select(Training, TrainingType.lapse_months, TrainingTypeMachine.machine_id)
+            .join(TrainingType, TrainingType.id == Training.training_type_id)
+            .join(Member, Member.id == Training.member_id)
+            .join(
+                TrainingTypeMachine,
+                TrainingTypeMachine.training_type_id == Training.training_type_id,
             )
-            for t, lapse_months in self.session.execute(query).all()
-        ]
+            .where(
+                Training.revoked_at.is_(None),
+                Member.active.is_(True),
+                TrainingTypeMachine.machine_id.in_(machine_ids),
+            )
+        )
+        views: dict[str, list[TrainingView]] = {machine_id: [] for machine_id in machine_ids}
+        for t, lapse_months, machine_id in self.session.execute(query).all():
+            views[machine_id].append(_training_view(t, lapse_months))
+        return views
 
     def last_used(self, member_ids: set[str] | None = None) -> dict[tuple[str, str], datetime]:
         """(member, training type) -> start of the member's latest session on its machines."""

@@ -53,11 +53,19 @@ def machine_grants(uow: SqlAlchemyUnitOfWork, machine_id: str, now: datetime) ->
     ]
 
 
+# (member id, badge uid) of the active badges of the given members.
+BadgeLookup = Callable[[set[str]], list[tuple[str, str]]]
+
+
 def machine_staff(
     uow: SqlAlchemyUnitOfWork, grants: list[BadgeGrant], managers: set[str]
 ) -> list[StaffGrant]:
     """Trainers on the machine supervise; managers (every machine) may override
     out-of-service."""
+    return _staff(grants, managers, uow.trainings.active_badges)
+
+
+def _staff(grants: list[BadgeGrant], managers: set[str], badges: BadgeLookup) -> list[StaffGrant]:
     roles: dict[str, set[StaffRole]] = {}
     expiry: dict[str, datetime | None] = {}
     for grant in grants:
@@ -69,7 +77,7 @@ def machine_staff(
         expiry[member_id] = None  # a manager's override does not lapse with a training
     return [
         StaffGrant(uid, member_id, tuple(sorted(roles[member_id])), expiry.get(member_id))
-        for member_id, uid in uow.trainings.active_badges(set(roles))
+        for member_id, uid in badges(set(roles))
     ]
 
 
@@ -84,19 +92,61 @@ class ConcurrentPublishError(RuntimeError):
 def publish_configs(cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork) -> list[str]:
     """Build, sign and version the config of the machines; the messages go out after commit.
 
-    Each machine's version is recorded by compare-and-set in its own transaction: two
-    publishers that read the same previous version cannot both record a new one, the
-    second builds again from the state the first committed.
+    Each machine's version is recorded by compare-and-set: two publishers that read the
+    same previous version cannot both record a new one, the second builds again from the
+    state the first committed. Several machines are built from one read of the
+    trainings and recorded in one transaction; a machine whose compare-and-set lost is
+    then built again on its own.
     """
-    ids = sorted(cmd.machine_ids) if cmd.machine_ids is not None else uow.machines.ids()
+    ids = sorted(cmd.machine_ids) if cmd.machine_ids is not None else sorted(uow.machines.ids())
     managers = uow.members.with_roles({Role.MANAGER.value, Role.ADMIN.value})
+    batch = _record_batch(cmd, uow, ids, managers) if len(ids) > 1 else {}
     published = []
     for machine_id in ids:
-        config = _record_config(cmd, uow, machine_id, managers)
+        if machine_id in batch:
+            config = batch[machine_id]
+        else:
+            config = _record_config(cmd, uow, machine_id, managers)
         if config is not None:
             uow.configs.append(config)
             published.append(machine_id)
     return published
+
+
+def _record_batch(
+    cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork, ids: list[str], managers: set[str]
+) -> dict[str, ConfigMessage | None]:
+    """The machines' signed configs from one read, their versions committed together;
+    a machine whose compare-and-set lost is left out (None: no controller)."""
+    machines = {m.id: m for m in uow.machines.with_controllers(ids)}
+    views = uow.trainings.views_by_machine(ids)
+    members = {v.member_id for machine_views in views.values() for v in machine_views}
+    last_used = uow.trainings.last_used(members)
+    badges: dict[str, list[str]] = {}
+    for member_id, uid in uow.trainings.active_badges(members | managers):
+        badges.setdefault(member_id, []).append(uid)
+
+    def lookup(member_ids: set[str]) -> list[tuple[str, str]]:
+        return [(m, uid) for m in sorted(member_ids) for uid in badges.get(m, ())]
+
+    results: dict[str, ConfigMessage | None] = {}
+    for machine_id in ids:
+        machine = machines.get(machine_id)
+        if machine is None or machine.controller is None:
+            results[machine_id] = None
+            continue
+        permissions = effective_permissions(views[machine_id], last_used, cmd.at)
+        grants = [
+            BadgeGrant(uid, member_id, permission.level, permission.expires_at)
+            for member_id, permission in permissions.items()
+            for uid in badges.get(member_id, ())
+        ]
+        staff = _staff(grants, managers, lookup)
+        config = _try_record(cmd, uow, machine, machine.controller, grants, staff)
+        if config is not None:
+            results[machine_id] = config
+    uow.commit()
+    return results
 
 
 def _record_config(
@@ -108,35 +158,52 @@ def _record_config(
         controller = machine.controller if machine else None
         if machine is None or controller is None:
             return None
-        previous = PublishedVersion(
-            machine.snapshot_version, machine.snapshot_issued_at, machine.snapshot_digest
-        )
-        snapshot, digest = _build(cmd, uow, machine, controller, managers, previous)
-        recorded = snapshot.version == previous.version or uow.machines.set_snapshot_if_version(
-            machine.id,
-            expected=previous.version,
-            version=snapshot.version,
-            issued_at=snapshot.issued_at,
-            digest=digest,
-        )
-        if recorded:
+        grants = machine_grants(uow, machine.id, cmd.at)
+        staff = machine_staff(uow, grants, managers)
+        config = _try_record(cmd, uow, machine, controller, grants, staff)
+        if config is not None:
             uow.commit()
-            payload = encode_config(snapshot, bytes.fromhex(controller.key_hex))
-            message = OutgoingMessage(config_topic(machine.site, machine.id), payload, retain=True)
-            return ConfigMessage(machine.id, snapshot.version, message)
+            return config
         uow.rollback()  # expires what we read: the next attempt reads the newer version
     raise ConcurrentPublishError(f"could not record a snapshot version for {machine_id}")
 
 
-def _build(
+def _try_record(
     cmd: PublishConfigs,
     uow: SqlAlchemyUnitOfWork,
     machine: Machine,
     controller: Controller,
-    managers: set[str],
+    grants: list[BadgeGrant],
+    staff: list[StaffGrant],
+) -> ConfigMessage | None:
+    """Build the snapshot and record its version by compare-and-set (not committed);
+    None if another publisher recorded a version since this one was read."""
+    previous = PublishedVersion(
+        machine.snapshot_version, machine.snapshot_issued_at, machine.snapshot_digest
+    )
+    snapshot, digest = _build(cmd, machine, controller, grants, staff, previous)
+    recorded = snapshot.version == previous.version or uow.machines.set_snapshot_if_version(
+        machine.id,
+        expected=previous.version,
+        version=snapshot.version,
+        issued_at=snapshot.issued_at,
+        digest=digest,
+    )
+    if not recorded:
+        return None
+    payload = encode_config(snapshot, bytes.fromhex(controller.key_hex))
+    message = OutgoingMessage(config_topic(machine.site, machine.id), payload, retain=True)
+    return ConfigMessage(machine.id, snapshot.version, message)
+
+
+def _build(
+    cmd: PublishConfigs,
+    machine: Machine,
+    controller: Controller,
+    grants: list[BadgeGrant],
+    staff: list[StaffGrant],
     previous: PublishedVersion,
 ) -> tuple[PermissionSnapshot, str]:
-    grants = machine_grants(uow, machine.id, cmd.at)
     return build_snapshot(
         site=machine.site,
         machine_id=machine.id,
@@ -146,7 +213,7 @@ def _build(
         grants=grants,
         previous=previous,
         now=cmd.at,
-        staff=machine_staff(uow, grants, managers),
+        staff=staff,
         reissue_older_than_s=cmd.reissue_older_than_s,
     )
 
