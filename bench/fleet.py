@@ -152,7 +152,7 @@ def broker_files(url: str, workdir: Path, server_password: str) -> list[str]:
         f"acl_file {workdir / 'acl'}",
         "max_connections -1",
         "set_tcp_nodelay true",
-        "max_queued_messages 10000",
+        "max_queued_messages 50000",  # as `fablab mosquitto-config` writes it
     ]
 
 

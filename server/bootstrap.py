@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from server.adapters.db import exclusive_run, make_engine, make_session_factory
 from server.adapters.mail import Mailer, make_mailer
@@ -15,13 +16,17 @@ from server.adapters.mqtt import (
 )
 from server.api.ratelimit import LoginRateLimiter
 from server.config import Settings
-from server.service_layer.commands import OutgoingMessage
+from server.service_layer.commands import OutgoingMessage, PublishConfigs
 from server.service_layer.configs import SnapshotRefresher
 from server.service_layer.messagebus import MessageBus
 from server.service_layer.privacy import RetentionWorker
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 logger = logging.getLogger(__name__)
+
+
+def _ignore(_topic: str, _payload: bytes) -> None:
+    """The publishing connection subscribes to nothing."""
 
 
 class ServerRuntime:
@@ -45,6 +50,7 @@ class ServerRuntime:
         # Invitations and password links are e-mailed only when SMTP is configured.
         self.mailer: Mailer | None = make_mailer(settings)
         self.link: ServerMqttLink | None = None
+        self.publisher: ServerMqttLink | None = None
         self.retention: RetentionWorker | None = None
         self.snapshot_refresher: SnapshotRefresher | None = None
         if mqtt_enabled:
@@ -66,7 +72,20 @@ class ServerRuntime:
                 # wait for it; the controllers' outboxes resend what it had not acked.
                 clean_session=settings.mqtt_shared_group is not None,
                 on_message=dispatch_by_kind(self.ingest, self.auth_worker),
-                on_connect=self.ingest.request_republish,
+                username=settings.mqtt_username,
+                password=settings.mqtt_password,
+                retained_timeout_s=settings.config_publish_timeout_s,
+            )
+            # Configs, acks and answers go out on a connection of their own: when the
+            # ingest queue is full the ingest connection stops reading (back-pressure),
+            # and a config waiting for the broker's PUBACK must not wait behind it.
+            self.publisher = ServerMqttLink(
+                settings.mqtt_url,
+                client_id=f"{settings.mqtt_client_id}-out",
+                subscriptions=[],
+                clean_session=True,
+                on_message=_ignore,
+                on_connect=self._republish_in_background,
                 username=settings.mqtt_username,
                 password=settings.mqtt_password,
                 retained_timeout_s=settings.config_publish_timeout_s,
@@ -76,8 +95,19 @@ class ServerRuntime:
         return SqlAlchemyUnitOfWork(self.session_factory, self.login_limiter)
 
     def _publish(self, message: OutgoingMessage) -> None:
-        if self.link is not None:
-            self.link.publish(message)
+        if self.publisher is not None:
+            self.publisher.publish(message)
+
+    def _republish_in_background(self) -> None:
+        """Every config again after (re)connecting (retained copies may be gone), on a
+        thread of its own: neither the connection's thread nor ingest waits for it."""
+        threading.Thread(target=self._republish, name="republish", daemon=True).start()
+
+    def _republish(self) -> None:
+        try:
+            self.bus.handle(PublishConfigs())
+        except Exception:
+            logger.exception("republishing the configs failed; the periodic refresh retries")
 
     def start(self, *, wait: float | None = 5.0) -> None:
         self.ingest.start()
@@ -86,12 +116,16 @@ class ServerRuntime:
             self.retention.start()
         if self.snapshot_refresher is not None:
             self.snapshot_refresher.start()
+        if self.publisher is not None:
+            self.publisher.start(wait=wait)
         if self.link is not None:
             self.link.start(wait=wait)
 
     def stop(self) -> None:
         if self.link is not None:
             self.link.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
         if self.retention is not None:
             self.retention.stop()
         if self.snapshot_refresher is not None:

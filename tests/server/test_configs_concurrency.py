@@ -194,10 +194,10 @@ def test_publish_configs_slower_publisher_never_overwrites_newer_retained(
         granting.start()
         granting.join(TIMEOUT)
         assert not errors, errors
-        assert live.link is not None
+        assert live.publisher is not None
         # Sent on the server's own connection after everything it published: once the
         # watcher has it, the broker has handled every config the server sent before.
-        live.link.publish(OutgoingMessage(marker, b"end", qos=1))
+        live.publisher.publish(OutgoingMessage(marker, b"end", qos=1))
         newest = max(watcher.snapshots_until(marker), key=lambda s: s.version)
     finally:
         watcher.close()
