@@ -3,7 +3,7 @@
 Each controller is a paho client speaking the real protocol: `protocol/` topics and
 payloads, a retained birth and an `offline` last will, the signed config verified with
 its own key (a stale or badly signed one refused), events with a per-controller outbox
-seq kept until the server's cumulative ack covers them (resent if unacked for 10 s).
+seq kept until the server's cumulative ack covers them (resent as the firmware does).
 All clients of a process run on one thread: paho's external-loop API (`loop_read`,
 `loop_write`, `loop_misc`) driven by one `selectors` loop, plus a timer heap for the
 workload. The main process steers a worker through a `multiprocessing` pipe.
@@ -42,7 +42,11 @@ from protocol import (
 from protocol.topics import ack_topic, command_topic, events_topic, status_topic
 
 HEARTBEAT_S = 10.0
+# The firmware's outbox rule (firmware_pi/app.py): while the oldest unacked event does
+# not move, resend the oldest RESEND_WINDOW after 10 s, then after 20, 40… up to 320 s.
 RESEND_AFTER_S = 10.0
+RESEND_MAX_S = 320.0
+RESEND_WINDOW = 100
 FIRMWARE = "fleet-bench"
 
 
@@ -79,6 +83,8 @@ class SimController:
         self.boot_id = uuid.uuid4().hex[:16]
         self.seq = 0
         self.pending: dict[int, tuple[float, bytes]] = {}  # seq → (sent at, payload)
+        self.oldest: tuple[int, float] | None = None  # oldest unacked seq, since when
+        self.resend_after_s = RESEND_AFTER_S
         self.snapshot: PermissionSnapshot | None = None
         self.session: tuple[str, float] | None = None  # (session id, started wall)
         self.busy_since: float | None = None
@@ -251,13 +257,22 @@ class SimController:
         self.session = None
 
     def resend_stale(self, now: float) -> None:
-        """The outbox's rule: events unacked for RESEND_AFTER_S are sent again."""
-        for seq, (sent, payload) in list(self.pending.items()):
-            if now - sent > RESEND_AFTER_S:
-                self.pending[seq] = (now, payload)
-                self.fleet.measures.counts["resent"] += 1
-                self.client.publish(events_topic(self.spec.site, self.spec.machine), payload,
-                                    qos=1)  # fmt: skip
+        """The outbox's rule: the oldest unacked events again, backing off while stuck."""
+        if not self.pending:
+            self.oldest = None
+            return
+        oldest = min(self.pending)
+        if self.oldest is None or self.oldest[0] != oldest:
+            self.oldest, self.resend_after_s = (oldest, now), RESEND_AFTER_S
+            return
+        if now - self.oldest[1] <= self.resend_after_s:
+            return
+        self.oldest = (oldest, now)
+        self.resend_after_s = min(self.resend_after_s * 2, RESEND_MAX_S)
+        topic = events_topic(self.spec.site, self.spec.machine)
+        for seq in sorted(self.pending)[:RESEND_WINDOW]:
+            self.fleet.measures.counts["resent"] += 1
+            self.client.publish(topic, self.pending[seq][1], qos=1)
 
 
 class Fleet:

@@ -9,7 +9,8 @@ with `--controllers` machines, then the server processes (`FABLAB_MQTT_SHARED_GR
 events spread over them by an MQTT shared subscription, each process its own client
 id). The controllers (paho clients) publish `--events` events in all (one session
 each, then heartbeats) at QoS 1 as fast as the broker takes them, and keep each event
-until an ack covers it, resending what is unacked after 10 s, as the outbox does.
+until an ack covers it, resending the oldest unacked as the firmware's outbox does
+(100 of them after 10 s without progress, then after 20, 40… up to 320 s).
 
 Each controller's first event (its session) is published and acked before timing
 starts, so the servers are up and subscribed. Throughput = the other events / (first
@@ -54,7 +55,11 @@ from tests.fixtures.postgres import PostgresCluster, create_database, with_datab
 
 SITE = "bench"
 GROUP = "ingest"
+# The firmware's outbox rule (firmware_pi/app.py): while the oldest unacked event does
+# not move, resend the oldest RESEND_WINDOW after 10 s, then after 20, 40… up to 320 s.
 RESEND_AFTER_S = 10.0
+RESEND_MAX_S = 320.0
+RESEND_WINDOW = 100
 
 
 def register(url: str, controllers: int) -> list[str]:
@@ -88,6 +93,7 @@ class Publisher:
     sent: int = 0  # payloads handed to the client so far
     acked_at: float = 0.0
     changed_at: float = 0.0
+    resend_after_s: float = RESEND_AFTER_S
     done: threading.Event = field(default_factory=threading.Event)
 
     def prepare(self, count: int) -> None:
@@ -128,7 +134,7 @@ class Publisher:
         ack = Ack.decode(bytes(message.payload))
         if ack.outbox_id == self.outbox_id and ack.up_to_seq > self.acked:
             self.acked, self.acked_at = ack.up_to_seq, time.time()
-            self.changed_at = self.acked_at
+            self.changed_at, self.resend_after_s = self.acked_at, RESEND_AFTER_S
             if self.acked >= len(self.payloads):
                 self.done.set()
 
@@ -143,13 +149,14 @@ class Publisher:
         self.publish(payloads)
 
     def resend_if_stuck(self, now: float) -> int:
-        """The outbox's rule: nothing acked for RESEND_AFTER_S → send the unacked again."""
-        if self.done.is_set() or now - self.changed_at < RESEND_AFTER_S:
+        """The outbox's rule: the oldest unacked events again, backing off while stuck."""
+        if self.done.is_set() or now - self.changed_at < self.resend_after_s:
             return 0
         self.changed_at = now
-        rest = self.payloads[self.acked : self.sent]
-        self.publish(rest)
-        return len(rest)
+        self.resend_after_s = min(self.resend_after_s * 2, RESEND_MAX_S)
+        window = self.payloads[self.acked : min(self.sent, self.acked + RESEND_WINDOW)]
+        self.publish(window)
+        return len(window)
 
     def close(self) -> None:
         self.client.disconnect()

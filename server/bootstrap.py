@@ -37,7 +37,11 @@ class ServerRuntime:
         self.engine = make_engine(settings.database_url)
         self.session_factory = make_session_factory(self.engine)
         self.login_limiter = LoginRateLimiter()
-        self.bus = MessageBus(self.new_uow, publish=self._publish)
+        self.bus = MessageBus(
+            self.new_uow,
+            publish=self._publish,
+            publish_many=self._publish_many if mqtt_enabled else None,
+        )
         self.ingest = IngestWorker(
             self.bus, max_queue=settings.ingest_queue_size, limits=settings.plausibility()
         )
@@ -97,6 +101,10 @@ class ServerRuntime:
     def _publish(self, message: OutgoingMessage) -> None:
         if self.publisher is not None:
             self.publisher.publish(message)
+
+    def _publish_many(self, messages: list[OutgoingMessage]) -> None:
+        if self.publisher is not None:
+            self.publisher.publish_many(messages)
 
     def _republish_in_background(self) -> None:
         """Every config again after (re)connecting (retained copies may be gone), on a

@@ -104,9 +104,28 @@ class ServerMqttLink:
         config is republished on connect) and this returns once the broker confirmed it
         or `retained_timeout_s` passed: configs sent in turn, even by several server
         processes, reach the broker in turn."""
+        self.publish_many([message])
+
+    def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        """`publish` for several messages: all handed to the client at once, then the
+        broker's confirmations of the retained ones awaited (`retained_timeout_s` in all)."""
+        waiting = [(m, info) for m in messages if (info := self._send(m)) is not None]
+        deadline = time.monotonic() + self.retained_timeout_s
+        for message, info in waiting:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError) as exc:
+                logger.warning("config to %s not confirmed: %s", message.topic, exc)
+                continue
+            if not info.is_published():
+                logger.warning("config to %s not confirmed within %ss", message.topic,
+                               self.retained_timeout_s)  # fmt: skip
+
+    def _send(self, message: OutgoingMessage) -> mqtt.MQTTMessageInfo | None:
+        """Hand one message to the client; its delivery info if it is a retained one."""
         if message.retain and not self._client.is_connected():
             logger.debug("not connected: %s is republished on connect", message.topic)
-            return
+            return None
         info = self._client.publish(
             message.topic, message.payload, qos=message.qos, retain=message.retain
         )
@@ -114,16 +133,8 @@ class ServerMqttLink:
             # Retained configs are all republished on (re)connect: only other losses matter.
             level = logging.DEBUG if message.retain else logging.WARNING
             logger.log(level, "publish to %s not sent now (rc=%s)", message.topic, info.rc)
-            return
-        if message.retain:
-            try:
-                info.wait_for_publish(self.retained_timeout_s)
-            except (RuntimeError, ValueError) as exc:
-                logger.warning("config to %s not confirmed: %s", message.topic, exc)
-            else:
-                if not info.is_published():
-                    logger.warning("config to %s not confirmed within %ss", message.topic,
-                                   self.retained_timeout_s)  # fmt: skip
+            return None
+        return info if message.retain else None
 
     def _handle_connect(
         self, client: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object

@@ -157,6 +157,16 @@ class MachineRepository(_Repository):
         )
         return bool(getattr(result, "rowcount", 0) == 1)
 
+    def lock_snapshot_versions(self, machine_ids: Sequence[str]) -> dict[str, int]:
+        """`lock_snapshot_version` for many machines: their rows locked in id order."""
+        query = (
+            select(Machine.id, Machine.snapshot_version)
+            .where(Machine.id.in_(machine_ids))
+            .order_by(Machine.id)
+            .with_for_update()
+        )
+        return {machine_id: version for machine_id, version in self.session.execute(query)}
+
     def lock_snapshot_version(self, machine_id: str) -> int | None:
         """The machine's latest committed snapshot version, its row locked until the end of
         the transaction (SELECT … FOR UPDATE on PostgreSQL; SQLite has no row locks)."""
