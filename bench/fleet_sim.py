@@ -183,6 +183,8 @@ class SimController:
         ).encode()  # fmt: skip
         self.pending[self.seq] = (now, payload)
         self.fleet.measures.counts[f"sent_{kind.value}"] += 1
+        if self.fleet.window[0] <= now <= self.fleet.window[1]:
+            self.fleet.measures.counts["window_sent"] += 1
         self.client.publish(events_topic(self.spec.site, self.spec.machine), payload, qos=1)
 
     def tap(self) -> None:

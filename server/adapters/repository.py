@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from protocol import Level
 from server.adapters.orm import (
@@ -150,12 +151,25 @@ class MachineRepository(_Repository):
     ) -> bool:
         """Record a new published snapshot unless another one was recorded since `expected`
         (compare-and-set on the version: False means someone else got there first)."""
+        values = {
+            "snapshot_version": version,
+            "snapshot_issued_at": issued_at,
+            "snapshot_digest": digest,
+        }
         result = self.session.execute(
             update(Machine)
             .where(Machine.id == machine_id, Machine.snapshot_version == expected)
-            .values(snapshot_version=version, snapshot_issued_at=issued_at, snapshot_digest=digest)
+            .values(**values)
+            # Not "evaluate" over every object of the session (quadratic when a batch
+            # records a thousand machines): only this machine's object, if loaded.
+            .execution_options(synchronize_session=False)
         )
-        return bool(getattr(result, "rowcount", 0) == 1)
+        recorded = bool(getattr(result, "rowcount", 0) == 1)
+        loaded = self.session.identity_map.get(self.session.identity_key(Machine, machine_id))
+        if recorded and loaded is not None:
+            for name, value in values.items():
+                set_committed_value(loaded, name, value)
+        return recorded
 
     def lock_snapshot_versions(self, machine_ids: Sequence[str]) -> dict[str, int]:
         """`lock_snapshot_version` for many machines: their rows locked in id order."""
