@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.fleet import postgres_pids, total_cpu  # noqa: E402
 from protocol import Ack, Event, EventKind, Level, ack_topic, events_topic  # noqa: E402
 from server.adapters.orm import RawEvent  # noqa: E402
 from tests.faults.harness import ServerProcess  # noqa: E402
@@ -171,6 +172,16 @@ class RunResult:
     resent: int
     lost: int
     doubled: int
+    servers_cpu: float = 0.0  # % of one core, all server processes, timed part
+    postgres_cpu: float = 0.0
+    machine_busy: float = 0.0  # % of all cores busy (every process on the machine)
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine since boot (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def check_database(url: str, publishers: list[Publisher]) -> tuple[int, int]:
@@ -198,7 +209,7 @@ def check_database(url: str, publishers: list[Publisher]) -> tuple[int, int]:
 
 def one_run(
     name: str, tmp: Path, url: str, broker: MosquittoServer, servers: int, args: argparse.Namespace,
-    kill_at: float | None = None,
+    cluster: PostgresCluster | None, kill_at: float | None = None,
 ) -> RunResult:  # fmt: skip
     machines = register(url, args.controllers)
     procs = []
@@ -215,19 +226,20 @@ def one_run(
         pub.prepare(per)
         pub.connect()
     try:
-        seconds, resent = drive(publishers, procs, kill_at)
+        seconds, resent, usage = drive(publishers, procs, kill_at, cluster)
     finally:
         for pub in publishers:
             pub.close()
         for proc in procs:
             proc.stop()
     lost, doubled = check_database(url, publishers)
-    return RunResult(name, (per - 1) * len(machines), seconds, resent, lost, doubled)
+    return RunResult(name, (per - 1) * len(machines), seconds, resent, lost, doubled, *usage)
 
 
 def drive(
-    publishers: list[Publisher], procs: list[ServerProcess], kill_at: float | None
-) -> tuple[float, int]:
+    publishers: list[Publisher], procs: list[ServerProcess], kill_at: float | None,
+    cluster: PostgresCluster | None,
+) -> tuple[float, int, tuple[float, float, float]]:  # fmt: skip
     """Open each controller's session (acked before timing starts: the servers are
     subscribed), publish the rest, resend what stays unacked, kill a server if asked;
     the seconds from the first timed publish to the last ack, and the events resent."""
@@ -236,6 +248,9 @@ def drive(
         pub.send_new(1)
     resent = _until(publishers, lambda: all(p.acked >= 1 for p in publishers))
     total = sum(len(p.payloads) - 1 for p in publishers)
+    server_pids = [p.process.pid for p in procs if p.process is not None]
+    pg = postgres_pids(cluster)
+    before = (total_cpu(server_pids), total_cpu(pg), machine_ticks())
     started = time.time()
     for pub in publishers:
         pub.changed_at = started
@@ -250,7 +265,14 @@ def drive(
         return all(p.done.is_set() for p in publishers)
 
     resent += _until(publishers, finished)
-    return max(p.acked_at for p in publishers) - started, resent
+    elapsed = time.time() - started
+    busy, ticks = (a - b for a, b in zip(machine_ticks(), before[2], strict=True))
+    usage = (
+        (total_cpu(server_pids) - before[0]) / elapsed * 100,
+        (total_cpu(pg) - before[1]) / elapsed * 100,
+        busy / ticks * 100 if ticks else float("nan"),
+    )
+    return max(p.acked_at for p in publishers) - started, resent, usage
 
 
 def _until(publishers: list[Publisher], condition: Callable[[], bool]) -> int:
@@ -287,7 +309,7 @@ def main() -> None:
             database = f"scale_{name.replace('-', '_')}_{uuid.uuid4().hex[:6]}"
             create_database(admin_url, database)
             url = with_database(admin_url, database)
-            results.append(one_run(name, tmp, url, broker, servers, args, kill_at))
+            results.append(one_run(name, tmp, url, broker, servers, args, cluster, kill_at))
             print(f"{name}: {results[-1]}", file=sys.stderr)
     finally:
         broker.stop()
@@ -301,11 +323,14 @@ def report(results: list[RunResult], args: argparse.Namespace, load: tuple[float
           f"{platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"{args.events} events from {args.controllers} controllers per run, PostgreSQL; "
           f"load average {load[0]:.1f} → {load[1]:.1f}\n")
-    print("| run | events | seconds | events / s | resent | lost | doubled |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| run | events | seconds | events / s | resent | lost | doubled "
+          "| servers CPU | PostgreSQL CPU | machine busy |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         print(f"| {r.name} | {r.events} | {r.seconds:.1f} | {r.events / r.seconds:.0f} | "
-              f"{r.resent} | {r.lost} | {r.doubled} |")
+              f"{r.resent} | {r.lost} | {r.doubled} | {r.servers_cpu:.0f} % | "
+              f"{r.postgres_cpu:.0f} % | {r.machine_busy:.0f} % |")
+    print("\n(CPU: % of one core; machine busy: % of both cores, every process on the box)")
     one = next(r for r in results if r.name == "one")
     two = next(r for r in results if r.name == "two")
     ratio = (two.events / two.seconds) / (one.events / one.seconds)
