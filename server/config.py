@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Set on every server process of a scaled-out deployment: ingest is spread over
     # them with an MQTT shared subscription ($share/<group>/...).
     mqtt_shared_group: str | None = None
+    # Ingest the controllers of every site on the broker, not only `site`'s: one set of
+    # server processes serving a network of labs.
+    mqtt_all_sites: bool = False
     site: str = "lab"
     timezone: str = "Europe/Paris"
     http_host: str = "127.0.0.1"
@@ -163,6 +166,11 @@ class Settings(BaseSettings):
                 f"FABLAB_DB_POOL_SIZE + FABLAB_DB_MAX_OVERFLOW ({connections})"
             )
         return self
+
+    @field_validator("mqtt_shared_group")
+    @classmethod
+    def _group_is_slug(cls, value: str | None) -> str | None:
+        return None if value is None else check_segment(value, "mqtt_shared_group")
 
     @field_validator("site")
     @classmethod

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+logger = logging.getLogger(__name__)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -73,3 +79,46 @@ def make_engine(url: str, pool: PoolSize | None = None) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit PostgreSQL advisory lock key for a name."""
+    digest = hashlib.sha256(f"fablab-monitor:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def exclusive_run(engine: Engine) -> Callable[[str], AbstractContextManager[bool]]:
+    """A factory of `exclusive(name)` blocks for periodic workers.
+
+    On PostgreSQL the block holds a session advisory lock (`pg_try_advisory_lock`) on a
+    connection of its own: it yields False at once when another server process holds
+    it, and the lock goes with the connection if the holder dies. On SQLite (one box,
+    one server process) it always yields True.
+    """
+
+    def exclusive(name: str) -> AbstractContextManager[bool]:
+        if engine.dialect.name != "postgresql":
+            return _acquired()
+        return _advisory_lock(engine, advisory_key(name))
+
+    return exclusive
+
+
+@contextmanager
+def _acquired() -> Iterator[bool]:
+    yield True
+
+
+@contextmanager
+def _advisory_lock(engine: Engine, key: int) -> Iterator[bool]:
+    with engine.connect() as connection:
+        acquired = bool(
+            connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar()
+        )
+        connection.commit()  # hold no transaction open while the run does its work
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()

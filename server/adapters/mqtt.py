@@ -56,9 +56,11 @@ class ServerMqttLink:
         username: str | None = None,
         password: str | None = None,
         retained_timeout_s: float = 5.0,
+        clean_session: bool = False,
     ) -> None:
         self.address = BrokerAddress.parse(url)
         self.retained_timeout_s = retained_timeout_s
+        self.clean_session = clean_session
         self._subscriptions = list(subscriptions)
         self._on_message_cb = on_message
         self._on_connect_cb = on_connect
@@ -68,7 +70,10 @@ class ServerMqttLink:
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv311,
-            clean_session=False,  # the broker queues QoS 1 events while the server is down
+            # False: the broker queues QoS 1 events while the server is down. True for
+            # a member of a shared group: Mosquitto keeps handing a disconnected
+            # persistent member its share, held until that process comes back.
+            clean_session=clean_session,
         )
         if username:
             self._client.username_pw_set(username, password)
@@ -83,6 +88,10 @@ class ServerMqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def subscriptions(self) -> list[str]:
+        return list(self._subscriptions)
 
     def start(self, *, wait: float | None = None) -> None:
         """Connect in the background; with `wait`, block up to that many seconds for it."""
@@ -102,9 +111,28 @@ class ServerMqttLink:
         config is republished on connect) and this returns once the broker confirmed it
         or `retained_timeout_s` passed: configs sent in turn, even by several server
         processes, reach the broker in turn."""
+        self.publish_many([message])
+
+    def publish_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        """`publish` for several messages: all handed to the client at once, then the
+        broker's confirmations of the retained ones awaited (`retained_timeout_s` in all)."""
+        waiting = [(m, info) for m in messages if (info := self._send(m)) is not None]
+        deadline = time.monotonic() + self.retained_timeout_s
+        for message, info in waiting:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError) as exc:
+                logger.warning("config to %s not confirmed: %s", message.topic, exc)
+                continue
+            if not info.is_published():
+                logger.warning("config to %s not confirmed within %ss", message.topic,
+                               self.retained_timeout_s)  # fmt: skip
+
+    def _send(self, message: OutgoingMessage) -> mqtt.MQTTMessageInfo | None:
+        """Hand one message to the client; its delivery info if it is a retained one."""
         if message.retain and not self._client.is_connected():
             logger.debug("not connected: %s is republished on connect", message.topic)
-            return
+            return None
         info = self._client.publish(
             message.topic, message.payload, qos=message.qos, retain=message.retain
         )
@@ -115,16 +143,8 @@ class ServerMqttLink:
                 logging.INFO if self._stopping else logging.WARNING
             )
             logger.log(level, "publish to %s not sent now (rc=%s)", message.topic, info.rc)
-            return
-        if message.retain:
-            try:
-                info.wait_for_publish(self.retained_timeout_s)
-            except (RuntimeError, ValueError) as exc:
-                logger.warning("config to %s not confirmed: %s", message.topic, exc)
-            else:
-                if not info.is_published():
-                    logger.warning("config to %s not confirmed within %ss", message.topic,
-                                   self.retained_timeout_s)  # fmt: skip
+            return None
+        return info if message.retain else None
 
     def _handle_connect(
         self, client: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object
@@ -150,8 +170,9 @@ class ServerMqttLink:
         self._on_message_cb(message.topic, bytes(message.payload))
 
 
-def ingest_subscriptions(site: str, shared_group: str | None = None) -> list[str]:
-    """The filters ingest listens on; a shared group spreads them over server processes."""
+def ingest_subscriptions(site: str = "+", shared_group: str | None = None) -> list[str]:
+    """The filters ingest listens on (site "+": every site); a shared group spreads
+    them over server processes, each message to one of them."""
     kinds = (TopicKind.EVENTS, TopicKind.STATUS, TopicKind.AUTH_REQUEST)
     filters = [subscription_filter(kind, site) for kind in kinds]
     if shared_group:

@@ -9,6 +9,7 @@ from typing import Any, cast
 from sqlalchemy import Select, Table, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from protocol import Level
 from server.adapters.orm import (
@@ -158,17 +159,50 @@ class MachineRepository(_Repository):
     def ids(self) -> list[str]:
         return list(self.session.scalars(select(Machine.id)).all())
 
+    def with_controllers(self, machine_ids: Sequence[str]) -> list[Machine]:
+        """The machines among these ids, each with its controller loaded (one query)."""
+        query = (
+            select(Machine)
+            .where(Machine.id.in_(machine_ids))
+            .options(selectinload(Machine.controller))
+            .order_by(Machine.id)
+        )
+        return list(self.session.scalars(query).all())
+
     def set_snapshot_if_version(
         self, machine_id: str, *, expected: int, version: int, issued_at: int, digest: str
     ) -> bool:
         """Record a new published snapshot unless another one was recorded since `expected`
         (compare-and-set on the version: False means someone else got there first)."""
+        values = {
+            "snapshot_version": version,
+            "snapshot_issued_at": issued_at,
+            "snapshot_digest": digest,
+        }
         result = self.session.execute(
             update(Machine)
             .where(Machine.id == machine_id, Machine.snapshot_version == expected)
-            .values(snapshot_version=version, snapshot_issued_at=issued_at, snapshot_digest=digest)
+            .values(**values)
+            # Not "evaluate" over every object of the session (quadratic when a batch
+            # records a thousand machines): only this machine's object, if loaded.
+            .execution_options(synchronize_session=False)
         )
-        return bool(getattr(result, "rowcount", 0) == 1)
+        recorded = bool(getattr(result, "rowcount", 0) == 1)
+        loaded = self.session.identity_map.get(self.session.identity_key(Machine, machine_id))
+        if recorded and loaded is not None:
+            for name, value in values.items():
+                set_committed_value(loaded, name, value)
+        return recorded
+
+    def lock_snapshot_versions(self, machine_ids: Sequence[str]) -> dict[str, int]:
+        """`lock_snapshot_version` for many machines: their rows locked in id order."""
+        query = (
+            select(Machine.id, Machine.snapshot_version)
+            .where(Machine.id.in_(machine_ids))
+            .order_by(Machine.id)
+            .with_for_update()
+        )
+        return {machine_id: version for machine_id, version in self.session.execute(query)}
 
     def lock_snapshot_version(self, machine_id: str) -> int | None:
         """The machine's latest committed snapshot version, its row locked until the end of
@@ -193,6 +227,18 @@ class ControllerRepository(_Repository):
 
     def all(self) -> Sequence[Controller]:
         return self.session.scalars(select(Controller).order_by(Controller.id)).all()
+
+
+def _training_view(t: Training, lapse_months: int | None) -> TrainingView:
+    return TrainingView(
+        member_id=t.member_id,
+        training_type_id=t.training_type_id,
+        level=Level(t.level),
+        granted_at=t.granted_at,
+        expires_at=t.expires_at,
+        revoked_at=t.revoked_at,
+        lapse_months=lapse_months,
+    )
 
 
 class TrainingRepository(_Repository):
@@ -260,18 +306,28 @@ class TrainingRepository(_Repository):
             ).where(TrainingTypeMachine.machine_id == machine_id)
         if member_ids is not None:
             query = query.where(Training.member_id.in_(member_ids))
-        return [
-            TrainingView(
-                member_id=t.member_id,
-                training_type_id=t.training_type_id,
-                level=Level(t.level),
-                granted_at=t.granted_at,
-                expires_at=t.expires_at,
-                revoked_at=t.revoked_at,
-                lapse_months=lapse_months,
+        return [_training_view(t, lapse_months) for t, lapse_months in self.session.execute(query)]
+
+    def views_by_machine(self, machine_ids: Sequence[str]) -> dict[str, list[TrainingView]]:
+        """`views(machine_id=…)` for many machines in one query."""
+        query = (
+            select(Training, TrainingType.lapse_months, TrainingTypeMachine.machine_id)
+            .join(TrainingType, TrainingType.id == Training.training_type_id)
+            .join(Member, Member.id == Training.member_id)
+            .join(
+                TrainingTypeMachine,
+                TrainingTypeMachine.training_type_id == Training.training_type_id,
             )
-            for t, lapse_months in self.session.execute(query).all()
-        ]
+            .where(
+                Training.revoked_at.is_(None),
+                Member.active.is_(True),
+                TrainingTypeMachine.machine_id.in_(machine_ids),
+            )
+        )
+        views: dict[str, list[TrainingView]] = {machine_id: [] for machine_id in machine_ids}
+        for t, lapse_months, machine_id in self.session.execute(query).all():
+            views[machine_id].append(_training_view(t, lapse_months))
+        return views
 
     def last_used(self, member_ids: set[str] | None = None) -> dict[tuple[str, str], datetime]:
         """(member, training type) -> start of the member's latest session on its machines."""

@@ -19,10 +19,10 @@ from protocol import (
 from server.adapters.orm import Controller, Machine, utcnow
 from server.domain.access import Role
 from server.domain.snapshots import BadgeGrant, PublishedVersion, StaffGrant, build_snapshot
-from server.domain.trainings import effective_permissions
+from server.domain.trainings import TrainingView, effective_permissions
 from server.service_layer import prepaid
 from server.service_layer.commands import ConfigMessage, OutgoingMessage, PublishConfigs
-from server.service_layer.periodic import PeriodicWorker
+from server.service_layer.periodic import ExclusiveRun, PeriodicWorker
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 if TYPE_CHECKING:
@@ -47,16 +47,53 @@ def machine_settings(machine: Machine, *, plain_badges_allowed: bool = True) -> 
 
 def machine_grants(uow: SqlAlchemyUnitOfWork, machine_id: str, now: datetime) -> list[BadgeGrant]:
     """Every active badge of a member holding a live training that covers the machine."""
-    views = uow.trainings.views(machine_id=machine_id)
-    members = {v.member_id for v in views}
-    permissions = effective_permissions(views, uow.trainings.last_used(members), now)
-    badges = uow.trainings.active_badges(set(permissions))
-    protected = uow.badges.protected_uids({uid for _member_id, uid in badges})
-    return [
-        BadgeGrant(uid, member_id, permissions[member_id].level, permissions[member_id].expires_at,
-                   protected=uid in protected)
-        for member_id, uid in badges
-    ]
+    return _AccessReading.of(uow, [machine_id], set()).grants(machine_id, now)
+
+
+class _AccessReading:
+    """What the snapshots of some machines are built from, read once for all of them:
+    the trainings covering each, last uses, active badges (of the trained members and of
+    `staff`), and which badges carry the anti-cloning sector."""
+
+    def __init__(
+        self,
+        views: dict[str, list[TrainingView]],
+        last_used: dict[tuple[str, str], datetime],
+        badges: dict[str, list[str]],
+        protected: set[str],
+    ) -> None:
+        self.views, self.last_used, self.badges, self.protected = (
+            views, last_used, badges, protected
+        )
+
+    @classmethod
+    def of(
+        cls, uow: SqlAlchemyUnitOfWork, ids: list[str], staff: set[str]
+    ) -> _AccessReading:
+        views = uow.trainings.views_by_machine(ids)
+        members = {v.member_id for machine_views in views.values() for v in machine_views}
+        badges: dict[str, list[str]] = {}
+        for member_id, uid in uow.trainings.active_badges(members | staff):
+            badges.setdefault(member_id, []).append(uid)
+        protected = uow.badges.protected_uids({uid for uids in badges.values() for uid in uids})
+        last_used = uow.trainings.last_used(members) if members else {}
+        return cls(views, last_used, badges, protected)
+
+    def grants(self, machine_id: str, now: datetime) -> list[BadgeGrant]:
+        permissions = effective_permissions(self.views.get(machine_id, []), self.last_used, now)
+        return [
+            BadgeGrant(uid, member_id, permission.level, permission.expires_at,
+                       protected=uid in self.protected)
+            for member_id, permission in permissions.items()
+            for uid in self.badges.get(member_id, ())
+        ]  # fmt: skip
+
+    def badges_of(self, member_ids: set[str]) -> list[tuple[str, str]]:
+        return [(m, uid) for m in sorted(member_ids) for uid in self.badges.get(m, ())]
+
+
+# (member id, badge uid) of the active badges of the given members.
+BadgeLookup = Callable[[set[str]], list[tuple[str, str]]]
 
 
 def machine_staff(
@@ -64,6 +101,10 @@ def machine_staff(
 ) -> list[StaffGrant]:
     """Trainers on the machine supervise; managers (every machine) may override
     out-of-service."""
+    return _staff(grants, managers, uow.trainings.active_badges)
+
+
+def _staff(grants: list[BadgeGrant], managers: set[str], badges: BadgeLookup) -> list[StaffGrant]:
     roles: dict[str, set[StaffRole]] = {}
     expiry: dict[str, datetime | None] = {}
     for grant in grants:
@@ -75,7 +116,7 @@ def machine_staff(
         expiry[member_id] = None  # a manager's override does not lapse with a training
     return [
         StaffGrant(uid, member_id, tuple(sorted(roles[member_id])), expiry.get(member_id))
-        for member_id, uid in uow.trainings.active_badges(set(roles))
+        for member_id, uid in badges(set(roles))
     ]
 
 
@@ -90,19 +131,48 @@ class ConcurrentPublishError(RuntimeError):
 def publish_configs(cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork) -> list[str]:
     """Build, sign and version the config of the machines; the messages go out after commit.
 
-    Each machine's version is recorded by compare-and-set in its own transaction: two
-    publishers that read the same previous version cannot both record a new one, the
-    second builds again from the state the first committed.
+    Each machine's version is recorded by compare-and-set: two publishers that read the
+    same previous version cannot both record a new one, the second builds again from the
+    state the first committed. Several machines are built from one read of the
+    trainings and recorded in one transaction; a machine whose compare-and-set lost is
+    then built again on its own.
     """
-    ids = sorted(cmd.machine_ids) if cmd.machine_ids is not None else uow.machines.ids()
+    ids = sorted(cmd.machine_ids) if cmd.machine_ids is not None else sorted(uow.machines.ids())
     managers = uow.members.with_roles({Role.MANAGER.value, Role.ADMIN.value})
+    batch = _record_batch(cmd, uow, ids, managers) if len(ids) > 1 else {}
     published = []
     for machine_id in ids:
-        config = _record_config(cmd, uow, machine_id, managers)
+        if machine_id in batch:
+            config = batch[machine_id]
+        else:
+            config = _record_config(cmd, uow, machine_id, managers)
         if config is not None:
             uow.configs.append(config)
             published.append(machine_id)
     return published
+
+
+def _record_batch(
+    cmd: PublishConfigs, uow: SqlAlchemyUnitOfWork, ids: list[str], managers: set[str]
+) -> dict[str, ConfigMessage | None]:
+    """The machines' signed configs from one read, their versions committed together;
+    a machine whose compare-and-set lost is left out (None: no controller)."""
+    machines = {m.id: m for m in uow.machines.with_controllers(ids)}
+    reading = _AccessReading.of(uow, ids, managers)
+    results: dict[str, ConfigMessage | None] = {}
+    for machine_id in ids:
+        started = time.perf_counter()
+        machine = machines.get(machine_id)
+        if machine is None or machine.controller is None:
+            results[machine_id] = None
+            continue
+        grants = reading.grants(machine_id, cmd.at)
+        staff = _staff(grants, managers, reading.badges_of)
+        config = _try_record(cmd, uow, machine, machine.controller, grants, staff, started)
+        if config is not None:
+            results[machine_id] = config
+    uow.commit()
+    return results
 
 
 def _record_config(
@@ -115,46 +185,67 @@ def _record_config(
         controller = machine.controller if machine else None
         if machine is None or controller is None:
             return None
-        previous = PublishedVersion(
-            machine.snapshot_version, machine.snapshot_issued_at, machine.snapshot_digest
-        )
-        snapshot, digest = _build(cmd, uow, machine, controller, managers, previous)
-        recorded = snapshot.version == previous.version or uow.machines.set_snapshot_if_version(
-            machine.id,
-            expected=previous.version,
-            version=snapshot.version,
-            issued_at=snapshot.issued_at,
-            digest=digest,
-        )
-        if recorded:
+        grants = machine_grants(uow, machine.id, cmd.at)
+        staff = machine_staff(uow, grants, managers)
+        config = _try_record(cmd, uow, machine, controller, grants, staff, started)
+        if config is not None:
             uow.commit()
-            payload = encode_config(snapshot, bytes.fromhex(controller.key_hex))
-            message = OutgoingMessage(config_topic(machine.site, machine.id), payload, retain=True)
-            return ConfigMessage(machine.id, snapshot.version, message, started)
+            return config
         uow.rollback()  # expires what we read: the next attempt reads the newer version
     raise ConcurrentPublishError(f"could not record a snapshot version for {machine_id}")
 
 
-def _build(
+def _try_record(
     cmd: PublishConfigs,
     uow: SqlAlchemyUnitOfWork,
     machine: Machine,
     controller: Controller,
-    managers: set[str],
+    grants: list[BadgeGrant],
+    staff: list[StaffGrant],
+    started: float,
+) -> ConfigMessage | None:
+    """Build the snapshot and record its version by compare-and-set (not committed);
+    None if another publisher recorded a version since this one was read. Prepaid
+    members' grants get what the controller needs to decide offline."""
+    previous = PublishedVersion(
+        machine.snapshot_version, machine.snapshot_issued_at, machine.snapshot_digest
+    )
+    grants = prepaid.with_allowances(uow, machine.id, grants, cmd.at)
+    settings = machine_settings(machine, plain_badges_allowed=uow.plain_badges_allowed)
+    snapshot, digest = _build(cmd, machine, controller, settings, grants, staff, previous)
+    recorded = snapshot.version == previous.version or uow.machines.set_snapshot_if_version(
+        machine.id,
+        expected=previous.version,
+        version=snapshot.version,
+        issued_at=snapshot.issued_at,
+        digest=digest,
+    )
+    if not recorded:
+        return None
+    payload = encode_config(snapshot, bytes.fromhex(controller.key_hex))
+    message = OutgoingMessage(config_topic(machine.site, machine.id), payload, retain=True)
+    return ConfigMessage(machine.id, snapshot.version, message, started)
+
+
+def _build(
+    cmd: PublishConfigs,
+    machine: Machine,
+    controller: Controller,
+    settings: MachineSettings,
+    grants: list[BadgeGrant],
+    staff: list[StaffGrant],
     previous: PublishedVersion,
 ) -> tuple[PermissionSnapshot, str]:
-    grants = prepaid.with_allowances(uow, machine.id, machine_grants(uow, machine.id, cmd.at),
-                                     cmd.at)  # fmt: skip
     return build_snapshot(
         site=machine.site,
         machine_id=machine.id,
         controller_id=controller.id,
         key=bytes.fromhex(controller.key_hex),
-        settings=machine_settings(machine, plain_badges_allowed=uow.plain_badges_allowed),
+        settings=settings,
         grants=grants,
         previous=previous,
         now=cmd.at,
-        staff=machine_staff(uow, grants, managers),
+        staff=staff,
         reissue_older_than_s=cmd.reissue_older_than_s,
     )
 
@@ -189,9 +280,16 @@ class SnapshotRefresher(PeriodicWorker):
     name = "snapshot-refresh"
 
     def __init__(
-        self, bus: MessageBus, interval_s: float, *, clock: Callable[[], datetime] = utcnow
+        self,
+        bus: MessageBus,
+        interval_s: float,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        exclusive: ExclusiveRun | None = None,
     ) -> None:
-        super().__init__(period_s=interval_s / 4, first_delay_s=interval_s / 4)
+        super().__init__(
+            period_s=interval_s / 4, first_delay_s=interval_s / 4, exclusive=exclusive
+        )
         self.bus = bus
         self.interval_s = interval_s
         self.clock = clock

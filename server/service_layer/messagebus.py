@@ -18,6 +18,9 @@ logger = logging.getLogger(__name__)
 # Returns once the message is sent; for a retained message (a config), once the broker
 # has it or the attempt failed, so that configs sent in turn reach the broker in turn.
 Publish = Callable[[OutgoingMessage], None]
+# Sends several messages; returns once the broker confirmed the retained ones (or the
+# attempt failed), so that each is with the broker before the next batch.
+PublishMany = Callable[[list[OutgoingMessage]], None]
 
 
 def _drop(message: OutgoingMessage) -> None:
@@ -33,9 +36,15 @@ class MessageBus:
     sends nothing, so the last config the broker retains is the newest.
     """
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, publish: Publish | None = None) -> None:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        publish: Publish | None = None,
+        publish_many: PublishMany | None = None,
+    ) -> None:
         self.uow_factory = uow_factory
         self.publish: Publish = publish or _drop
+        self._publish_many = publish_many
         self._config_locks: dict[str, threading.Lock] = {}
         self._config_locks_guard = threading.Lock()
         # Called with each command once it is handled and committed (the live floor
@@ -44,8 +53,12 @@ class MessageBus:
 
     def sharing(self, uow_factory: UnitOfWorkFactory) -> MessageBus:
         """A bus whose units of work come from `uow_factory` (another connection pool),
-        sharing this bus's listeners, per-machine config locks and publisher."""
-        other = MessageBus(uow_factory, publish=lambda message: self.publish(message))
+        sharing this bus's listeners, per-machine config locks and publishers."""
+        other = MessageBus(
+            uow_factory,
+            publish=lambda message: self.publish(message),
+            publish_many=self._publish_many,
+        )
         other.listeners = self.listeners
         other._config_locks = self._config_locks
         other._config_locks_guard = self._config_locks_guard
@@ -59,8 +72,10 @@ class MessageBus:
         dirty = set(uow.machines_to_publish)
         for message in outgoing:
             self.publish(message)
-        for config in configs:
-            self.send_config(config)
+        if len(configs) == 1:
+            self.send_config(configs[0])
+        elif configs:
+            self.send_configs(configs)
         if dirty:
             self.handle(PublishConfigs(frozenset(dirty)))
         for listener in self.listeners:
@@ -81,6 +96,33 @@ class MessageBus:
                 if config.build_started is not None:
                     SNAPSHOT_PUBLISH_SECONDS.observe(time.perf_counter() - config.build_started)
                 return True
+
+    def send_configs(self, configs: list[ConfigMessage]) -> list[str]:
+        """`send_config` for many machines at once: every lock taken in machine order,
+        the rows locked in one transaction, the current ones sent together and
+        confirmed by the broker before the locks are released; the machines sent."""
+        ordered = sorted({c.machine_id: c for c in configs}.values(), key=lambda c: c.machine_id)
+        locks = [self._config_lock(c.machine_id) for c in ordered]
+        for lock in locks:  # in one order everywhere: no deadlock with another batch
+            lock.acquire()
+        try:
+            uow = self.uow_factory()
+            with uow:  # the rows stay locked until the broker has every config
+                latest = uow.machines.lock_snapshot_versions([c.machine_id for c in ordered])
+                current = [c for c in ordered if latest.get(c.machine_id) == c.version]
+                self.publish_all([c.message for c in current])
+                return [c.machine_id for c in current]
+        finally:
+            for lock in locks:
+                lock.release()
+
+    def publish_all(self, messages: list[OutgoingMessage]) -> None:
+        """Send the messages; returns once the retained ones are with the broker."""
+        if self._publish_many is not None:
+            self._publish_many(messages)
+            return
+        for message in messages:
+            self.publish(message)
 
     def _config_lock(self, machine_id: str) -> threading.Lock:
         with self._config_locks_guard:

@@ -22,7 +22,7 @@ from server.domain.errors import DomainError, PermissionDeniedError
 from server.service_layer import commands as cmds
 from server.service_layer import guards
 from server.service_layer.audit import record
-from server.service_layer.periodic import PeriodicWorker
+from server.service_layer.periodic import ExclusiveRun, PeriodicWorker
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -281,7 +281,7 @@ class RetentionWorker(PeriodicWorker):
 
     Wire it in the server process with
     `RetentionWorker(runtime.bus, settings.raw_event_retention_days).start()` and
-    `.stop()` on shutdown. Several server processes purging at once is harmless.
+    `.stop()` on shutdown. With `exclusive`, one server process purges at a time.
     """
 
     name = "retention"
@@ -293,8 +293,9 @@ class RetentionWorker(PeriodicWorker):
         *,
         interval_s: float = 24 * 3600,
         first_delay_s: float = 60.0,
+        exclusive: ExclusiveRun | None = None,
     ) -> None:
-        super().__init__(period_s=interval_s, first_delay_s=first_delay_s)
+        super().__init__(period_s=interval_s, first_delay_s=first_delay_s, exclusive=exclusive)
         self.bus = bus
         self.retention_days = retention_days
         self.interval_s = interval_s

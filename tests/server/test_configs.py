@@ -18,7 +18,7 @@ from server.bootstrap import ServerRuntime
 from server.config import Settings
 from server.domain.trainings import add_months
 from server.service_layer import commands as cmds
-from server.service_layer.commands import OutgoingMessage
+from server.service_layer.commands import ConfigMessage, OutgoingMessage
 from server.service_layer.configs import SnapshotRefresher
 from tests.server.conftest import KEY_HEX, SITE, EventFactory, Ingest
 
@@ -165,3 +165,19 @@ def test_publish_configs_session_moving_lapse_date_republishes_every_machine_of_
     started = datetime.fromtimestamp(events.wall, UTC)
     entry = _last_snapshot(sent, "laser-2").lookup(ADA)
     assert entry is not None and entry.expires_at == int(add_months(started, 6).timestamp())
+
+
+def test_send_configs_sends_only_configs_still_the_latest(
+    lab: ServerRuntime, sent: list[OutgoingMessage]
+) -> None:
+    lab.bus.handle(cmds.AddMachine("zeta", "Zeta", SITE, key_hex=KEY_HEX))
+    lab.bus.handle(cmds.PublishConfigs())
+    with lab.new_uow() as uow:
+        versions = {m: uow.machines.get(m).snapshot_version for m in ("laser", "zeta")}  # type: ignore[union-attr]
+    old = OutgoingMessage(config_topic(SITE, "laser"), b"old", retain=True)
+    new = OutgoingMessage(config_topic(SITE, "zeta"), b"new", retain=True)
+    superseded = ConfigMessage("laser", versions["laser"] - 1, old)
+    latest = ConfigMessage("zeta", versions["zeta"], new)
+    sent.clear()
+    assert lab.bus.send_configs([superseded, latest]) == ["zeta"]
+    assert [m.payload for m in sent] == [b"new"]

@@ -194,10 +194,10 @@ def test_publish_configs_slower_publisher_never_overwrites_newer_retained(
         granting.start()
         granting.join(TIMEOUT)
         assert not errors, errors
-        assert live.link is not None
+        assert live.publisher is not None
         # Sent on the server's own connection after everything it published: once the
         # watcher has it, the broker has handled every config the server sent before.
-        live.link.publish(OutgoingMessage(marker, b"end", qos=1))
+        live.publisher.publish(OutgoingMessage(marker, b"end", qos=1))
         newest = max(watcher.snapshots_until(marker), key=lambda s: s.version)
     finally:
         watcher.close()
@@ -209,3 +209,36 @@ def test_publish_configs_slower_publisher_never_overwrites_newer_retained(
         fresh.close()
     assert retained.version == newest.version
     assert retained.lookup(ADA) is None
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_publish_configs_batch_rebuilds_a_machine_another_publisher_moved(
+    lab: ServerRuntime, sent: list[OutgoingMessage], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several machines are recorded in one transaction; one whose version another
+    publisher committed meanwhile is built again on its own, with the newer state."""
+    lab.bus.handle(cmds.AddMachine("zeta", "Zeta", SITE, key_hex=KEY_HEX))
+    real_build = configs.build_snapshot
+    interfered: list[bool] = []
+
+    def build(**kwargs: Any) -> Any:
+        if threading.current_thread().name == "MainThread" and not interfered:
+            interfered.append(True)  # another process grants Nora on the laser meanwhile
+            other = _in_thread("other", lambda: lab.bus.handle(
+                cmds.GrantTraining("nora", "laser", Level.SUPERVISED)), errors)  # fmt: skip
+            other.start()
+            other.join(TIMEOUT)
+        return real_build(**kwargs)
+
+    errors: list[BaseException] = []
+    monkeypatch.setattr(configs, "build_snapshot", build)
+    sent.clear()
+    published = lab.bus.handle(cmds.PublishConfigs(reissue_older_than_s=0))
+    assert not errors, errors
+    assert published == ["laser", "zeta"]
+    by_version: dict[int, set[PermissionSnapshot]] = {}
+    for snapshot in _snapshots(sent):
+        by_version.setdefault(snapshot.version, set()).add(snapshot)
+    assert all(len(bodies) == 1 for bodies in by_version.values()), by_version
+    newest = max(_snapshots(sent), key=lambda s: s.version)
+    assert newest.lookup(NORA) is not None

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import queue
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
-from protocol import Ack, AuthRequest, EventKind, auth_request_topic, events_topic
+import paho.mqtt.client as mqtt
+
+from protocol import (
+    Ack,
+    AuthRequest,
+    EventKind,
+    auth_request_topic,
+    config_topic,
+    events_topic,
+)
+from server.adapters.migrations import upgrade
 from server.adapters.mqtt import FairAuthQueue
 from server.bootstrap import ServerRuntime
 from server.config import Settings
 from server.service_layer.commands import AnswerAuthRequest, OutgoingMessage
+from tests.fixtures import MosquittoServer
 from tests.server.conftest import SITE, EventFactory
 
 TIMEOUT = 10.0
@@ -111,3 +124,66 @@ def test_ingest_worker_takes_the_events_waiting_as_one_batch_with_one_ack_per_st
     assert lab.ingest.stats["events_unreadable"] == 1
     acks = [Ack.decode(m.payload) for m in sent if m.topic.endswith("/ack")]
     assert [a.up_to_seq for a in acks] == [5]
+
+
+def _subscriber(broker: MosquittoServer, topic: str) -> tuple[mqtt.Client, queue.Queue[bytes]]:
+    received: queue.Queue[bytes] = queue.Queue()
+    subscribed = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.on_message = lambda _c, _u, message: received.put(bytes(message.payload))
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    client.subscribe(topic, qos=1)
+    assert subscribed.wait(TIMEOUT)
+    return client, received
+
+
+def test_server_sends_a_config_while_ingest_holds_back_the_broker(
+    tmp_path: Path, mosquitto: MosquittoServer
+) -> None:
+    """A full ingest queue stops the reading of events; configs and acks still go out
+    (a config waits for the broker's confirmation, which must not wait behind ingest)."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    upgrade(url)
+    site, machine = "lab", f"m{uuid.uuid4().hex[:12]}"
+    settings = Settings(
+        database_url=url, mqtt_url=mosquitto.url, site=site, ingest_queue_size=1,
+        mqtt_client_id=f"server-{machine}", config_publish_timeout_s=TIMEOUT,
+    )  # fmt: skip
+    runtime = ServerRuntime(settings)
+    release, held = threading.Event(), threading.Event()
+    runtime.ingest._ingest = lambda _events: release.wait(TIMEOUT * 3)  # type: ignore[method-assign]
+    submit = runtime.ingest.submit
+
+    def submit_noting_when_held(topic: str, payload: bytes) -> None:
+        if runtime.ingest._queue.full():
+            held.set()  # the network thread now waits for room in the queue
+        submit(topic, payload)
+
+    runtime.ingest.submit = submit_noting_when_held  # type: ignore[method-assign]
+    runtime.start(wait=TIMEOUT)
+    flood, _ = _subscriber(mosquitto, f"unused/{machine}")
+    watcher, configs = _subscriber(mosquitto, config_topic(site, machine))
+    try:
+        for n in range(50):  # until one is applied, one queued and the network thread held
+            flood.publish(events_topic(site, machine), f"event {n}", qos=1).wait_for_publish(
+                TIMEOUT
+            )
+            if held.wait(0.2):
+                break
+        assert held.is_set()
+        message = OutgoingMessage(config_topic(site, machine), b"config", retain=True)
+        sender = threading.Thread(target=runtime.bus.publish, args=(message,))
+        sender.start()
+        assert configs.get(timeout=TIMEOUT) == b"config"  # before ingest moves on
+        sender.join(TIMEOUT)
+    finally:
+        release.set()
+        watcher.publish(config_topic(site, machine), b"", qos=1, retain=True).wait_for_publish(
+            TIMEOUT
+        )
+        for client in (flood, watcher):
+            client.disconnect()
+            client.loop_stop()
+        runtime.stop()
