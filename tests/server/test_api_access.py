@@ -85,6 +85,9 @@ BILLING: dict[tuple[str, str], Case] = {
     ("GET", f"{_B}/statements/{{statement_id}}/html"): Case(
         LOGGED_IN, path=f"{_B}/statements/999/html"
     ),
+    ("GET", f"{_B}/statements/{{statement_id}}/pdf"): Case(
+        LOGGED_IN, path=f"{_B}/statements/999/pdf"
+    ),
     ("POST", f"{_B}/statements/{{statement_id}}/adjust"): Case(
         TREASURERS,
         path=f"{_B}/statements/999/adjust",
