@@ -245,17 +245,30 @@ class IngestWorker:
         while True:
             turn = self._take()
             metrics.INGEST_QUEUE_DEPTH.set(self._queue.qsize())
-            events: list[tuple[str, bytes, float]] = []
-            for item in turn:
-                if isinstance(item, tuple) and _is_event(item[0]):
-                    events.append(cast(tuple[str, bytes, float], item))
-                    continue
-                self._guarded(self._ingest, events)
-                events = []
-                if item is _STOP:
-                    return
-                self._guarded(self._process, item)
-            self._guarded(self._ingest, events)
+            if self._handle_turn(turn):
+                return
+
+    def _handle_turn(self, turn: list[object]) -> bool:
+        """The events of a turn as one batch (in arrival order), then the rest of the
+        turn (status messages, republish requests) in its order; True at the stop mark.
+
+        Controllers re-announce their status every heartbeat interval: handled between
+        the events, they would cut a busy fleet's batches down to an event or two."""
+        events: list[tuple[str, bytes, float]] = []
+        others: list[object] = []
+        stop = False
+        for item in turn:
+            if item is _STOP:
+                stop = True
+                break
+            if isinstance(item, tuple) and _is_event(item[0]):
+                events.append(cast(tuple[str, bytes, float], item))
+            else:
+                others.append(item)
+        self._guarded(self._ingest, events)
+        for item in others:
+            self._guarded(self._process, item)
+        return stop
 
     def _take(self) -> list[object]:
         """The next message, and every one waiting behind it up to `max_batch`."""

@@ -13,10 +13,13 @@ import paho.mqtt.client as mqtt
 from protocol import (
     Ack,
     AuthRequest,
+    ControllerState,
+    ControllerStatus,
     EventKind,
     auth_request_topic,
     config_topic,
     events_topic,
+    status_topic,
 )
 from server.adapters.migrations import upgrade
 from server.adapters.mqtt import FairAuthQueue
@@ -122,6 +125,29 @@ def test_ingest_worker_takes_the_events_waiting_as_one_batch_with_one_ack_per_st
         lab.engine.dispose()
     assert lab.ingest.stats["events_accepted"] == 5
     assert lab.ingest.stats["events_unreadable"] == 1
+    acks = [Ack.decode(m.payload) for m in sent if m.topic.endswith("/ack")]
+    assert [a.up_to_seq for a in acks] == [5]
+
+
+def test_ingest_worker_keeps_one_batch_when_status_messages_come_between_events(
+    lab: ServerRuntime, sent: list[OutgoingMessage]
+) -> None:
+    """Controllers re-announce their status every heartbeat: a fleet's statuses must
+    not cut the events waiting into batches of one."""
+    laser = EventFactory()
+    status = ControllerStatus("laser", ControllerState.ONLINE, "0.1.0", "boot-1", 1.0)
+    for _ in range(5):
+        denied = laser(EventKind.BADGE_DENIED, badge_uid="04FFEE01", reason="not_trained")
+        lab.ingest.submit(events_topic(SITE, "laser"), denied.encode())
+        lab.ingest.submit(status_topic(SITE, "laser"), status.encode())
+    sent.clear()
+    lab.ingest.start()
+    try:
+        lab.ingest.stop()  # returns once everything queued before it is handled
+    finally:
+        lab.engine.dispose()
+    assert lab.ingest.stats["events_accepted"] == 5
+    assert lab.ingest.stats["status_ok"] == 5
     acks = [Ack.decode(m.payload) for m in sent if m.topic.endswith("/ack")]
     assert [a.up_to_seq for a in acks] == [5]
 
