@@ -35,6 +35,7 @@ from server.service_layer.commands import (
     OutgoingMessage,
     PublishConfigs,
     RecordControllerStatus,
+    RecordControllerStatuses,
 )
 from server.service_layer.ingest import IngestOutcome
 from server.service_layer.messagebus import MessageBus
@@ -249,12 +250,14 @@ class IngestWorker:
                 return
 
     def _handle_turn(self, turn: list[object]) -> bool:
-        """The events of a turn as one batch (in arrival order), then the rest of the
-        turn (status messages, republish requests) in its order; True at the stop mark.
+        """The events of a turn as one batch (in arrival order), its status messages as
+        another (in their order), then the rest (republish requests); True at the stop.
 
-        Controllers re-announce their status every heartbeat interval: handled between
-        the events, they would cut a busy fleet's batches down to an event or two."""
+        Controllers re-announce their status every heartbeat interval: handled one by
+        one between the events, a fleet's statuses would cut the batches down to an
+        event or two and each take a transaction of their own."""
         events: list[tuple[str, bytes, float]] = []
+        statuses: list[tuple[str, bytes, float]] = []
         others: list[object] = []
         stop = False
         for item in turn:
@@ -263,12 +266,25 @@ class IngestWorker:
                 break
             if isinstance(item, tuple) and _is_event(item[0]):
                 events.append(cast(tuple[str, bytes, float], item))
+            elif isinstance(item, tuple) and _is_status(item[0]):
+                statuses.append(cast(tuple[str, bytes, float], item))
             else:
                 others.append(item)
         self._guarded(self._ingest, events)
+        self._guarded(self._record_statuses, statuses)
         for item in others:
             self._guarded(self._process, item)
         return stop
+
+    def _record_statuses(self, statuses: list[tuple[str, bytes, float]]) -> None:
+        if not statuses:
+            return
+        received_at = utcnow()
+        applied: list[bool] = self.bus.handle(RecordControllerStatuses(tuple(
+            RecordControllerStatus(topic, payload, received_at) for topic, payload, _ in statuses
+        )))  # fmt: skip
+        for ok in applied:
+            self.stats["status_ok" if ok else "status_invalid"] += 1
 
     def _take(self) -> list[object]:
         """The next message, and every one waiting behind it up to `max_batch`."""
@@ -348,6 +364,10 @@ class IngestWorker:
 
 def _is_event(topic: str) -> bool:
     return topic.endswith("/" + TopicKind.EVENTS.value)
+
+
+def _is_status(topic: str) -> bool:
+    return topic.endswith("/" + TopicKind.STATUS.value)
 
 
 _NOTHING = object()

@@ -62,6 +62,13 @@ class RecordControllerStatus:
     received_at: datetime = field(default_factory=utcnow)
 
 
+@dataclass(frozen=True)
+class RecordControllerStatuses:
+    """Several status messages in one transaction (ingest takes them by the turn)."""
+
+    statuses: tuple[RecordControllerStatus, ...]
+
+
 # -- members, badges, categories ----------------------------------------------------------
 
 

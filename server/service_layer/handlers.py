@@ -17,7 +17,7 @@ from server.service_layer import (
 from server.service_layer import commands as cmds
 from server.service_layer.auth_requests import answer_auth_request
 from server.service_layer.configs import publish_configs
-from server.service_layer.ingest import record_controller_status
+from server.service_layer.ingest import record_controller_status, record_controller_statuses
 from server.service_layer.ingest_batch import ingest_batch, ingest_event
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
@@ -25,6 +25,7 @@ HANDLERS: dict[type, Callable[[Any, SqlAlchemyUnitOfWork], Any]] = {
     cmds.IngestEvent: ingest_event,
     cmds.IngestBatch: ingest_batch,
     cmds.RecordControllerStatus: record_controller_status,
+    cmds.RecordControllerStatuses: record_controller_statuses,
     cmds.PublishConfigs: publish_configs,
     cmds.AddMember: members.add_member,
     cmds.UpdateMember: members.update_member,

@@ -38,7 +38,7 @@ from server.domain.ingest_rules import (
 from server.service_layer import prepaid
 from server.service_layer.audit import record
 from server.service_layer.badge_counters import apply_badge_event
-from server.service_layer.commands import RecordControllerStatus
+from server.service_layer.commands import RecordControllerStatus, RecordControllerStatuses
 from server.service_layer.configs import machines_sharing_lapse
 from server.service_layer.controller_commands import mark_applied, resend_pending
 from server.service_layer.members import complete_enrollment
@@ -380,6 +380,21 @@ def _get_or_open(uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event
 
 def record_controller_status(cmd: RecordControllerStatus, uow: SqlAlchemyUnitOfWork) -> bool:
     """Update a controller's online/offline state; False when the message is unusable."""
+    applied = _apply_status(cmd, uow)
+    uow.commit()
+    return applied
+
+
+def record_controller_statuses(
+    cmd: RecordControllerStatuses, uow: SqlAlchemyUnitOfWork
+) -> list[bool]:
+    """Each status in turn, one commit for all; per status, False when it is unusable."""
+    applied = [_apply_status(status, uow) for status in cmd.statuses]
+    uow.commit()
+    return applied
+
+
+def _apply_status(cmd: RecordControllerStatus, uow: SqlAlchemyUnitOfWork) -> bool:
     try:
         address = parse_topic(cmd.topic)
         status = ControllerStatus.decode(cmd.payload)
@@ -404,5 +419,4 @@ def record_controller_status(cmd: RecordControllerStatus, uow: SqlAlchemyUnitOfW
     controller.last_seen_at = cmd.received_at
     if status.state is ControllerState.ONLINE:
         resend_pending(uow, controller.machine, cmd.received_at)
-    uow.commit()
     return True

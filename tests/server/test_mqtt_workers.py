@@ -25,7 +25,12 @@ from server.adapters.migrations import upgrade
 from server.adapters.mqtt import FairAuthQueue
 from server.bootstrap import ServerRuntime
 from server.config import Settings
-from server.service_layer.commands import AnswerAuthRequest, OutgoingMessage
+from server.service_layer.commands import (
+    AnswerAuthRequest,
+    OutgoingMessage,
+    RecordControllerStatus,
+    RecordControllerStatuses,
+)
 from tests.fixtures import MosquittoServer
 from tests.server.conftest import SITE, EventFactory
 
@@ -150,6 +155,20 @@ def test_ingest_worker_keeps_one_batch_when_status_messages_come_between_events(
     assert lab.ingest.stats["status_ok"] == 5
     acks = [Ack.decode(m.payload) for m in sent if m.topic.endswith("/ack")]
     assert [a.up_to_seq for a in acks] == [5]
+
+
+def test_record_controller_statuses_applies_each_and_refuses_only_the_unusable(
+    lab: ServerRuntime,
+) -> None:
+    online = ControllerStatus("laser", ControllerState.ONLINE, "0.1.0", "boot-1", 1.0)
+    applied = lab.bus.handle(RecordControllerStatuses((
+        RecordControllerStatus(status_topic(SITE, "laser"), b"not json"),
+        RecordControllerStatus(status_topic(SITE, "laser"), online.encode()),
+    )))  # fmt: skip
+    assert applied == [False, True]
+    with lab.new_uow() as uow:
+        controller = uow.controllers.get("laser")
+        assert controller is not None and controller.state == "online"
 
 
 def _subscriber(broker: MosquittoServer, topic: str) -> tuple[mqtt.Client, queue.Queue[bytes]]:
