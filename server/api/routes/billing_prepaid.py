@@ -14,6 +14,7 @@ from server.api.billing_schemas import (
     PrepaidStatusPublic,
 )
 from server.api.deps import CurrentPrincipal, RuntimeDep, UowDep, require
+from server.api.routes.billing import MemberFilter
 from server.domain.access import Principal, Role
 from server.domain.billing.money import from_cents, to_cents
 from server.service_layer import billing_commands as bc
@@ -89,7 +90,7 @@ def prepaid_status(
 
 @router.get("/prepaid", response_model=PrepaidStatusPublic, responses=NOT_FOUND)
 def get_prepaid_status(
-    uow: UowDep, runtime: RuntimeDep, principal: CurrentPrincipal, member_id: str | None = None
+    uow: UowDep, runtime: RuntimeDep, principal: CurrentPrincipal, member_id: MemberFilter = None
 ) -> PrepaidStatusPublic:
     """Your prepaid balance (treasurers may ask for any member's): the ledger minus the
     price of your sessions not yet on an approved statement."""

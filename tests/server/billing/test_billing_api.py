@@ -220,6 +220,14 @@ def test_billing_api_text_with_a_control_character_is_refused(
     assert answer.status_code == 422
 
 
+def test_billing_api_prepaid_balance_of_a_member_id_with_a_nul_byte_is_refused(
+    client: TestClient, auth: Headers
+) -> None:
+    # PostgreSQL cannot hold a NUL byte: the lookup answered 500 (found by the fuzz).
+    answer = client.get("/api/billing/prepaid", params={"member_id": "\x00"}, headers=auth("root"))
+    assert answer.status_code == 422
+
+
 def test_billing_api_period_outside_the_billing_dates_is_a_400(
     client: TestClient, auth: Headers
 ) -> None:
