@@ -354,10 +354,8 @@ class IngestWorker:
             self.stats["bad_topic"] += 1
             logger.warning("ignored message on %r: %s", topic, exc)
             return
-        if kind is TopicKind.STATUS:
-            ok = self.bus.handle(RecordControllerStatus(topic, payload))
-            self.stats["status_ok" if ok else "status_invalid"] += 1
-        elif kind is TopicKind.AUTH_REQUEST:
+        # Events and status messages never reach here: a turn batches them (_handle_turn).
+        if kind is TopicKind.AUTH_REQUEST:
             answered = self.bus.handle(AnswerAuthRequest(topic, payload))
             self.stats["auth_answered" if answered else "auth_invalid"] += 1
 

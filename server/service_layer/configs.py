@@ -96,14 +96,6 @@ class _AccessReading:
 BadgeLookup = Callable[[set[str]], list[tuple[str, str]]]
 
 
-def machine_staff(
-    uow: SqlAlchemyUnitOfWork, grants: list[BadgeGrant], managers: set[str]
-) -> list[StaffGrant]:
-    """Trainers on the machine supervise; managers (every machine) may override
-    out-of-service."""
-    return _staff(grants, managers, uow.trainings.active_badges)
-
-
 def _staff(grants: list[BadgeGrant], managers: set[str], badges: BadgeLookup) -> list[StaffGrant]:
     roles: dict[str, set[StaffRole]] = {}
     expiry: dict[str, datetime | None] = {}
@@ -185,8 +177,9 @@ def _record_config(
         controller = machine.controller if machine else None
         if machine is None or controller is None:
             return None
-        grants = machine_grants(uow, machine.id, cmd.at)
-        staff = machine_staff(uow, grants, managers)
+        reading = _AccessReading.of(uow, [machine.id], managers)
+        grants = reading.grants(machine.id, cmd.at)
+        staff = _staff(grants, managers, reading.badges_of)
         config = _try_record(cmd, uow, machine, controller, grants, staff, started)
         if config is not None:
             uow.commit()

@@ -113,6 +113,16 @@ def test_auth_worker_answers_another_controller_behind_a_flood(tmp_path: Path) -
     assert served.index(auth_request_topic("lab", "cnc")) <= 1
 
 
+def _drain(lab: ServerRuntime, sent: list[OutgoingMessage]) -> None:
+    """Start the ingest worker on what is queued and wait until it has handled it all."""
+    sent.clear()
+    lab.ingest.start()
+    try:
+        lab.ingest.stop()  # returns once everything queued before it is handled
+    finally:
+        lab.engine.dispose()
+
+
 def test_ingest_worker_takes_the_events_waiting_as_one_batch_with_one_ack_per_stream(
     lab: ServerRuntime, sent: list[OutgoingMessage]
 ) -> None:
@@ -122,12 +132,7 @@ def test_ingest_worker_takes_the_events_waiting_as_one_batch_with_one_ack_per_st
         lab.ingest.submit(topic, laser(EventKind.BADGE_DENIED, badge_uid="04FFEE01",
                                        reason="not_trained").encode())  # fmt: skip
     lab.ingest.submit(topic, b"garbage")
-    sent.clear()
-    lab.ingest.start()
-    try:
-        lab.ingest.stop()  # returns once everything queued before it is handled
-    finally:
-        lab.engine.dispose()
+    _drain(lab, sent)
     assert lab.ingest.stats["events_accepted"] == 5
     assert lab.ingest.stats["events_unreadable"] == 1
     acks = [Ack.decode(m.payload) for m in sent if m.topic.endswith("/ack")]
@@ -145,12 +150,7 @@ def test_ingest_worker_keeps_one_batch_when_status_messages_come_between_events(
         denied = laser(EventKind.BADGE_DENIED, badge_uid="04FFEE01", reason="not_trained")
         lab.ingest.submit(events_topic(SITE, "laser"), denied.encode())
         lab.ingest.submit(status_topic(SITE, "laser"), status.encode())
-    sent.clear()
-    lab.ingest.start()
-    try:
-        lab.ingest.stop()  # returns once everything queued before it is handled
-    finally:
-        lab.engine.dispose()
+    _drain(lab, sent)
     assert lab.ingest.stats["events_accepted"] == 5
     assert lab.ingest.stats["status_ok"] == 5
     acks = [Ack.decode(m.payload) for m in sent if m.topic.endswith("/ack")]
