@@ -196,6 +196,132 @@ def credit_note(statement_id: int, amount: str, reason: str) -> None:
     typer.echo(f"credit note {note} issued")
 
 
+@billing_app.command("statement")
+def statement_show(statement_id: int) -> None:
+    """Print a statement: its reference, totals and every line (session, machine, times,
+    billed minutes, amount, adjustment)."""
+    from server.cli import _call
+    from server.domain.billing.money import format_amount
+    from server.service_layer import billing_views as views
+
+    policy = _policy()
+    with _runtime() as runtime, runtime.new_uow() as uow:
+        view = _call(lambda: views.statement_view(uow, statement_id))
+        s = view.statement
+        typer.echo(f"{view.reference}\t{s.status}\t{s.member_id}\t{view.member_name}")
+        for line in view.lines:
+            start = line.started_at.astimezone(policy.tz)
+            mark = " (late)" if line.late else ""
+            reason = f"\tadjusted: {line.adjustment_reason}" if line.adjustment_reason else ""
+            typer.echo(
+                f"{line.session_id}\t{line.machine_id}\t{start:%Y-%m-%d %H:%M}\t"
+                f"{line.billed_minutes} min\t{format_amount(line.amount_cents)}{mark}{reason}"
+            )
+        typer.echo(
+            f"charges {format_amount(s.charges_cents)}\tcredits "
+            f"{format_amount(s.credits_applied_cents)}\tnet due {format_amount(s.net_cents)} "
+            f"{s.currency}"
+        )
+
+
+@billing_app.command("adjust-line")
+def adjust_line(statement_id: int, session_id: str, amount: str, reason: str) -> None:
+    """Set the amount of one line of a draft statement, with a reason (audited; the next
+    compute keeps it)."""
+    from server.service_layer import billing_commands as bc
+
+    _handle(bc.AdjustLine(statement_id, session_id, _cents(amount), reason, _policy()))
+    typer.echo(f"statement {statement_id}: session {session_id} set to {amount}")
+
+
+@billing_app.command("totals")
+def totals(period_id: int) -> None:
+    """The period's totals per machine, per member category and per contribution type."""
+    from server.cli import _fail
+    from server.domain.billing.money import format_amount
+
+    with _runtime() as runtime, runtime.new_uow() as uow:
+        if uow.billing.period(period_id) is None:
+            _fail(f"no billing period {period_id}")
+        result = uow.billing.totals(period_id)
+    for kind, rows in result.items():
+        for key, count, cents in rows:
+            typer.echo(f"{kind}\t{key}\t{count}\t{format_amount(cents)}")
+
+
+@billing_app.command("claims")
+def claims(
+    status: Annotated[str | None, typer.Option(help="pending, approved or rejected")] = None,
+    member: Annotated[str | None, typer.Option(help="Only this member's claims.")] = None,
+) -> None:
+    """List contribution claims: id, status, member, type, quantity, description."""
+    with _runtime() as runtime, runtime.new_uow() as uow:
+        for c in uow.billing.claims(member_id=member, status=status):
+            decision = f"\t{c.decision_reason}" if c.decision_reason else ""
+            typer.echo(
+                f"{c.id}\t{c.status}\t{c.member_id}\t{c.contribution_type_id}\t"
+                f"{c.quantity}\t{c.description}{decision}"
+            )
+
+
+@billing_app.command("claim-submit")
+def claim_submit(
+    member_id: str,
+    contribution_type_id: str,
+    quantity: Annotated[int, typer.Argument(help="Minutes (hourly types) or items.")],
+    description: str,
+    link: Annotated[str | None, typer.Option(help="An http(s) link, e.g. a recipe.")] = None,
+) -> None:
+    """Submit a contribution claim for a member; a manager decides on it."""
+    from server.service_layer import billing_commands as bc
+
+    claim_id = _handle(bc.SubmitClaim(member_id, contribution_type_id, quantity, description,
+                                      link))  # fmt: skip
+    typer.echo(f"claim {claim_id} submitted")
+
+
+@billing_app.command("claim-decide")
+def claim_decide(
+    claim_id: int,
+    decision: Annotated[str, typer.Argument(help="approve or reject")],
+    reason: str,
+) -> None:
+    """Approve (the member earns its credits) or reject a pending claim, with a reason."""
+    from server.cli import _fail
+    from server.service_layer import billing_commands as bc
+
+    if decision not in ("approve", "reject"):
+        _fail("the decision is approve or reject")
+    _handle(bc.DecideClaim(claim_id, decision == "approve", reason, _policy()))
+    typer.echo(f"claim {claim_id} {decision}d")
+
+
+@billing_app.command("credits-adjust")
+def credits_adjust(member_id: str, amount: str, reason: str) -> None:
+    """Correct a member's credits by an amount (negative to remove), with a reason: a new
+    ledger entry, never an edit."""
+    from server.service_layer import billing_commands as bc
+
+    _handle_and_send(bc.AdjustLedger(member_id, "adjust", _cents(amount), reason))
+    typer.echo(f"{member_id}: {amount} adjusted")
+
+
+@billing_app.command("balance")
+def balance_show(
+    member: Annotated[str | None, typer.Option(help="A member; default: the whole lab.")] = None,
+) -> None:
+    """Contribution / retribution: hours given vs machine hours used, money earned vs spent."""
+    from server.domain.billing.money import format_amount
+
+    with _runtime() as runtime, runtime.new_uow() as uow:
+        b = uow.billing.balance(member)
+    typer.echo(
+        f"{member or 'lab'}\thours given {b.minutes_given / 60:.2f}\tmachine hours used "
+        f"{b.machine_minutes_used / 60:.2f}\tearned {format_amount(b.earned_cents)}\t"
+        f"spent {format_amount(b.spent_cents)}\tcredits {format_amount(b.credits_cents)}"
+    )
+
+
 @billing_app.command("topup")
 def topup(member_id: str, amount: str, reason: str) -> None:
     """Record money paid in advance as credits (a prepaid member's machines get their

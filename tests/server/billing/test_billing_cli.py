@@ -30,7 +30,8 @@ def _run(runner: CliRunner, *args: str, code: int = 0) -> str:
     return result.output
 
 
-def test_billing_cli_closes_a_period_and_exports_fec(sqlite_url: str) -> None:
+def _laser_lab(sqlite_url: str) -> CliRunner:
+    """Ada's one-hour laser session on 8 Oct 2026, the cutting tariff at 12.00/h."""
     runtime = ServerRuntime(Settings(database_url=sqlite_url), mqtt_enabled=False)
     runtime.bus.handle(cmds.AddMachine("laser", "Laser", "lab"))
     runtime.bus.handle(cmds.AddMember("Ada", member_id="ada"))
@@ -65,6 +66,11 @@ def test_billing_cli_closes_a_period_and_exports_fec(sqlite_url: str) -> None:
         "--rounding",
         "15",
     )
+    return runner
+
+
+def test_billing_cli_closes_a_period_and_exports_fec(sqlite_url: str) -> None:
+    runner = _laser_lab(sqlite_url)
     _run(runner, "billing", "multiplier", "student", "0.5")
     _run(
         runner,
@@ -105,3 +111,35 @@ def test_ledger_verify_detects_a_tampered_entry(sqlite_url: str) -> None:
     engine.dispose()
     output = _run(runner, "ledger", "verify", code=1)
     assert "ada #1: content does not match its hash (altered)" in output
+
+
+def test_billing_cli_adjusts_a_line_and_prints_the_statement(sqlite_url: str) -> None:
+    runner = _laser_lab(sqlite_url)
+    _run(runner, "billing", "period-open", "2026-10-01")
+    _run(runner, "billing", "period-compute", "1")
+    assert "s1\tlaser\t2026-10-08 14:00\t60 min\t12.00" in _run(runner, "billing", "statement", "1")
+    _run(runner, "billing", "adjust-line", "1", "s1", "8.00", "first session, goodwill")
+    _run(runner, "billing", "period-compute", "1")
+    statement = _run(runner, "billing", "statement", "1")
+    assert "8.00\tadjusted: first session, goodwill" in statement
+    assert "net due 8.00 EUR" in statement
+    assert "machine\tlaser\t1\t8.00" in _run(runner, "billing", "totals", "1")
+    _run(runner, "billing", "adjust-line", "1", "s9", "1.00", "no such line", code=1)
+
+
+def test_billing_cli_claim_decided_credits_the_member(sqlite_url: str) -> None:
+    runner = _laser_lab(sqlite_url)
+    _run(runner, "billing", "contribution-type-add", "recipe", "A recipe published",
+         "--unit", "item", "--kind", "money", "--value", "5.00")  # fmt: skip
+    _run(runner, "billing", "claim-submit", "ada", "recipe", "2", "Two laser recipes",
+         "--link", "https://wiki.example/laser")  # fmt: skip
+    assert "1\tpending\tada\trecipe\t2\tTwo laser recipes" in _run(
+        runner, "billing", "claims", "--status", "pending"
+    )
+    _run(runner, "billing", "claim-decide", "1", "maybe", "unsure", code=1)
+    _run(runner, "billing", "claim-decide", "1", "approve", "thank you")
+    _run(runner, "billing", "claim-decide", "1", "reject", "changed my mind", code=1)
+    assert "balance 10.00" in _run(runner, "billing", "ledger", "ada")
+    _run(runner, "billing", "credits-adjust", "ada", "--", "-3.00", "counted one twice")
+    assert "credits 7.00" in _run(runner, "billing", "balance", "--member", "ada")
+    assert "machine hours used 1.00" in _run(runner, "billing", "balance")
