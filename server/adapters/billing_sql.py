@@ -68,17 +68,24 @@ def _whole_seconds_pg(element: whole_seconds, compiler: SQLCompiler, **kw: Any) 
     return f"(CASE WHEN {value} > 0 THEN CAST(FLOOR({value}) AS BIGINT) ELSE 0 END)"
 
 
+def on_approved_statement(session_id: Any, member_id: Any) -> ColumnElement[bool]:
+    """Whether the session is on an approved statement: one of its member's (a line's
+    statement is always its session's member's), found by the lines' key."""
+    return (
+        exists()
+        .where(BillingStatement.member_id == member_id)
+        .where(BillingStatement.status == "approved")
+        .where(BillingLine.statement_id == BillingStatement.id)
+        .where(BillingLine.session_id == session_id)
+    )
+
+
 def _unbilled_condition(period: BillingPeriod, *, approved: bool = True) -> ColumnElement[bool]:
     """Finished sessions of the period, and late ones of a closed period before it,
     not already on an approved statement (unless `approved` is false)."""
     s = UsageSession
     closed, between = aliased(BillingPeriod), aliased(BillingPeriod)
-    approved_line = (
-        exists()
-        .where(BillingLine.session_id == s.id)
-        .where(BillingLine.statement_id == BillingStatement.id)
-        .where(BillingStatement.status == "approved")
-    )
+    approved_line = on_approved_statement(s.id, s.member_id)
     in_closed_period = (
         exists()
         .where(closed.status == "closed")
