@@ -275,22 +275,36 @@ class BillingRepository:
         return row
 
     def append_all(self, entries: Sequence[LedgerEntry]) -> None:
-        """Insert the entries in one bulk statement (no row objects, nothing returned)."""
-        if not entries:
+        """Insert the entries, in order, without row objects: on PostgreSQL in one
+        statement (one per row took seconds for a first sweep's 10,000 entries)."""
+        rows = [
+            {
+                "member_id": e.member_id, "seq": e.seq, "kind": e.kind.value,
+                "amount_cents": e.amount_cents, "minutes": e.minutes, "actor_id": e.actor_id,
+                "reason": e.reason, "source_type": e.source_type, "source_id": e.source_id,
+                "at": e.at, "prev_hash": e.prev_hash, "hash": e.hash,
+            }
+            for e in entries
+        ]  # fmt: skip
+        if not rows:
             return
+        if self.session.get_bind().dialect.name != "postgresql":
+            self.session.execute(insert(BillingLedgerEntry), rows)
+            return
+        # One INSERT over arrays, one per column (as update_statements does).
+        columns = list(rows[0])
+        table = BillingLedgerEntry.__table__
+        arrays = [
+            cast(
+                bindparam(c, [row[c] for row in rows], type_=ARRAY(table.c[c].type)),
+                ARRAY(table.c[c].type),
+            )
+            for c in columns
+        ]
+        values = func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
         self.session.execute(
-            insert(BillingLedgerEntry),
-            [
-                {
-                    "member_id": e.member_id, "seq": e.seq, "kind": e.kind.value,
-                    "amount_cents": e.amount_cents, "minutes": e.minutes,
-                    "actor_id": e.actor_id, "reason": e.reason, "source_type": e.source_type,
-                    "source_id": e.source_id, "at": e.at, "prev_hash": e.prev_hash,
-                    "hash": e.hash,
-                }
-                for e in entries
-            ],
-        )  # fmt: skip
+            insert(BillingLedgerEntry).from_select(columns, select(*values.c))
+        )
 
     def balances(self) -> dict[str, int]:
         query = select(
