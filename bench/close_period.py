@@ -15,8 +15,12 @@ the message bus as the treasurer's commands run:
 - close: credit sweep + the pricing inputs' fingerprint (unchanged since the compute, so
   the drafts are kept, not priced again) + approve every statement (numbers, credits
   spent) + close (`ClosePeriod`): what closing a period the treasurer has computed and
-  reviewed costs. A close after a change of the inputs (or on SQLite) prices again
-  first: it costs about compute + close.
+  reviewed costs.
+- close, pricing: `ClosePeriod` on the same sessions in a copy of the database taken
+  before the compute (`CREATE DATABASE … TEMPLATE`), the period never computed: the first
+  credit sweep, every session priced, every statement approved, the period closed, in one
+  transaction. This is what a close costs when it must price (inputs changed since the
+  compute, or no compute); its charges must equal the other run's.
 
 Results print as Markdown for docs/benchmarks.md. Not a test: nothing asserts.
 
@@ -38,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy import func, select, text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from server.adapters.billing_sql import draft_lines_insert  # noqa: E402
@@ -52,6 +56,8 @@ from server.service_layer import commands as cmds  # noqa: E402
 from tests.fixtures.postgres import (  # noqa: E402
     PostgresCluster,
     create_database,
+    create_database_from_template,
+    drop_database,
     unique_database_name,
     with_database,
 )
@@ -127,48 +133,85 @@ def _explain_pricing(runtime: ServerRuntime, period_id: int) -> str:
     return "\n".join(plan)
 
 
-def _one_size(
-    admin_url: str, sessions: int, members: int, explain: bool
-) -> tuple[dict[str, float], str]:
-    name = unique_database_name("fablab_bench")
+def _runtime(url: str) -> ServerRuntime:
+    return ServerRuntime(Settings(database_url=url, site="lab"), mqtt_enabled=False)
+
+
+def _charges(runtime: ServerRuntime) -> tuple[int, int]:
+    """(lines, sum of the statements' charges in cents)."""
+    with runtime.new_uow() as uow:
+        lines = uow.session.scalar(select(func.count()).select_from(BillingLine))
+        total = uow.session.scalar(select(func.sum(BillingStatement.charges_cents)))
+    return int(lines or 0), int(total or 0)
+
+
+def _generate(admin_url: str, name: str, sessions: int, members: int) -> float:
+    """A fresh database `name`, migrated and seeded: the seconds the sessions took."""
     create_database(admin_url, name)
     url = with_database(admin_url, name)
     upgrade(url)
-    runtime = ServerRuntime(Settings(database_url=url, site="lab"), mqtt_enabled=False)
+    runtime = _runtime(url)
     try:
         _seed(runtime, members)
         started = time.perf_counter()
         with runtime.engine.begin() as conn:
             conn.execute(text(SESSIONS_SQL), {"n": sessions, "members": members})
             conn.execute(text("ANALYZE"))
-        generated = time.perf_counter() - started
+        return time.perf_counter() - started
+    finally:
+        runtime.engine.dispose()
+
+
+def _close_pricing(admin_url: str, template: str) -> tuple[float, int, int]:
+    """ClosePeriod on a copy of `template`, its period never computed: (seconds, lines,
+    charges)."""
+    name = unique_database_name("fablab_bench")
+    create_database_from_template(admin_url, name, template)
+    runtime = _runtime(with_database(admin_url, name))
+    try:
         period = runtime.bus.handle(bc.OpenPeriod(date(2026, 10, 1), POLICY))
         started = time.perf_counter()
-        drafts = runtime.bus.handle(bc.ComputePeriod(period, POLICY))
-        computed = time.perf_counter() - started
-        started = time.perf_counter()
-        approved = runtime.bus.handle(bc.ClosePeriod(period, POLICY))
-        closed = time.perf_counter() - started
-        with runtime.new_uow() as uow:
-            lines = uow.session.scalar(select(func.count()).select_from(BillingLine))
-            total = uow.session.scalar(select(func.sum(BillingStatement.charges_cents)))
-        assert drafts == approved
-        plan = _explain_pricing(runtime, period) if explain else ""
+        runtime.bus.handle(bc.ClosePeriod(period, POLICY))
+        seconds = time.perf_counter() - started
+        return seconds, *_charges(runtime)
+    finally:
+        runtime.engine.dispose()
+        drop_database(admin_url, name)
+
+
+def _one_size(
+    admin_url: str, sessions: int, members: int, explain: bool
+) -> tuple[dict[str, float], str]:
+    name = unique_database_name("fablab_bench")
+    generated = _generate(admin_url, name, sessions, members)
+    try:
+        pricing, pricing_lines, pricing_total = _close_pricing(admin_url, name)
+        runtime = _runtime(with_database(admin_url, name))
+        try:
+            period = runtime.bus.handle(bc.OpenPeriod(date(2026, 10, 1), POLICY))
+            started = time.perf_counter()
+            drafts = runtime.bus.handle(bc.ComputePeriod(period, POLICY))
+            computed = time.perf_counter() - started
+            started = time.perf_counter()
+            approved = runtime.bus.handle(bc.ClosePeriod(period, POLICY))
+            closed = time.perf_counter() - started
+            lines, total = _charges(runtime)
+            assert drafts == approved and (lines, total) == (pricing_lines, pricing_total)
+            plan = _explain_pricing(runtime, period) if explain else ""
+        finally:
+            runtime.engine.dispose()
         return {
             "sessions": sessions,
-            "lines": float(lines or 0),
+            "lines": float(lines),
             "statements": approved,
             "generate": generated,
             "compute": computed,
             "close": closed,
-            "charges": float(total or 0) / 100,
+            "close_pricing": pricing,
+            "charges": total / 100,
         }, plan
     finally:
-        runtime.engine.dispose()
-        engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        engine.dispose()
+        drop_database(admin_url, name)
 
 
 def main() -> None:
@@ -193,13 +236,16 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
-    print("| sessions | lines | statements | compute (s) | close (s) | close µs/session |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| sessions | lines | statements | compute (s) | close (s) | close, pricing (s) "
+        "| close, pricing µs/session |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r, _ in runs:
-        per = r["close"] / r["sessions"] * 1e6
+        per = r["close_pricing"] / r["sessions"] * 1e6
         print(
             f"| {r['sessions']:,.0f} | {r['lines']:,.0f} | {r['statements']:,.0f} | "
-            f"{r['compute']:.2f} | {r['close']:.2f} | {per:.1f} |"
+            f"{r['compute']:.2f} | {r['close']:.2f} | {r['close_pricing']:.2f} | {per:.1f} |"
         )
         print(f"<!-- generated in {r['generate']:.1f} s; charges {r['charges']:,.2f} -->")
     for r, plan in runs:

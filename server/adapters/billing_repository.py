@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, bindparam, cast, delete, exists, func, select, text, update
+from sqlalchemy import ARRAY, bindparam, cast, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from server.adapters.billing_sql import on_approved_statement
 from server.adapters.orm import Member, Training, TrainingTypeMachine, UsageSession
 from server.adapters.orm_billing import (
     BillingAdjustment,
@@ -184,12 +185,7 @@ class BillingRepository:
     def unsettled_sessions(self, member_ids: set[str]) -> list[MeteredSession]:
         """The members' finished sessions that are on no approved statement."""
         s = UsageSession
-        approved = (
-            exists()
-            .where(BillingLine.session_id == s.id)
-            .where(BillingLine.statement_id == BillingStatement.id)
-            .where(BillingStatement.status == "approved")
-        )
+        approved = on_approved_statement(s.id, s.member_id)
         query = (
             select(s.id, s.member_id, Member.category, s.machine_id, s.started_at, s.ended_at,
                    s.elapsed_seconds, s.busy_seconds)
@@ -277,6 +273,38 @@ class BillingRepository:
         )  # fmt: skip
         self.session.add(row)
         return row
+
+    def append_all(self, entries: Sequence[LedgerEntry]) -> None:
+        """Insert the entries, in order, without row objects: on PostgreSQL in one
+        statement (one per row took seconds for a first sweep's 10,000 entries)."""
+        rows = [
+            {
+                "member_id": e.member_id, "seq": e.seq, "kind": e.kind.value,
+                "amount_cents": e.amount_cents, "minutes": e.minutes, "actor_id": e.actor_id,
+                "reason": e.reason, "source_type": e.source_type, "source_id": e.source_id,
+                "at": e.at, "prev_hash": e.prev_hash, "hash": e.hash,
+            }
+            for e in entries
+        ]  # fmt: skip
+        if not rows:
+            return
+        if self.session.get_bind().dialect.name != "postgresql":
+            self.session.execute(insert(BillingLedgerEntry), rows)
+            return
+        # One INSERT over arrays, one per column (as update_statements does).
+        columns = list(rows[0])
+        table = BillingLedgerEntry.__table__
+        arrays = [
+            cast(
+                bindparam(c, [row[c] for row in rows], type_=ARRAY(table.c[c].type)),
+                ARRAY(table.c[c].type),
+            )
+            for c in columns
+        ]
+        values = func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
+        self.session.execute(
+            insert(BillingLedgerEntry).from_select(columns, select(*values.c))
+        )
 
     def balances(self) -> dict[str, int]:
         query = select(

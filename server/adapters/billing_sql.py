@@ -68,11 +68,25 @@ def _whole_seconds_pg(element: whole_seconds, compiler: SQLCompiler, **kw: Any) 
     return f"(CASE WHEN {value} > 0 THEN CAST(FLOOR({value}) AS BIGINT) ELSE 0 END)"
 
 
+def on_approved_statement(session_id: Any, member_id: Any) -> ColumnElement[bool]:
+    """Whether the session is on an approved statement: one of its member's (a line's
+    statement is always its session's member's), found by the lines' key."""
+    return (
+        exists()
+        .where(BillingStatement.member_id == member_id)
+        .where(BillingStatement.status == "approved")
+        .where(BillingLine.statement_id == BillingStatement.id)
+        .where(BillingLine.session_id == session_id)
+    )
+
+
 def _unbilled_condition(period: BillingPeriod, *, approved: bool = True) -> ColumnElement[bool]:
     """Finished sessions of the period, and late ones of a closed period before it,
     not already on an approved statement (unless `approved` is false)."""
     s = UsageSession
     closed, between = aliased(BillingPeriod), aliased(BillingPeriod)
+    # By session alone: with the member too, PostgreSQL may sort every session by member
+    # and id for a merge anti-join, on top of the window's sort.
     approved_line = (
         exists()
         .where(BillingLine.session_id == s.id)
@@ -188,9 +202,12 @@ def _rated(period: BillingPeriod) -> Any:
 def _priced(period: BillingPeriod, session_order: Any) -> Any:
     r = _rated(period)
     # SUM of integers is NUMERIC in PostgreSQL: back to integers for the divisions.
+    # The order is total (the session id breaks ties), so a ROWS frame sums the same as
+    # the default RANGE one, without looking for peer rows.
     running = func.sum(r.c.billed).over(
         partition_by=(r.c.member_id, r.c.tariff_id),
         order_by=(r.c.started_at, session_order(r.c.session_id)),
+        rows=(None, 0),
     )
     with_running = select(r, cast(running, BigInteger).label("running")).subquery("with_running")
     w = with_running
@@ -233,6 +250,8 @@ def insert_draft_lines(
     if dialect == "postgresql":
         _tune_for_one_big_statement(session)
     members = select(_candidates(period).c.member_id).distinct().subquery("billed_member")
+    # Ids in member order: the lines leave the window sorted by member, so they reach the
+    # lines' key (statement, session) in the key's order, near its right edge.
     session.execute(
         insert(BillingStatement).from_select(
             ["period_id", "member_id", "kind", "status", "currency", "computed_at"],
@@ -243,7 +262,7 @@ def insert_draft_lines(
                 literal("draft"),
                 literal(currency),
                 literal(at, UtcDateTime()),
-            ),
+            ).order_by(members.c.member_id),
         )
     )
     session.execute(draft_lines_insert(period, dialect))

@@ -207,13 +207,17 @@ class BillingStatement(Base):
 
 
 class BillingLine(Base):
-    """One priced session of a statement."""
+    """One priced session of a statement.
+
+    Keyed by (statement, session) and without a foreign key (migration
+    0013_billing_lines_keyed): a period's lines are written in one statement, and database
+    triggers check once per statement that each line's statement exists and is a draft.
+    A line's statement is always its session's member's."""
 
     __tablename__ = "billing_line"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    statement_id: Mapped[int] = mapped_column(ForeignKey("billing_statement.id"), index=True)
-    session_id: Mapped[str] = mapped_column(String(64), index=True)
+    statement_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     machine_id: Mapped[str] = mapped_column(String(63))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -17,7 +17,7 @@ from server.adapters.orm_billing import (
     BillingTariff,
 )
 from server.domain.access import Role
-from server.domain.billing.ledger import EntryKind, LedgerEntry
+from server.domain.billing.ledger import EntryKind
 from server.domain.billing.metering import (
     RoundingRule,
     check_billing_day,
@@ -238,15 +238,21 @@ def _price(
     policy: BillingPolicy,
     at: Any,
     *,
-    chains: dict[str, list[LedgerEntry]] | None = None,
+    batch: credits.LedgerBatch | None = None,
+    closing: bool = False,
 ) -> list[tuple[int, str, int]]:
     """Run the credit sweep, then bring the period's drafts up to date: the sessions are
     priced in SQL, again only if an input of the pricing changed since they were last
-    priced. Returns the drafts (id, member, charges)."""
-    credits.sweep(uow, policy, at, chains=chains)
+    priced. Returns the drafts (id, member, charges).
+
+    `closing`: the period closes in this transaction, so a fingerprint is only worth
+    taking to compare with one stored by an earlier pricing."""
+    credits.sweep(uow, policy, at, batch=batch)
     # Taken before pricing: a session stored meanwhile changes the next fingerprint, so
     # drafts that miss it are priced again rather than kept.
-    fingerprint = pricing_fingerprint(uow.session, period, currency=policy.currency)
+    fingerprint = None
+    if not closing or period.priced_fingerprint is not None:
+        fingerprint = pricing_fingerprint(uow.session, period, currency=policy.currency)
     period.computed_at = at
     if fingerprint is not None and fingerprint == period.priced_fingerprint:
         drafts = uow.billing.drafts(period.id)
@@ -352,7 +358,7 @@ def _approve(
     drafts: list[tuple[int, str, int]],
     policy: BillingPolicy,
     *,
-    chains: dict[str, list[LedgerEntry]],
+    batch: credits.LedgerBatch,
     actor_id: str | None,
     at: Any,
 ) -> None:
@@ -377,7 +383,7 @@ def _approve(
                 source_id=str(statement_id),
                 at=at,
                 actor_id=actor_id,
-                chains=chains,
+                batch=batch,
             )
             ledger_hash = entry.hash
         balances[member_id] = balance - applied
@@ -391,6 +397,7 @@ def _approve(
                 "ledger_hash": ledger_hash,
             }
         )
+    batch.write(uow)
     uow.flush()
     uow.billing.update_statements(rows, status="approved", approved_by=actor_id, approved_at=at)
     # Approval moves a prepaid member's usage from "unsettled" to the ledger.
@@ -403,9 +410,9 @@ def approve_statement(cmd: bc.ApproveStatement, uow: SqlAlchemyUnitOfWork) -> in
     if statement.status != "draft" or statement.kind != "statement":
         raise ConflictError(IMMUTABLE)
     actor_id = cmd.actor.member_id if cmd.actor else None
-    chains = {statement.member_id: uow.billing.chain(statement.member_id)}
+    batch = credits.LedgerBatch({statement.member_id: uow.billing.chain(statement.member_id)})
     draft = [(statement.id, statement.member_id, statement.charges_cents)]
-    _approve(uow, draft, cmd.policy, chains=chains, actor_id=actor_id, at=cmd.at)
+    _approve(uow, draft, cmd.policy, batch=batch, actor_id=actor_id, at=cmd.at)
     uow.session.refresh(statement)
     number = statement.number
     record(
@@ -430,10 +437,11 @@ def close_period(cmd: bc.ClosePeriod, uow: SqlAlchemyUnitOfWork) -> int:
     """Recompute, approve every draft (numbers follow member order), close."""
     guards.require(cmd.actor, Role.TREASURER)
     period = _open_period(uow, cmd.period_id)
-    chains = uow.billing.chains()
-    drafts = sorted(_price(uow, period, cmd.policy, cmd.at, chains=chains), key=lambda d: d[1])
+    batch = credits.LedgerBatch(uow.billing.chains())
+    priced = _price(uow, period, cmd.policy, cmd.at, batch=batch, closing=True)
+    drafts = sorted(priced, key=lambda d: d[1])
     actor_id = cmd.actor.member_id if cmd.actor else None
-    _approve(uow, drafts, cmd.policy, chains=chains, actor_id=actor_id, at=cmd.at)
+    _approve(uow, drafts, cmd.policy, batch=batch, actor_id=actor_id, at=cmd.at)
     period.status = "closed"
     period.closed_by = actor_id
     period.closed_at = cmd.at

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from server.adapters.orm_billing import BillingClaim, BillingContributionType, BillingLedgerEntry
+from server.adapters.orm_billing import BillingClaim, BillingContributionType
 from server.domain.access import Role
 from server.domain.billing import ledger
 from server.domain.billing.credits import (
@@ -42,6 +43,32 @@ def slug(value: str, what: str) -> str:
     return value
 
 
+@dataclass
+class LedgerBatch:
+    """Every member's chain as loaded in this transaction, with the entries appended to
+    it since (`pending`) that are not written yet: a batch (the sweep, a close) writes
+    them in one bulk insert instead of one row object per entry."""
+
+    chains: dict[str, list[ledger.LedgerEntry]]
+    pending: list[ledger.LedgerEntry] = field(default_factory=list)
+    balances: dict[str, int] = field(default_factory=dict)
+
+    def balance(self, member_id: str) -> int:
+        if member_id not in self.balances:
+            self.balances[member_id] = ledger.balance(self.chains.get(member_id, []))
+        return self.balances[member_id]
+
+    def add(self, entry: ledger.LedgerEntry) -> None:
+        self.balances[entry.member_id] = self.balance(entry.member_id) + entry.amount_cents
+        self.chains.setdefault(entry.member_id, []).append(entry)
+        self.pending.append(entry)
+
+    def write(self, uow: SqlAlchemyUnitOfWork) -> None:
+        """Insert the pending entries (in chain order) and forget them."""
+        uow.billing.append_all(self.pending)
+        self.pending = []
+
+
 def append_entry(
     uow: SqlAlchemyUnitOfWork,
     *,
@@ -54,13 +81,16 @@ def append_entry(
     at: datetime,
     actor_id: str | None,
     minutes: int = 0,
-    chains: dict[str, list[ledger.LedgerEntry]] | None = None,
-) -> BillingLedgerEntry:
+    batch: LedgerBatch | None = None,
+) -> ledger.LedgerEntry:
     """Append to the member's chain; a broken rule is a DomainError.
 
-    `chains`, when given, holds every member's chain as loaded at the start of a batch
-    (the sweep) and is kept up to date instead of reading each chain again."""
-    chain = chains.get(member_id, []) if chains is not None else uow.billing.chain(member_id)
+    Without `batch` the entry is written (flushed) at once; with it, the entry joins the
+    batch's chains and pending entries, for `batch.write`."""
+    if batch is None:
+        chain, known = uow.billing.chain(member_id), None
+    else:
+        chain, known = batch.chains.get(member_id, []), batch.balance(member_id)
     try:
         entry = ledger.append(
             chain,
@@ -73,15 +103,16 @@ def append_entry(
             at=at,
             actor_id=actor_id,
             minutes=minutes,
+            chain_balance=known,
         )
     except ledger.LedgerError as exc:
         raise DomainError(str(exc)) from exc
-    row = uow.billing.append(entry)
-    if chains is None:
+    if batch is None:
+        uow.billing.append(entry)
         uow.flush()
     else:
-        chains.setdefault(member_id, []).append(entry)
-    return row
+        batch.add(entry)
+    return entry
 
 
 def rule_of(contribution_type: BillingContributionType) -> ContributionRule:
@@ -260,7 +291,7 @@ def _earn(
     reason: str,
     at: datetime,
     actor_id: str | None,
-    chains: dict[str, list[ledger.LedgerEntry]] | None = None,
+    batch: LedgerBatch | None = None,
 ) -> bool:
     rule = rule_of(contribution_type)
     cents = rule.credit_cents(quantity, policy.credit_cents_per_minute)
@@ -277,7 +308,7 @@ def _earn(
         at=at,
         actor_id=actor_id,
         minutes=rule.minutes_given(quantity),
-        chains=chains,
+        batch=batch,
     )
     return True
 
@@ -287,18 +318,19 @@ def sweep(
     policy: BillingPolicy,
     at: datetime,
     *,
-    chains: dict[str, list[ledger.LedgerEntry]] | None = None,
+    batch: LedgerBatch | None = None,
 ) -> dict[str, int]:
     """Credit what the system observed, expire old credits; idempotent (keyed on the
     source object), so it may run any number of times. An automatic credit is dated when
-    the contribution happened (end of the session, grant of the training).
+    the contribution happened (end of the session, grant of the training). The new
+    entries are written in bulk at the end.
 
-    `chains`, when given, is every member's chain as loaded in this transaction; the
+    `batch`, when given, holds every member's chain as loaded in this transaction; the
     sweep keeps it up to date, for the caller to append more."""
     counts = {"supervision": 0, "maintenance": 0, "training": 0, "expired": 0}
     types = uow.billing.automatic_types()
-    if chains is None:
-        chains = uow.billing.chains()
+    if batch is None:
+        batch = LedgerBatch(uow.billing.chains())
     sources = (
         ("supervision", "supervised_session", uow.billing.supervised_sessions),
         ("maintenance", "maintenance_session", uow.billing.maintenance_sessions),
@@ -322,7 +354,7 @@ def sweep(
                 reason=f"{contribution_type.name} ({session_id})",
                 at=ended_at,
                 actor_id=None,
-                chains=chains,
+                batch=batch,
             )
     training_type = types.get("training")
     if training_type is not None:
@@ -342,22 +374,23 @@ def sweep(
                 reason=f"{training_type.name} ({trainee})",
                 at=granted_at,
                 actor_id=None,
-                chains=chains,
+                batch=batch,
             )
     if policy.credit_expiry_months:
-        counts["expired"] = _expire(uow, chains, policy.credit_expiry_months, at)
+        counts["expired"] = _expire(uow, batch, policy.credit_expiry_months, at)
+    batch.write(uow)
     uow.flush()
     return counts
 
 
 def _expire(
     uow: SqlAlchemyUnitOfWork,
-    chains: dict[str, list[ledger.LedgerEntry]],
+    batch: LedgerBatch,
     months: int,
     at: datetime,
 ) -> int:
     expired = 0
-    for member_id, chain in list(chains.items()):
+    for member_id, chain in list(batch.chains.items()):
         for seq, cents in ledger.due_expiries(list(chain), months, at):
             append_entry(
                 uow,
@@ -369,7 +402,7 @@ def _expire(
                 source_id=str(seq),
                 at=at,
                 actor_id=None,
-                chains=chains,
+                batch=batch,
             )
             expired += 1
     return expired

@@ -120,8 +120,12 @@ def append(
     at: datetime,
     actor_id: str | None = None,
     minutes: int = 0,
+    chain_balance: int | None = None,
 ) -> LedgerEntry:
-    """The next entry of the member's chain; refuses a wrong sign or a negative balance."""
+    """The next entry of the member's chain; refuses a wrong sign or a negative balance.
+
+    `chain_balance`, when given, is `balance(chain)` as the caller keeps it (a batch
+    appending many entries to long chains need not sum each chain again)."""
     sign = _SIGN[kind]
     if amount_cents == 0 or (sign and amount_cents * sign < 0):
         raise LedgerError(
@@ -133,7 +137,8 @@ def append(
         raise LedgerError("every ledger entry needs a reason")
     if minutes < 0:
         raise LedgerError("minutes given are never negative")
-    if balance(chain) + amount_cents < 0:
+    current = balance(chain) if chain_balance is None else chain_balance
+    if current + amount_cents < 0:
         raise LedgerError("the balance would become negative")
     prev = chain[-1] if chain else None
     seq = prev.seq + 1 if prev else 1

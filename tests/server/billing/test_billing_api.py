@@ -69,7 +69,8 @@ def _frozen(lab: ServerRuntime) -> dict[str, list[tuple[Any, ...]]]:
 
     def rows(model: Any, *where: Any) -> list[tuple[Any, ...]]:
         with lab.new_uow() as uow:
-            found = uow.session.scalars(select(model).where(*where).order_by(model.id)).all()
+            key = model.__table__.primary_key.columns
+            found = uow.session.scalars(select(model).where(*where).order_by(*key)).all()
             return [tuple(getattr(r, c.key) for c in model.__table__.columns) for r in found]
 
     approved = select(BillingStatement.id).where(BillingStatement.status == "approved")
