@@ -8,7 +8,7 @@ from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Select, Table, and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from protocol import Level
@@ -215,11 +215,16 @@ class ControllerRepository(_Repository):
     def get(self, controller_id: str) -> Controller | None:
         return self.session.get(Controller, controller_id)
 
-    def many(self, controller_ids: set[str]) -> dict[str, Controller]:
-        """The registered controllers among these ids, in one query."""
+    def many(
+        self, controller_ids: set[str], *, with_machines: bool = False
+    ) -> dict[str, Controller]:
+        """The registered controllers among these ids, in one query (their machines in
+        the same query with `with_machines`)."""
         if not controller_ids:
             return {}
         query = select(Controller).where(Controller.id.in_(sorted(controller_ids)))
+        if with_machines:
+            query = query.options(joinedload(Controller.machine))
         return {controller.id: controller for controller in self.session.scalars(query)}
 
     def add(self, controller: Controller) -> None:
@@ -996,6 +1001,24 @@ class ControllerCommandRepository(_Repository):
             .order_by(ControllerCommand.issued_at)
         )
         return self.session.scalars(query).all()
+
+    def pending_of(
+        self, controller_ids: set[str], now: datetime
+    ) -> dict[str, list[ControllerCommand]]:
+        """`pending` for several controllers, in one query (those without any left out)."""
+        query = (
+            select(ControllerCommand)
+            .where(
+                ControllerCommand.controller_id.in_(sorted(controller_ids)),
+                ControllerCommand.applied_at.is_(None),
+                ControllerCommand.expires_at > now,
+            )
+            .order_by(ControllerCommand.issued_at)
+        )
+        found: dict[str, list[ControllerCommand]] = {}
+        for command in self.session.scalars(query):
+            found.setdefault(command.controller_id, []).append(command)
+        return found
 
     def of_machine(self, machine_id: str, limit: int = 50) -> Sequence[ControllerCommand]:
         query = (
