@@ -13,7 +13,8 @@ controllers in `--workers` processes (bench/fleet_sim.py: paho's external loop, 
 thread each).
 
 Each controller opens sessions with its site's badges (5 % refused taps), sends a
-heartbeat every 10 s while a session is open, busy on/off, ends sessions after 2 to 10
+heartbeat every 10 s while a session is open and its status every 10 s (as the
+firmware re-announces it), busy on/off, ends sessions after 2 to 10
 minutes; every event is kept until acked. After all controllers are connected and hold
 a verified config, a 15 s warm-up, then a `--duration` s window measures:
 

@@ -151,6 +151,7 @@ class SimController:
         self.fleet.measures.counts["configs"] += 1
         if first:
             self.fleet.schedule(random.uniform(0, HEARTBEAT_S), self.tap)
+            self.fleet.schedule(random.uniform(0, HEARTBEAT_S), self.announce)
         watched = self.fleet.watched_uid
         reached = self.fleet.measures.reached
         if (
@@ -172,6 +173,16 @@ class SimController:
         for seq in [s for s in self.pending if s <= ack.up_to_seq]:
             sent, _payload = self.pending.pop(seq)
             self.fleet.acked(sent, now, self.resends.pop(seq, 0))
+
+    def announce(self) -> None:
+        """`online` again every heartbeat interval, sessions or not, as the firmware does
+        (firmware_pi/app.py `_announce_status`): the server's liveness signal."""
+        if self.client.is_connected():
+            topic = status_topic(self.spec.site, self.spec.machine)
+            status = self._status(ControllerState.ONLINE)
+            self.client.publish(topic, status, qos=1, retain=True)
+            self.fleet.measures.counts["statuses"] += 1
+        self.fleet.schedule(HEARTBEAT_S, self.announce)
 
     # -- the workload -------------------------------------------------------------------
 
