@@ -376,6 +376,30 @@ class TrainingTypeRepository(_Repository):
     def all(self) -> Sequence[TrainingType]:
         return self.session.scalars(select(TrainingType).order_by(TrainingType.name)).all()
 
+    def machines_sharing_lapse(self, member_id: str, machine_id: str) -> set[str]:
+        """The machines of every lapsing training type covering `machine_id` of which
+        the member holds an unrevoked training, in one query (as ids: a type may cover
+        every machine of a network)."""
+        covering, sharing = aliased(TrainingTypeMachine), aliased(TrainingTypeMachine)
+        held = (
+            select(Training.id)
+            .where(
+                Training.member_id == member_id,
+                Training.training_type_id == covering.training_type_id,
+                Training.revoked_at.is_(None),
+            )
+            .exists()
+        )
+        query = (
+            select(sharing.machine_id)
+            .distinct()
+            .select_from(covering)
+            .join(TrainingType, TrainingType.id == covering.training_type_id)
+            .join(sharing, sharing.training_type_id == covering.training_type_id)
+            .where(covering.machine_id == machine_id, TrainingType.lapse_months.is_not(None), held)
+        )
+        return set(self.session.scalars(query))
+
     def covering(self, machine_id: str) -> Sequence[TrainingType]:
         query = (
             select(TrainingType)

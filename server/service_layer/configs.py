@@ -251,12 +251,7 @@ def machines_sharing_lapse(
     the member holds (a training lapses N months after its last use on any of them)."""
     if member_id is None:
         return set()
-    machines: set[str] = set()
-    for training_type in uow.training_types.covering(machine_id):
-        held = uow.trainings.current(member_id, training_type.id) is not None
-        if training_type.lapse_months is not None and held:
-            machines |= {m.id for m in training_type.machines}
-    return machines
+    return uow.training_types.machines_sharing_lapse(member_id, machine_id)
 
 
 class SnapshotRefresher(PeriodicWorker):
