@@ -6,7 +6,19 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Select, Table, and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -140,6 +152,16 @@ class BadgeRepository(_Repository):
         ).all()
 
 
+class SnapshotRecord(NamedTuple):
+    """A machine's new snapshot version, to record if its version is still `expected`."""
+
+    machine_id: str
+    expected: int
+    version: int
+    issued_at: int
+    digest: str
+
+
 class MachineRepository(_Repository):
     def get(self, machine_id: str) -> Machine | None:
         return self.session.get(Machine, machine_id)
@@ -193,6 +215,38 @@ class MachineRepository(_Repository):
             for name, value in values.items():
                 set_committed_value(loaded, name, value)
         return recorded
+
+    def set_snapshots_if_versions(self, records: Sequence[SnapshotRecord]) -> bool:
+        """`set_snapshot_if_version` for several machines in one executemany; True if
+        every one was recorded. False: at least one lost, which is not known (the
+        caller rolls back)."""
+        if not records:
+            return True
+        table = cast(Table, Machine.__table__)
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.snapshot_version == bindparam("b_old"))
+            .values(
+                snapshot_version=bindparam("b_version"),
+                snapshot_issued_at=bindparam("b_issued_at"),
+                snapshot_digest=bindparam("b_digest"),
+            )
+        )
+        rows = [
+            {"b_id": r.machine_id, "b_old": r.expected, "b_version": r.version,
+             "b_issued_at": r.issued_at, "b_digest": r.digest}
+            for r in records
+        ]  # fmt: skip
+        result = self.session.execute(statement, rows)
+        if getattr(result, "rowcount", -1) != len(records):  # an id matches one row at most
+            return False
+        for r in records:
+            loaded = self.session.identity_map.get(self.session.identity_key(Machine, r.machine_id))
+            if loaded is not None:
+                set_committed_value(loaded, "snapshot_version", r.version)
+                set_committed_value(loaded, "snapshot_issued_at", r.issued_at)
+                set_committed_value(loaded, "snapshot_digest", r.digest)
+        return True
 
     def lock_snapshot_versions(self, machine_ids: Sequence[str]) -> dict[str, int]:
         """`lock_snapshot_version` for many machines: their rows locked in id order."""
