@@ -20,7 +20,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, aliased, joinedload, selectinload
+from sqlalchemy.orm import Session, aliased, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from protocol import Level
@@ -269,16 +269,11 @@ class ControllerRepository(_Repository):
     def get(self, controller_id: str) -> Controller | None:
         return self.session.get(Controller, controller_id)
 
-    def many(
-        self, controller_ids: set[str], *, with_machines: bool = False
-    ) -> dict[str, Controller]:
-        """The registered controllers among these ids, in one query (their machines in
-        the same query with `with_machines`)."""
+    def many(self, controller_ids: set[str]) -> dict[str, Controller]:
+        """The registered controllers among these ids, in one query."""
         if not controller_ids:
             return {}
         query = select(Controller).where(Controller.id.in_(sorted(controller_ids)))
-        if with_machines:
-            query = query.options(joinedload(Controller.machine))
         return {controller.id: controller for controller in self.session.scalars(query)}
 
     def add(self, controller: Controller) -> None:

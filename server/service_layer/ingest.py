@@ -390,14 +390,14 @@ def record_controller_statuses(
 ) -> list[bool]:
     """Each status in turn, one commit for all; per status, False when it is unusable.
 
-    The controllers (with their machines) and the commands those saying `online` have
+    The controllers and the commands those saying `online` have
     not confirmed are read in one query each, whatever the number of statuses: every
     controller re-announces its status each heartbeat interval, so a fleet of 1,000
     sends 100 a second, and a few queries each held the ingest thread for seconds.
     """
     readings = [_read_status(status) for status in cmd.statuses]
     ids = {reading[1].controller_id for reading in readings if reading is not None}
-    controllers = uow.controllers.many(ids, with_machines=True)
+    controllers = uow.controllers.many(ids)  # a machine is read only to resend a command
     online = {
         status.controller_id
         for _, status in filter(None, readings)
@@ -447,5 +447,6 @@ def _apply_status(
     controller.last_seen_at = cmd.received_at
     if status.state is ControllerState.ONLINE:
         unexpired = [c for c in pending.get(controller.id, ()) if c.expires_at > cmd.received_at]
-        resend(uow, controller.machine, unexpired)
+        if unexpired:
+            resend(uow, controller.machine, unexpired)
     return True
