@@ -13,7 +13,8 @@ controllers in `--workers` processes (bench/fleet_sim.py: paho's external loop, 
 thread each).
 
 Each controller opens sessions with its site's badges (5 % refused taps), sends a
-heartbeat every 10 s while a session is open, busy on/off, ends sessions after 2 to 10
+heartbeat every 10 s while a session is open and its status every 10 s (as the
+firmware re-announces it), busy on/off, ends sessions after 2 to 10
 minutes; every event is kept until acked. After all controllers are connected and hold
 a verified config, a 15 s warm-up, then a `--duration` s window measures:
 
@@ -297,6 +298,7 @@ def merge(reports: list[tuple[Measures, dict[str, int]]]) -> Measures:
     merged = Measures()
     for measures, _status in reports:
         merged.ack_latencies += measures.ack_latencies
+        merged.slow += measures.slow
         merged.counts.update(measures.counts)
     return merged
 
@@ -378,7 +380,7 @@ def measure(
         "broker_cpu": (cpu1[1] - cpu0[1]) / elapsed * 100,
         "postgres_cpu": (cpu1[2] - cpu0[2]) / elapsed * 100 if pg else float("nan"),
         "rss_max": sampler.peak, "rss_peak": rss_mb(server_pid, "VmHWM"),
-        "load": (load0[0], load1[0]),
+        "load": (load0[0], load1[0]), "window": window,
     })  # fmt: skip
 
 
@@ -420,6 +422,22 @@ def report(
     ]  # fmt: skip
     for name, value, target in rows:
         print(f"| {name} | {value} | {target} |")
+    print_slow(merged, figures["window"][0])
+
+
+def print_slow(merged: Measures, window_start: float) -> None:
+    """When the slow acks (over 1 s) were sent, and whether they needed a resend."""
+    slow = merged.slow
+    if not slow:
+        return
+    resent = sum(1 for _s, _l, r in slow if r)
+    print(f"\nacks over 1 s: {len(slow)}, of which resent before their ack: {resent}")
+    by_second: dict[int, list[float]] = {}
+    for sent, latency, _r in slow:
+        by_second.setdefault(int(sent - window_start), []).append(latency)
+    for second, latencies in sorted(by_second.items()):
+        print(f"  sent at +{second:3d} s: {len(latencies):4d} events, "
+              f"latency {min(latencies):.1f}-{max(latencies):.1f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

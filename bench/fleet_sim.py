@@ -68,6 +68,8 @@ class Measures:
     """What one worker observed; merged by the main process."""
 
     ack_latencies: list[float] = field(default_factory=list)  # s, events sent in the window
+    # (sent wall time, latency s, resends before its ack) of window events acked after 1 s
+    slow: list[tuple[float, float, int]] = field(default_factory=list)
     reached: dict[str, float] = field(default_factory=dict)  # controller → wall time
     counts: Counter[str] = field(default_factory=Counter)
 
@@ -83,6 +85,7 @@ class SimController:
         self.boot_id = uuid.uuid4().hex[:16]
         self.seq = 0
         self.pending: dict[int, tuple[float, bytes]] = {}  # seq → (sent at, payload)
+        self.resends: Counter[int] = Counter()  # seq → times resent
         self.oldest: tuple[int, float] | None = None  # oldest unacked seq, since when
         self.resend_after_s = RESEND_AFTER_S
         self.snapshot: PermissionSnapshot | None = None
@@ -148,6 +151,7 @@ class SimController:
         self.fleet.measures.counts["configs"] += 1
         if first:
             self.fleet.schedule(random.uniform(0, HEARTBEAT_S), self.tap)
+            self.fleet.schedule(random.uniform(0, HEARTBEAT_S), self.announce)
         watched = self.fleet.watched_uid
         reached = self.fleet.measures.reached
         if (
@@ -168,7 +172,17 @@ class SimController:
         now = time.time()
         for seq in [s for s in self.pending if s <= ack.up_to_seq]:
             sent, _payload = self.pending.pop(seq)
-            self.fleet.acked(sent, now)
+            self.fleet.acked(sent, now, self.resends.pop(seq, 0))
+
+    def announce(self) -> None:
+        """`online` again every heartbeat interval, sessions or not, as the firmware does
+        (firmware_pi/app.py `_announce_status`): the server's liveness signal."""
+        if self.client.is_connected():
+            topic = status_topic(self.spec.site, self.spec.machine)
+            status = self._status(ControllerState.ONLINE)
+            self.client.publish(topic, status, qos=1, retain=True)
+            self.fleet.measures.counts["statuses"] += 1
+        self.fleet.schedule(HEARTBEAT_S, self.announce)
 
     # -- the workload -------------------------------------------------------------------
 
@@ -274,6 +288,7 @@ class SimController:
         topic = events_topic(self.spec.site, self.spec.machine)
         for seq in sorted(self.pending)[:RESEND_WINDOW]:
             self.fleet.measures.counts["resent"] += 1
+            self.resends[seq] += 1
             self.client.publish(topic, self.pending[seq][1], qos=1)
 
 
@@ -324,10 +339,12 @@ class Fleet:
     def schedule(self, delay: float, action: Any, *args: Any) -> None:
         heapq.heappush(self._timers, (time.time() + delay, next(self._order), action, args))
 
-    def acked(self, sent: float, now: float) -> None:
+    def acked(self, sent: float, now: float, resends: int = 0) -> None:
         self.measures.counts["acked"] += 1
         if self.window[0] <= sent <= self.window[1]:
             self.measures.ack_latencies.append(now - sent)
+            if now - sent > 1.0:
+                self.measures.slow.append((sent, now - sent, resends))
 
     def status(self) -> dict[str, int]:
         return {

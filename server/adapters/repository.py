@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Select, Table, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    Select,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -140,6 +152,16 @@ class BadgeRepository(_Repository):
         ).all()
 
 
+class SnapshotRecord(NamedTuple):
+    """A machine's new snapshot version, to record if its version is still `expected`."""
+
+    machine_id: str
+    expected: int
+    version: int
+    issued_at: int
+    digest: str
+
+
 class MachineRepository(_Repository):
     def get(self, machine_id: str) -> Machine | None:
         return self.session.get(Machine, machine_id)
@@ -193,6 +215,38 @@ class MachineRepository(_Repository):
             for name, value in values.items():
                 set_committed_value(loaded, name, value)
         return recorded
+
+    def set_snapshots_if_versions(self, records: Sequence[SnapshotRecord]) -> bool:
+        """`set_snapshot_if_version` for several machines in one executemany; True if
+        every one was recorded. False: at least one lost, which is not known (the
+        caller rolls back)."""
+        if not records:
+            return True
+        table = cast(Table, Machine.__table__)
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.snapshot_version == bindparam("b_old"))
+            .values(
+                snapshot_version=bindparam("b_version"),
+                snapshot_issued_at=bindparam("b_issued_at"),
+                snapshot_digest=bindparam("b_digest"),
+            )
+        )
+        rows = [
+            {"b_id": r.machine_id, "b_old": r.expected, "b_version": r.version,
+             "b_issued_at": r.issued_at, "b_digest": r.digest}
+            for r in records
+        ]  # fmt: skip
+        result = self.session.execute(statement, rows)
+        if getattr(result, "rowcount", -1) != len(records):  # an id matches one row at most
+            return False
+        for r in records:
+            loaded = self.session.identity_map.get(self.session.identity_key(Machine, r.machine_id))
+            if loaded is not None:
+                set_committed_value(loaded, "snapshot_version", r.version)
+                set_committed_value(loaded, "snapshot_issued_at", r.issued_at)
+                set_committed_value(loaded, "snapshot_digest", r.digest)
+        return True
 
     def lock_snapshot_versions(self, machine_ids: Sequence[str]) -> dict[str, int]:
         """`lock_snapshot_version` for many machines: their rows locked in id order."""
@@ -371,6 +425,30 @@ class TrainingTypeRepository(_Repository):
     def all(self) -> Sequence[TrainingType]:
         return self.session.scalars(select(TrainingType).order_by(TrainingType.name)).all()
 
+    def machines_sharing_lapse(self, member_id: str, machine_id: str) -> set[str]:
+        """The machines of every lapsing training type covering `machine_id` of which
+        the member holds an unrevoked training, in one query (as ids: a type may cover
+        every machine of a network)."""
+        covering, sharing = aliased(TrainingTypeMachine), aliased(TrainingTypeMachine)
+        held = (
+            select(Training.id)
+            .where(
+                Training.member_id == member_id,
+                Training.training_type_id == covering.training_type_id,
+                Training.revoked_at.is_(None),
+            )
+            .exists()
+        )
+        query = (
+            select(sharing.machine_id)
+            .distinct()
+            .select_from(covering)
+            .join(TrainingType, TrainingType.id == covering.training_type_id)
+            .join(sharing, sharing.training_type_id == covering.training_type_id)
+            .where(covering.machine_id == machine_id, TrainingType.lapse_months.is_not(None), held)
+        )
+        return set(self.session.scalars(query))
+
     def covering(self, machine_id: str) -> Sequence[TrainingType]:
         query = (
             select(TrainingType)
@@ -479,6 +557,13 @@ class DenialRepository(_Repository):
         )
 
 
+class HeldSeq(NamedTuple):
+    """A seq a stream holds and the status of the row holding it."""
+
+    seq: int
+    status: str
+
+
 class EventRepository(_Repository):
     def add(self, event: RawEvent) -> None:
         self.session.add(event)
@@ -500,6 +585,72 @@ class EventRepository(_Repository):
             RawEvent.seq.in_(sorted(set(seqs))),
         )
         return {row.seq: row for row in self.session.scalars(query) if row.seq is not None}
+
+    def held_at_many(
+        self, wanted: Mapping[tuple[str, str], Sequence[int]]
+    ) -> dict[tuple[str, str, int], RawEvent]:
+        """`held_at` for several streams at once (stream → seqs), in one query; the rows
+        by (controller id, outbox id, seq)."""
+        keys = sorted({(c, o, seq) for (c, o), seqs in wanted.items() for seq in seqs})
+        if not keys:
+            return {}
+        query = select(RawEvent).where(
+            tuple_(RawEvent.controller_id, RawEvent.outbox_id, RawEvent.seq).in_(keys)
+        )
+        return {
+            (row.controller_id, row.outbox_id, row.seq): row
+            for row in self.session.scalars(query)
+            if row.controller_id is not None and row.outbox_id is not None and row.seq is not None
+        }
+
+    def above_acked(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[HeldSeq]]:
+        """Per stream, (seq, status) of the rows it holds above the `acked_seq` its
+        `outbox_stream` row has in the database, in one query for every stream."""
+        if not keys:
+            return {}
+        query = (
+            select(
+                OutboxStream.controller_id, OutboxStream.outbox_id, RawEvent.seq, RawEvent.status
+            )
+            .select_from(RawEvent)
+            .join(
+                OutboxStream,
+                and_(
+                    OutboxStream.controller_id == RawEvent.controller_id,
+                    OutboxStream.outbox_id == RawEvent.outbox_id,
+                ),
+            )
+            .where(
+                tuple_(OutboxStream.controller_id, OutboxStream.outbox_id).in_(sorted(set(keys))),
+                RawEvent.seq > OutboxStream.acked_seq,
+            )
+        )
+        found: dict[tuple[str, str], list[HeldSeq]] = {}
+        for controller_id, outbox_id, seq, status in self.session.execute(query):
+            if seq is not None:  # `seq >` leaves out the conflicts' empty seqs
+                found.setdefault((controller_id, outbox_id), []).append(HeldSeq(seq, status))
+        return found
+
+    def conflict_seqs_many(
+        self, keys: Sequence[tuple[str, str]], limit: int = 100
+    ) -> dict[tuple[str, str], list[int]]:
+        """`conflict_seqs` for several streams, in one query (streams without any left out)."""
+        if not keys:
+            return {}
+        query = (
+            select(RawEvent.controller_id, RawEvent.outbox_id, RawEvent.conflict_seq)
+            .where(
+                tuple_(RawEvent.controller_id, RawEvent.outbox_id).in_(sorted(set(keys))),
+                RawEvent.status == "conflict",
+                RawEvent.conflict_seq.is_not(None),
+            )
+            .distinct()
+        )
+        found: dict[tuple[str, str], list[int]] = {}
+        for controller_id, outbox_id, seq in self.session.execute(query):
+            if controller_id is not None and outbox_id is not None and seq is not None:
+                found.setdefault((controller_id, outbox_id), []).append(seq)
+        return {key: sorted(seqs)[:limit] for key, seqs in found.items()}
 
     def by_event_ids(self, event_ids: set[str]) -> dict[str, RawEvent]:
         """The rows that applied (or rejected) the events of these ids, in one query."""
@@ -618,12 +769,14 @@ class OutboxStreamRepository(_Repository):
         now = utcnow()
         dialect = self.session.get_bind().dialect.name
         insert_into = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        for controller_id, outbox_id in ordered:
-            values = {"controller_id": controller_id, "outbox_id": outbox_id,
-                      "acked_seq": 0, "updated_at": now}  # fmt: skip
-            self.session.execute(
-                insert_into(OutboxStream).values(**values).on_conflict_do_nothing()
-            )
+        rows = [
+            {"controller_id": controller_id, "outbox_id": outbox_id, "acked_seq": 0,
+             "updated_at": now}
+            for controller_id, outbox_id in ordered
+        ]  # fmt: skip
+        # One executemany, rows in key order: a round trip per stream cost a fleet of
+        # controllers (one stream each) milliseconds per event.
+        self.session.execute(insert_into(OutboxStream).on_conflict_do_nothing(), rows)
         query = (
             select(OutboxStream)
             .where(tuple_(OutboxStream.controller_id, OutboxStream.outbox_id).in_(ordered))
@@ -921,6 +1074,24 @@ class ControllerCommandRepository(_Repository):
             .order_by(ControllerCommand.issued_at)
         )
         return self.session.scalars(query).all()
+
+    def pending_of(
+        self, controller_ids: set[str], now: datetime
+    ) -> dict[str, list[ControllerCommand]]:
+        """`pending` for several controllers, in one query (those without any left out)."""
+        query = (
+            select(ControllerCommand)
+            .where(
+                ControllerCommand.controller_id.in_(sorted(controller_ids)),
+                ControllerCommand.applied_at.is_(None),
+                ControllerCommand.expires_at > now,
+            )
+            .order_by(ControllerCommand.issued_at)
+        )
+        found: dict[str, list[ControllerCommand]] = {}
+        for command in self.session.scalars(query):
+            found.setdefault(command.controller_id, []).append(command)
+        return found
 
     def of_machine(self, machine_id: str, limit: int = 50) -> Sequence[ControllerCommand]:
         query = (

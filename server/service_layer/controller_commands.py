@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from protocol import Command, CommandKind, command_topic, encode_command
@@ -72,7 +73,13 @@ def resend_pending(uow: SqlAlchemyUnitOfWork, machine: Machine, now: datetime) -
     controller = machine.controller
     if controller is None:
         return 0
-    pending = uow.commands.pending(controller.id, now)
+    return resend(uow, machine, uow.commands.pending(controller.id, now))
+
+
+def resend(
+    uow: SqlAlchemyUnitOfWork, machine: Machine, pending: Sequence[ControllerCommand]
+) -> int:
+    """Queue again these unconfirmed commands of the machine's controller (same bytes)."""
     topic = command_topic(machine.site, machine.id)
     for command in pending:
         command.sent_count += 1

@@ -18,11 +18,13 @@ from protocol import (
     Event,
     EventKind,
     ProtocolError,
+    TopicAddress,
     parse_topic,
 )
 from server.adapters.orm import (
     BadgeDenial,
     Controller,
+    ControllerCommand,
     ControllerFault,
     Enrollment,
     UsageSession,
@@ -40,7 +42,7 @@ from server.service_layer.audit import record
 from server.service_layer.badge_counters import apply_badge_event
 from server.service_layer.commands import RecordControllerStatus, RecordControllerStatuses
 from server.service_layer.configs import machines_sharing_lapse
-from server.service_layer.controller_commands import mark_applied, resend_pending
+from server.service_layer.controller_commands import mark_applied, resend
 from server.service_layer.members import complete_enrollment
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
@@ -380,28 +382,54 @@ def _get_or_open(uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event
 
 def record_controller_status(cmd: RecordControllerStatus, uow: SqlAlchemyUnitOfWork) -> bool:
     """Update a controller's online/offline state; False when the message is unusable."""
-    applied = _apply_status(cmd, uow)
-    uow.commit()
-    return applied
+    return record_controller_statuses(RecordControllerStatuses((cmd,)), uow)[0]
 
 
 def record_controller_statuses(
     cmd: RecordControllerStatuses, uow: SqlAlchemyUnitOfWork
 ) -> list[bool]:
-    """Each status in turn, one commit for all; per status, False when it is unusable."""
-    applied = [_apply_status(status, uow) for status in cmd.statuses]
+    """Each status in turn, one commit for all; per status, False when it is unusable.
+
+    The controllers and the commands those saying `online` have
+    not confirmed are read in one query each, whatever the number of statuses: every
+    controller re-announces its status each heartbeat interval, so a fleet of 1,000
+    sends 100 a second, and a few queries each held the ingest thread for seconds.
+    """
+    readings = [_read_status(status) for status in cmd.statuses]
+    ids = {reading[1].controller_id for reading in readings if reading is not None}
+    controllers = uow.controllers.many(ids)  # a machine is read only to resend a command
+    online = {
+        status.controller_id
+        for _, status in filter(None, readings)
+        if status.state is ControllerState.ONLINE and status.controller_id in controllers
+    }
+    since = min((c.received_at for c in cmd.statuses), default=None)
+    pending = uow.commands.pending_of(online, since) if online and since else {}
+    applied = [
+        reading is not None and _apply_status(uow, cmd.statuses[i], reading, controllers, pending)
+        for i, reading in enumerate(readings)
+    ]
     uow.commit()
     return applied
 
 
-def _apply_status(cmd: RecordControllerStatus, uow: SqlAlchemyUnitOfWork) -> bool:
+def _read_status(cmd: RecordControllerStatus) -> tuple[TopicAddress, ControllerStatus] | None:
     try:
-        address = parse_topic(cmd.topic)
-        status = ControllerStatus.decode(cmd.payload)
+        return parse_topic(cmd.topic), ControllerStatus.decode(cmd.payload)
     except ProtocolError as exc:
         logger.warning("invalid status on %s: %s", cmd.topic, exc)
-        return False
-    controller = uow.controllers.get(status.controller_id)
+        return None
+
+
+def _apply_status(
+    uow: SqlAlchemyUnitOfWork,
+    cmd: RecordControllerStatus,
+    reading: tuple[TopicAddress, ControllerStatus],
+    controllers: dict[str, Controller],
+    pending: dict[str, list[ControllerCommand]],
+) -> bool:
+    address, status = reading
+    controller = controllers.get(status.controller_id)
     if controller is None or controller.machine_id != address.machine:
         logger.warning("status from unregistered controller %r", status.controller_id)
         return False
@@ -418,5 +446,7 @@ def _apply_status(cmd: RecordControllerStatus, uow: SqlAlchemyUnitOfWork) -> boo
     controller.firmware_version = status.firmware_version
     controller.last_seen_at = cmd.received_at
     if status.state is ControllerState.ONLINE:
-        resend_pending(uow, controller.machine, cmd.received_at)
+        unexpired = [c for c in pending.get(controller.id, ()) if c.expires_at > cmd.received_at]
+        if unexpired:
+            resend(uow, controller.machine, unexpired)
     return True

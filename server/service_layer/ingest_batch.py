@@ -33,6 +33,7 @@ from protocol import (
     parse_topic,
 )
 from server.adapters.orm import Controller, OutboxStream, RawEvent
+from server.adapters.repository import HeldSeq
 from server.domain.ingest_rules import HeldEvent, SeqStatus, ack_position, classify_seq
 from server.domain.streams import advance_acked
 from server.service_layer.commands import IngestBatch, IngestEvent, OutgoingMessage
@@ -183,7 +184,7 @@ def _ingest(
             message.outcome = _take(batch, message, streams[message.key])
     uow.flush()
     uow.events.insert_many(batch.rows)
-    acks = {key: _recompute_ack(batch, stream, previous[key]) for key, stream in streams.items()}
+    acks = _recompute_acks(batch, streams, previous)
     for message in trusted:
         streams[message.key].updated_at = message.cmd.received_at
     uow.commit()
@@ -274,9 +275,8 @@ def _preload(batch: _Batch, trusted: list[_Message]) -> None:
     for message in trusted:
         assert message.envelope is not None
         seqs.setdefault(message.key, []).append(message.envelope.seq)
-    for (controller_id, outbox_id), wanted in seqs.items():
-        for seq, row in uow.events.held_at(controller_id, outbox_id, wanted).items():
-            batch.held[(controller_id, outbox_id, seq)] = _Held.of(row)
+    for key, row in uow.events.held_at_many(seqs).items():
+        batch.held[key] = _Held.of(row)
     decoded = [m.event for m in trusted if m.event is not None]
     for event_id, row in uow.events.by_event_ids({e.event_id for e in decoded}).items():
         batch.by_event_id[event_id] = _Held.of(row)
@@ -418,19 +418,44 @@ def _moved_duplicate(
     return IngestOutcome(Outcome.DUPLICATE)
 
 
-def _recompute_ack(batch: _Batch, stream: OutboxStream, previous: int) -> Ack:
+def _recompute_acks(
+    batch: _Batch, streams: dict[StreamKey, OutboxStream], previous: dict[StreamKey, int]
+) -> dict[StreamKey, Ack]:
+    """Each stream's ack, from two queries for all of the batch's streams (a fleet's
+    batch holds an event or two per stream: queries per stream cost milliseconds per
+    event). Read before any stream's `acked_seq` changes: the rows above it are those
+    above `previous`."""
+    events = batch.uow.events
+    keys = sorted(streams)
+    above = events.above_acked(keys)
+    conflicts = events.conflict_seqs_many(keys)
+    return {
+        key: _recompute_ack(
+            batch, streams[key], previous[key], above.get(key, []), conflicts.get(key, [])
+        )
+        for key in keys
+    }
+
+
+def _recompute_ack(
+    batch: _Batch,
+    stream: OutboxStream,
+    previous: int,
+    above: list[HeldSeq],
+    conflicts: list[int],
+) -> Ack:
     """Advance the stream's contiguous ack from what is committed (on duplicates too)
     and build the ack message: it never covers a conflicting seq. Its `rejected` lists
     the rejected seqs it newly covers, since the ack before the batch: all that the
-    acks of the batch's events one at a time would have listed."""
-    events = batch.uow.events
+    acks of the batch's events one at a time would have listed. `above`: the rows the
+    stream holds above `previous`; `conflicts`: its lowest conflicting seqs."""
     key = (stream.controller_id, stream.outbox_id)
-    acked = advance_acked(previous, events.seqs_above(*key, previous))
+    above = [row for row in above if row.seq > previous]
+    acked = advance_acked(previous, [row.seq for row in above])
     if acked != stream.acked_seq:
         stream.acked_seq = acked
-    conflicts = events.conflict_seqs(*key)
     up_to = ack_position(acked, conflicts)
-    rejected = set(events.rejected_seqs(*key, previous, up_to))
+    rejected = {row.seq for row in above if row.status == "rejected" and row.seq <= up_to}
     # A resend of a rejected event: say so again.
     rejected |= {seq for seq in batch.resent_rejected.get(key, ()) if seq <= up_to}
     return Ack(*key, up_to, tuple(sorted(rejected)), tuple(conflicts))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 
 from protocol import Prepaid
 from server.adapters.orm import UsageSession
@@ -14,7 +14,7 @@ from server.domain.access import Role
 from server.domain.billing.metering import local_day
 from server.domain.billing.money import BASIS
 from server.domain.billing.prepaid import PrepaidRule, machine_allowance, unsettled_cents
-from server.domain.billing.rating import MeteredSession
+from server.domain.billing.rating import MeteredSession, Pricing
 from server.domain.errors import DomainError, NotFoundError
 from server.domain.snapshots import BadgeGrant
 from server.service_layer import billing_commands as bc
@@ -68,24 +68,41 @@ def statuses(uow: SqlAlchemyUnitOfWork, member_ids: set[str]) -> dict[str, Prepa
     return {m: PrepaidStatus(m, c, rules[c], derived[m]) for m, c in prepaid.items()}
 
 
+@dataclass(frozen=True)
+class Allowances:
+    """What the prepaid grants of one or more machines are built from, read once: the
+    prepaid members' statuses and, when there are any, the pricing of that day."""
+
+    statuses: dict[str, PrepaidStatus]
+    pricing: Pricing | None
+    day: date
+
+    @classmethod
+    def read(cls, uow: SqlAlchemyUnitOfWork, member_ids: set[str], now: datetime) -> Allowances:
+        found = statuses(uow, member_ids)
+        pricing = uow.billing.pricing() if found else None
+        return cls(found, pricing, local_day(now, uow.billing_policy.tz))
+
+    def apply(self, machine_id: str, grants: list[BadgeGrant]) -> list[BadgeGrant]:
+        """The grants, each prepaid member's with what the controller needs on the machine."""
+        if self.pricing is None:
+            return grants
+        result = []
+        for grant in grants:
+            status = self.statuses.get(grant.member_id)
+            if status is not None:
+                rate, multiplier = self.pricing.rate_for(machine_id, status.category_id, self.day)
+                allowance = machine_allowance(status.rule, status.balance_cents, rate, multiplier)
+                grant = replace(grant, prepaid=Prepaid(allowance.may_start, allowance.allowance_s))
+            result.append(grant)
+        return result
+
+
 def with_allowances(
     uow: SqlAlchemyUnitOfWork, machine_id: str, grants: list[BadgeGrant], now: datetime
 ) -> list[BadgeGrant]:
     """The grants, each prepaid member's with what the controller needs on this machine."""
-    found = statuses(uow, {g.member_id for g in grants})
-    if not found:
-        return grants
-    pricing = uow.billing.pricing()
-    day = local_day(now, uow.billing_policy.tz)
-    result = []
-    for grant in grants:
-        status = found.get(grant.member_id)
-        if status is not None:
-            rate, multiplier = pricing.rate_for(machine_id, status.category_id, day)
-            allowance = machine_allowance(status.rule, status.balance_cents, rate, multiplier)
-            grant = replace(grant, prepaid=Prepaid(allowance.may_start, allowance.allowance_s))
-        result.append(grant)
-    return result
+    return Allowances.read(uow, {g.member_id for g in grants}, now).apply(machine_id, grants)
 
 
 def republish_for(uow: SqlAlchemyUnitOfWork, member_ids: set[str]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 
+from sqlalchemy import event as sa_event
+
 from protocol import (
     AuthRequest,
     CommandKind,
@@ -160,3 +162,39 @@ def test_link_applied_command_is_not_resent(
     with lab.new_uow() as uow:
         command = uow.commands.get(command_id)
         assert command is not None and command.applied_at is not None
+
+
+def _statuses_statements(lab: ServerRuntime, machines: list[str]) -> tuple[int, int]:
+    """Statements run recording an `online` status from each machine's controller (one
+    with an unconfirmed lock), and the commands resent."""
+    for machine in machines:
+        lab.bus.handle(cmds.AddMachine(machine, machine.title(), SITE, key_hex=KEY_HEX))
+    lab.bus.handle(cmds.LockMachine(machines[0], "closing", actor=MONA))
+    statuses = tuple(
+        cmds.RecordControllerStatus(
+            status_topic(SITE, m),
+            ControllerStatus(m, ControllerState.ONLINE, "0.1.0", "boot-1", time.time()).encode(),
+        )
+        for m in machines
+    )
+    counted: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        counted.append(statement)
+
+    sent: list[OutgoingMessage] = []
+    lab.bus.publish = sent.append
+    sa_event.listen(lab.engine, "before_cursor_execute", count)
+    try:
+        assert lab.bus.handle(cmds.RecordControllerStatuses(statuses)) == [True] * len(machines)
+    finally:
+        sa_event.remove(lab.engine, "before_cursor_execute", count)
+    return len(counted), len([m for m in sent if m.topic == command_topic(SITE, machines[0])])
+
+
+def test_link_statuses_of_a_fleet_take_as_many_queries_as_one(lab: ServerRuntime) -> None:
+    # Every controller re-announces `online` each heartbeat interval: queries per status
+    # (its controller, its machine, its pending commands) held the ingest thread.
+    few = _statuses_statements(lab, ["a0", "a1"])
+    many = _statuses_statements(lab, [f"b{i}" for i in range(10)])
+    assert few == many == (few[0], 1)

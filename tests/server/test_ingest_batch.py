@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from protocol import Ack, EventKind, Level, events_topic
@@ -160,3 +161,46 @@ def test_ingest_batch_outcomes_cover_every_kind_of_message(
     (_, _), (batched, _) = two_labs
     outcomes = {o.outcome for o in batched.bus.handle(cmds.IngestBatch(tuple(_mixed_batch())))}
     assert outcomes == set(Outcome) - {Outcome.BAD_TOPIC}
+
+
+def _statements_for_batch(runtime: ServerRuntime, streams: int) -> int:
+    """SQL statements the ingest of one batch runs: a heartbeat from each of `streams`
+    outboxes of the laser's controller, every session already open."""
+    topic = events_topic(SITE, "laser")
+    factories = [EventFactory() for _ in range(streams)]
+    opened, beats = [], []
+    for factory in factories:
+        session_id = uuid.uuid4().hex
+        opened.append(factory(EventKind.SESSION_STARTED, session_id=session_id,
+                              badge_uid="04A1B2C3", member_id="ada", level="autonomous",
+                              snapshot_version=1))  # fmt: skip
+        beats.append(factory(EventKind.SESSION_HEARTBEAT, session_id=session_id,
+                             elapsed_seconds=1.0, busy_seconds=0.0))  # fmt: skip
+
+    def batch(events: list[Any]) -> cmds.IngestBatch:
+        return cmds.IngestBatch(tuple(cmds.IngestEvent(topic, e.encode(), RECEIVED_AT)
+                                      for e in events))  # fmt: skip
+
+    runtime.bus.handle(batch(opened))
+    counted: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        counted.append(statement)
+
+    sa_event.listen(runtime.engine, "before_cursor_execute", count)
+    try:
+        outcomes = runtime.bus.handle(batch(beats))
+    finally:
+        sa_event.remove(runtime.engine, "before_cursor_execute", count)
+    assert {o.outcome for o in outcomes} == {Outcome.ACCEPTED}
+    return len(counted)
+
+
+def test_ingest_batch_queries_do_not_grow_with_its_streams(
+    two_labs: list[tuple[ServerRuntime, list[OutgoingMessage]]],
+) -> None:
+    # A fleet's batch holds an event or two per controller: a few queries per stream
+    # (its row, held seqs, seqs above the ack, conflicts, rejected seqs) made a
+    # thousand controllers' ingest cost milliseconds per event.
+    (few, _), (many, _) = two_labs
+    assert _statements_for_batch(many, 12) == _statements_for_batch(few, 2)
