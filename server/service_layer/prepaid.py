@@ -105,6 +105,18 @@ def session_ended(uow: SqlAlchemyUnitOfWork, usage: UsageSession, at: datetime) 
     overdraft bound (billed in full, as every session) is flagged."""
     if usage.member_id is None:
         return
+    # Ingest changes neither the prepaid rules nor a member's category: a batch of
+    # events reads them once, and a lab without prepaid categories stops here.
+    rules = uow.memo_read(("prepaid rules",), uow.billing.prepaid_rules)
+    if not rules:
+        return
+    member_id = usage.member_id
+    category = uow.memo_read(
+        ("member category", member_id),
+        lambda: uow.billing.member_categories({member_id}).get(member_id),
+    )
+    if category not in rules:
+        return
     status = statuses(uow, {usage.member_id}).get(usage.member_id)
     if status is None:
         return
