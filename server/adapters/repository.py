@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from sqlalchemy import Select, Table, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from protocol import Level
@@ -216,10 +216,14 @@ class ControllerRepository(_Repository):
         return self.session.get(Controller, controller_id)
 
     def many(self, controller_ids: set[str]) -> dict[str, Controller]:
-        """The registered controllers among these ids, in one query."""
+        """The registered controllers among these ids, with their machines, in one query."""
         if not controller_ids:
             return {}
-        query = select(Controller).where(Controller.id.in_(sorted(controller_ids)))
+        query = (
+            select(Controller)
+            .where(Controller.id.in_(sorted(controller_ids)))
+            .options(joinedload(Controller.machine))
+        )
         return {controller.id: controller for controller in self.session.scalars(query)}
 
     def add(self, controller: Controller) -> None:
