@@ -221,7 +221,8 @@ def _decode_common(d: dict[str, Any]) -> tuple[Any, ...] | None:
     Ingest decodes thousands of events a second: this is its fast path."""
     if d.get("schema_version") != SCHEMA_VERSION or d["schema_version"].__class__ is not int:
         return None
-    kind = _KIND_OF.get(d.get("kind")) if d.get("kind").__class__ is str else None
+    name = d.get("kind")
+    kind = _KIND_OF.get(name) if isinstance(name, str) else None
     data = d.get("data")
     if kind is None or data.__class__ is not dict:
         return None
