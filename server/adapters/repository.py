@@ -603,24 +603,14 @@ class EventRepository(_Repository):
         rows = [(raw, held_row, machine) for raw, held_row, machine in self.session.execute(query)]
         return rows, total
 
-    def seqs_above(self, controller_id: str, outbox_id: str, seq: int) -> list[int]:
-        query = select(RawEvent.seq).where(
+    def statuses_above(self, controller_id: str, outbox_id: str, seq: int) -> dict[int, str]:
+        """seq -> status of the events this stream holds above `seq`, in one query."""
+        query = select(RawEvent.seq, RawEvent.status).where(
             RawEvent.controller_id == controller_id,
             RawEvent.outbox_id == outbox_id,
             RawEvent.seq > seq,
         )
-        return [s for s in self.session.scalars(query).all() if s is not None]
-
-    def rejected_seqs(self, controller_id: str, outbox_id: str, low: int, high: int) -> list[int]:
-        """Seqs in (low, high] of this stream that were stored as rejected."""
-        query = select(RawEvent.seq).where(
-            RawEvent.controller_id == controller_id,
-            RawEvent.outbox_id == outbox_id,
-            RawEvent.seq > low,
-            RawEvent.seq <= high,
-            RawEvent.status == "rejected",
-        )
-        return sorted(s for s in self.session.scalars(query).all() if s is not None)
+        return {s: status for s, status in self.session.execute(query) if s is not None}
 
     def count_by_status(self) -> dict[str, int]:
         query = select(RawEvent.status, func.count()).group_by(RawEvent.status)

@@ -428,12 +428,13 @@ def _recompute_ack(batch: _Batch, stream: OutboxStream, previous: int) -> Ack:
     acks of the batch's events one at a time would have listed."""
     events = batch.uow.events
     key = (stream.controller_id, stream.outbox_id)
-    acked = advance_acked(previous, events.seqs_above(*key, previous))
+    held = events.statuses_above(*key, previous)
+    acked = advance_acked(previous, list(held))
     if acked != stream.acked_seq:
         stream.acked_seq = acked
     conflicts = events.conflict_seqs(*key)
     up_to = ack_position(acked, conflicts)
-    rejected = set(events.rejected_seqs(*key, previous, up_to))
+    rejected = {seq for seq, status in held.items() if status == "rejected" and seq <= up_to}
     # A resend of a rejected event: say so again.
     rejected |= {seq for seq in batch.resent_rejected.get(key, ()) if seq <= up_to}
     return Ack(*key, up_to, tuple(sorted(rejected)), tuple(conflicts))
