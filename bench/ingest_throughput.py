@@ -199,12 +199,16 @@ def _direct(database_url: str, count: int, controllers: int) -> dict:
     base_wall = time.time() - 3 * 86400
     streams = {m: _stream(m, count // controllers, base_wall, versions[m]) for m in machines}
     messages = [
-        cmds.IngestEvent(events_topic(SITE, m), streams[m][i])
+        (events_topic(SITE, m), streams[m][i])
         for i in range(count // controllers) for m in machines
     ]
     began, cpu0 = time.perf_counter(), time.process_time()
     for start in range(0, len(messages), 1000):
-        runtime.bus.handle(cmds.IngestBatch(tuple(messages[start : start + 1000])))
+        received_at = datetime.now(UTC)  # one receipt time per batch, as the ingest worker
+        runtime.bus.handle(cmds.IngestBatch(tuple(
+            cmds.IngestEvent(topic, payload, received_at)
+            for topic, payload in messages[start : start + 1000]
+        )))  # fmt: skip
     result = {"elapsed": time.perf_counter() - began, "finished": True,
               "server_cpu_s": time.process_time() - cpu0}  # fmt: skip
     result.update(_check(runtime, streams))

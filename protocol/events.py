@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
@@ -183,6 +184,88 @@ def validate_event_data(kind: EventKind, data: dict[str, Any]) -> dict[str, Any]
     return clean
 
 
+_KIND_OF: dict[str, EventKind] = {kind.value: kind for kind in EventKind}
+_ENVELOPE_STRINGS = ("event_id", "controller_id", "outbox_id")
+
+
+def _plain_value(value: Any, kind: Any, maximum: float) -> Any:
+    """A data value in its common form (the value `_read_value` would return), else
+    `_SLOW`: the full readers then decide, with their error messages."""
+    if kind is str:
+        return value if value.__class__ is str and 0 < len(value) <= 500 else _SLOW
+    if kind is float:
+        ok = value.__class__ is float and 0.0 <= value <= maximum
+        return value if ok else _SLOW
+    if kind is int:
+        return value if value.__class__ is int and 0 <= value <= f.MAX_INT else _SLOW
+    if kind is bool:
+        return value if value.__class__ is bool else _SLOW
+    member = kind._value2member_map_.get(value) if value.__class__ is str else None
+    return member.value if member is not None else _SLOW
+
+
+_SLOW: Any = object()
+# Per kind: (name, type, required, float maximum) of each data field, in schema order
+# (a finite maximum: the fast path's bound check also refuses infinities).
+_DATA_FIELDS = {
+    kind: tuple((name, of, required, FLOAT_MAXIMUM.get(name, sys.float_info.max))
+                for name, (of, required) in schema.items())
+    for kind, schema in _DATA_SCHEMA.items()
+}  # fmt: skip
+
+
+def _decode_common(d: dict[str, Any]) -> tuple[Any, ...] | None:
+    """An event's fields, in `Event` order, when each is in its common form (a string,
+    an integer or a float within bounds, a known kind, known data fields); None sends
+    the event to the field-by-field readers, which give the same values or the error.
+    Ingest decodes thousands of events a second: this is its fast path."""
+    if d.get("schema_version") != SCHEMA_VERSION or d["schema_version"].__class__ is not int:
+        return None
+    name = d.get("kind")
+    kind = _KIND_OF.get(name) if isinstance(name, str) else None
+    data = d.get("data")
+    if kind is None or data.__class__ is not dict:
+        return None
+    for name in _ENVELOPE_STRINGS:
+        value = d.get(name)
+        if value.__class__ is not str or not 0 < len(value) <= 64:
+            return None
+    boot_id, seq = d.get("boot_id"), d.get("seq")
+    wall_time, mono_time = d.get("wall_time"), d.get("mono_time")
+    if not (
+        boot_id.__class__ is str and 0 < len(boot_id) <= 64
+        and seq.__class__ is int and 1 <= seq <= MAX_SEQ
+        and wall_time.__class__ is float and 0.0 <= wall_time <= MAX_WALL_TIME
+        and mono_time.__class__ is float and 0.0 <= mono_time <= MAX_MONO_TIME
+    ):  # fmt: skip
+        return None
+    clean = _plain_data(kind, data)
+    if clean is None:
+        return None
+    return (d["event_id"], d["controller_id"], d["outbox_id"], seq, boot_id, wall_time,
+            mono_time, kind, clean)  # fmt: skip
+
+
+def _plain_data(kind: EventKind, data: dict[str, Any]) -> dict[str, Any] | None:
+    """`validate_event_data`'s result when every field is in its common form, else None."""
+    fields = _DATA_FIELDS[kind]
+    clean: dict[str, Any] = {}
+    known = 0
+    for name, of, required, maximum in fields:
+        value = data.get(name)
+        if value is None:
+            if required:
+                return None
+            known += name in data  # an explicit null: dropped, as the readers do
+            continue
+        known += 1
+        value = _plain_value(value, of, maximum)
+        if value is _SLOW:
+            return None
+        clean[name] = value
+    return clean if known == len(data) else None  # else an unknown field
+
+
 @dataclass(frozen=True)
 class Event:
     """One controller event; (controller_id, outbox_id, seq) and event_id are both unique."""
@@ -217,6 +300,13 @@ class Event:
     @classmethod
     def decode(cls, payload: bytes | str) -> Event:
         d = f.load_object(payload, "event")
+        fast = _decode_common(d)
+        return cls(*fast) if fast is not None else cls.read_fields(d)
+
+    @classmethod
+    def read_fields(cls, d: dict[str, Any]) -> Event:
+        """The event of a decoded JSON object, field by field; ProtocolError names the
+        first field that is wrong."""
         f.check_schema_version(d, SCHEMA_VERSION)
         kind = f.req_enum(d, "kind", EventKind)
         return cls(

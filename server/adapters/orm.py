@@ -18,6 +18,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -366,7 +367,19 @@ class RawEvent(Base):
     # another event id (`seq` stays empty: it belongs to that other event).
     conflict_seq: Mapped[int | None] = mapped_column(BigInteger)
 
-    __table_args__ = (UniqueConstraint("controller_id", "outbox_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("controller_id", "outbox_id", "seq"),
+        # Every ack reads its stream's conflicts: a few rows, found without scanning the
+        # stream's events (a partial index holds the conflicts only).
+        Index(
+            "ix_raw_event_conflict",
+            "controller_id",
+            "outbox_id",
+            "conflict_seq",
+            postgresql_where=text("conflict_seq IS NOT NULL"),
+            sqlite_where=text("conflict_seq IS NOT NULL"),
+        ),
+    )
 
 
 class OutboxStream(Base):

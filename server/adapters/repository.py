@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
@@ -20,7 +21,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, aliased, selectinload
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from protocol import Level
@@ -270,10 +272,14 @@ class ControllerRepository(_Repository):
         return self.session.get(Controller, controller_id)
 
     def many(self, controller_ids: set[str]) -> dict[str, Controller]:
-        """The registered controllers among these ids, in one query."""
+        """The registered controllers among these ids, with their machines, in one query."""
         if not controller_ids:
             return {}
-        query = select(Controller).where(Controller.id.in_(sorted(controller_ids)))
+        query = (
+            select(Controller)
+            .where(Controller.id.in_(sorted(controller_ids)))
+            .options(joinedload(Controller.machine))
+        )
         return {controller.id: controller for controller in self.session.scalars(query)}
 
     def add(self, controller: Controller) -> None:
@@ -569,9 +575,29 @@ class EventRepository(_Repository):
         self.session.add(event)
 
     def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Store raw events in one executemany (SQLAlchemy Core: no ORM objects)."""
-        if rows:
-            self.session.execute(insert(RAW_EVENT_TABLE), list(rows))
+        """Store raw events (dicts of every column but `id`) in one executemany.
+
+        The statement is compiled once per dialect and handed to the driver with each
+        row's values converted by the columns' own bind processors (the values they
+        would get through SQLAlchemy, without its per-row, per-column work)."""
+        if not rows:
+            return
+        connection = self.session.connection()
+        sql, order, processors = _raw_event_insert(connection.dialect)
+        params = [dict(row) for row in rows]
+        for name, process in processors:
+            done: dict[Any, Any] = {}  # a batch's rows share their receipt time
+            for row in params:
+                value = row[name]
+                if value is not None:
+                    try:
+                        row[name] = done[value]
+                    except KeyError:
+                        row[name] = done[value] = process(value)
+        if order is None:
+            connection.exec_driver_sql(sql, params)
+        else:  # a positional paramstyle (SQLite's qmark)
+            connection.exec_driver_sql(sql, [tuple(row[k] for k in order) for row in params])
 
     def held_at(
         self, controller_id: str, outbox_id: str, seqs: Sequence[int]
@@ -728,28 +754,31 @@ class EventRepository(_Repository):
         rows = [(raw, held_row, machine) for raw, held_row, machine in self.session.execute(query)]
         return rows, total
 
-    def seqs_above(self, controller_id: str, outbox_id: str, seq: int) -> list[int]:
-        query = select(RawEvent.seq).where(
-            RawEvent.controller_id == controller_id,
-            RawEvent.outbox_id == outbox_id,
-            RawEvent.seq > seq,
-        )
-        return [s for s in self.session.scalars(query).all() if s is not None]
-
-    def rejected_seqs(self, controller_id: str, outbox_id: str, low: int, high: int) -> list[int]:
-        """Seqs in (low, high] of this stream that were stored as rejected."""
-        query = select(RawEvent.seq).where(
-            RawEvent.controller_id == controller_id,
-            RawEvent.outbox_id == outbox_id,
-            RawEvent.seq > low,
-            RawEvent.seq <= high,
-            RawEvent.status == "rejected",
-        )
-        return sorted(s for s in self.session.scalars(query).all() if s is not None)
-
     def count_by_status(self) -> dict[str, int]:
         query = select(RawEvent.status, func.count()).group_by(RawEvent.status)
         return {status: count for status, count in self.session.execute(query).all()}
+
+
+_Processors = list[tuple[str, Callable[[Any], Any]]]
+
+
+@functools.cache
+def _raw_event_insert(dialect: Dialect) -> tuple[str, tuple[str, ...] | None, _Processors]:
+    """The INSERT of a raw event row for this dialect, the order of its parameters
+    (None: named), and the bind processors of the columns that have one."""
+    columns = [c for c in RAW_EVENT_TABLE.columns if c.key != "id"]
+    # As SQLAlchemy compiles an executemany: no RETURNING of the new ids.
+    compiled = dialect.statement_compiler(
+        dialect, insert(RAW_EVENT_TABLE), column_keys=[c.key for c in columns],
+        for_executemany=True,
+    )  # fmt: skip
+    processors: _Processors = []
+    for column in columns:
+        process = column.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            processors.append((column.key, cast(Callable[[Any], Any], process)))
+    order = tuple(compiled.positiontup or ()) if compiled.positional else None
+    return str(compiled), order, processors
 
 
 class OutboxStreamRepository(_Repository):

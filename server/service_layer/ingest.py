@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from protocol import (
@@ -123,6 +124,31 @@ def check_event(
 ) -> None:
     """Refuse (ProtocolError) an event whose wall times are implausible at receipt."""
     _check_wall_times(event, received_at, limits, dated_by_start=_dated_by_start(uow, event))
+
+
+def prefetch(uow: SqlAlchemyUnitOfWork, events: list[tuple[Controller, Event, datetime]]) -> None:
+    """Make, before a batch writes anything, the per-transaction reads (`memo_read`) its
+    events will make: each query then runs once on a clean session, instead of first
+    flushing the batch's pending changes (SQLAlchemy's autoflush) part way through.
+    The same keys, the same answers: they are reads the batch's writes cannot change
+    (or whose key the writer drops), and each is made at the receipt time of the
+    first event that asks it."""
+    for controller, event, received_at in events:
+        machine_id, data = controller.machine_id, event.data
+        if event.kind in (EventKind.BADGE_DENIED, EventKind.BADGE_ENROLLED):
+            key = ("enrollment pending", machine_id)
+            if key not in uow.memo:
+                uow.memo[key] = uow.enrollments.pending(machine_id, received_at) is not None
+        if event.kind is EventKind.BADGE_DENIED:
+            uow.memo_read(("badge holder", data["badge_uid"]), partial(_holder, uow, data))
+        elif event.kind is EventKind.SESSION_STARTED:
+            member_id = data["member_id"]
+            member = uow.memo_read(("member", member_id), partial(uow.members.get, member_id))
+            if member is not None:
+                lapse = partial(machines_sharing_lapse, uow, member.id, machine_id)
+                uow.memo_read(("lapse shared", member.id, machine_id), lapse)
+        if event.kind in (EventKind.SESSION_STARTED, EventKind.SESSION_ENDED):
+            prepaid.prefetch(uow)
 
 
 def apply_event(

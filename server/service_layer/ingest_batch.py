@@ -44,6 +44,7 @@ from server.service_layer.ingest import (
     apply_event,
     as_text,
     check_event,
+    prefetch,
 )
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
@@ -185,8 +186,8 @@ def _ingest(
     uow.flush()
     uow.events.insert_many(batch.rows)
     acks = _recompute_acks(batch, streams, previous)
-    for message in trusted:
-        streams[message.key].updated_at = message.cmd.received_at
+    for key, received_at in {m.key: m.cmd.received_at for m in trusted}.items():
+        streams[key].updated_at = received_at  # the stream's last event's receipt
     uow.commit()
     sent: set[StreamKey] = set()
     for message in trusted:
@@ -282,6 +283,8 @@ def _preload(batch: _Batch, trusted: list[_Message]) -> None:
         batch.by_event_id[event_id] = _Held.of(row)
     session_ids = {e.data["session_id"] for e in decoded if e.data.get("session_id")}
     uow.sessions.preload(session_ids)
+    prefetch(uow, [(m.controller, m.event, m.cmd.received_at) for m in trusted
+                   if m.controller is not None and m.event is not None])  # fmt: skip
 
 
 def _take(batch: _Batch, message: _Message, stream: OutboxStream) -> IngestOutcome:

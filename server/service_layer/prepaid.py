@@ -116,11 +116,28 @@ def republish_for(uow: SqlAlchemyUnitOfWork, member_ids: set[str]) -> None:
             uow.machines_to_publish |= uow.billing.member_machines(member_id)
 
 
+def prefetch(uow: SqlAlchemyUnitOfWork) -> None:
+    """Read the prepaid rules for this transaction, as `session_ended` will."""
+    uow.memo_read(("prepaid rules",), uow.billing.prepaid_rules)
+
+
 def session_ended(uow: SqlAlchemyUnitOfWork, usage: UsageSession, at: datetime) -> None:
     """Reconcile a prepaid member's session when its end arrives: their snapshots are
     republished with the new balance, and a session that left the balance past the
     overdraft bound (billed in full, as every session) is flagged."""
     if usage.member_id is None:
+        return
+    # Ingest changes neither the prepaid rules nor a member's category: a batch of
+    # events reads them once, and a lab without prepaid categories stops here.
+    rules = uow.memo_read(("prepaid rules",), uow.billing.prepaid_rules)  # as `prefetch`
+    if not rules:
+        return
+    member_id = usage.member_id
+    category = uow.memo_read(
+        ("member category", member_id),
+        lambda: uow.billing.member_categories({member_id}).get(member_id),
+    )
+    if category not in rules:
         return
     status = statuses(uow, {usage.member_id}).get(usage.member_id)
     if status is None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import itertools
 import json
+import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -338,3 +343,56 @@ def test_event_envelope_peek_reads_an_invalid_body(overrides: dict[str, Any]) ->
 )
 def test_event_envelope_peek_returns_none_when_unreadable(payload: bytes) -> None:
     assert EventEnvelope.peek(payload) is None
+
+
+# Values at and past the bounds of each field type, and values of the wrong type.
+_EDGES: list[object] = [
+    None, True, False, 0, -1, 1, 2**63 - 1, 2**63, 0.0, -0.0, 1.0, -1.5, math.inf, math.nan,
+    4_102_444_800.0, 4_102_444_800.5, 366 * 86400.0, 366 * 86400.0 + 1, 1e10, 1e10 + 1,
+    "", "x" * 64, "x" * 65, "x" * 500, "x" * 501, "session_started", "badge",
+    "not_trained", "autonomous", [], {},
+]  # fmt: skip
+
+
+def _decoded(decode: Callable[[], Event]) -> object:
+    """An event's fields with their types, or the error's text."""
+    try:
+        event = decode()
+    except ProtocolError as exc:
+        return str(exc)
+    fields = [(type(v), v) for v in dataclasses.astuple(event)]
+    return fields, [(k, type(v), v) for k, v in event.data.items()]
+
+
+def _full_event(kind: EventKind) -> dict[str, Any]:
+    """A valid event of this kind with every data field set, as a JSON object."""
+    plain = {str: "x", int: 1, float: 1.0, bool: True}
+    data = {
+        name: plain[of] if of in plain else next(iter(of)).value
+        for name, (of, _) in _DATA_SCHEMA[kind].items()
+    }
+    return _event_dict(kind=kind.value, data=data)
+
+
+def test_event_decode_fast_path_matches_field_readers() -> None:
+    """Decoding gives what the field-by-field readers give (value and type), or the
+    same error, whatever one field (top level or data, or an unknown one) is set to."""
+    for kind in EventKind:
+        body = _full_event(kind)
+        places = [(name, False) for name in [*body, "unknown"]]
+        places += [(name, True) for name in [*body["data"], "unknown"]]
+        for (name, in_data), value in itertools.product(places, _EDGES):
+            changed = copy.deepcopy(body)
+            (changed["data"] if in_data else changed)[name] = value
+            payload = json.dumps(changed)
+            assert _decoded(lambda p=payload: Event.decode(p)) == _decoded(
+                lambda p=payload: Event.read_fields(json.loads(p))
+            ), (kind, name, value)
+
+
+@given(events())
+def test_event_decode_fast_path_matches_field_readers_on_valid_events(event: Event) -> None:
+    payload = event.encode()
+    assert _decoded(lambda: Event.decode(payload)) == _decoded(
+        lambda: Event.read_fields(json.loads(payload))
+    )
