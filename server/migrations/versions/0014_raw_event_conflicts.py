@@ -1,7 +1,7 @@
 """ingest at scale: a partial index on each stream's conflicts
 
-Revision ID: 0013_raw_event_conflicts
-Revises: 0012_billing_indexes
+Revision ID: 0014_raw_event_conflicts
+Revises: 0013_billing_lines_keyed
 Create Date: 2026-12-03
 
 - `raw_event (controller_id, outbox_id, conflict_seq) WHERE conflict_seq IS NOT NULL`:
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0013_raw_event_conflicts"
-down_revision: str | None = "0012_billing_indexes"
+revision: str = "0014_raw_event_conflicts"
+down_revision: str | None = "0013_billing_lines_keyed"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
