@@ -124,8 +124,10 @@ def _explain_pricing(runtime: ServerRuntime, period_id: int) -> str:
             conn.execute(text("UPDATE billing_statement SET status = 'draft'"))
             conn.execute(text("DELETE FROM billing_line"))
             conn.execute(text("UPDATE billing_period SET status = 'open'"))
+            conn.execute(text("ANALYZE billing_statement"))  # as the pricing does
             period = Session(bind=conn).get_one(BillingPeriod, period_id)
-            statement = draft_lines_insert(period, "postgresql")
+            # No adjustments in this period: the pricing leaves their join out.
+            statement = draft_lines_insert(period, "postgresql", adjusted=False)
             sql = statement.compile(conn, compile_kwargs={"literal_binds": True})
             plan = conn.execute(text(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")).scalars().all()
         finally:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    null,
     or_,
     select,
     text,
@@ -116,6 +117,13 @@ def _unbilled_condition(period: BillingPeriod, *, approved: bool = True) -> Colu
 
 def _candidates(period: BillingPeriod) -> Any:
     s = UsageSession
+    # Each tariff's number (1, 2, …): the window partitions by it, integers sorting
+    # faster than the tariffs' text ids.
+    tm = select(
+        BillingTariffMachine.machine_id,
+        BillingTariffMachine.tariff_id,
+        func.dense_rank().over(order_by=BillingTariffMachine.tariff_id).label("tariff_no"),
+    ).subquery("tariff_machine")
     return (
         select(
             s.id.label("session_id"),
@@ -127,12 +135,13 @@ def _candidates(period: BillingPeriod) -> Any:
             whole_seconds(s.busy_seconds).label("busy_secs"),
             Member.category.label("category_id"),
             func.coalesce(BillingCategoryPricing.multiplier_bp, BASIS).label("multiplier"),
-            BillingTariffMachine.tariff_id,
+            tm.c.tariff_id,
+            tm.c.tariff_no,
             case((s.started_at < period.starts_at, True), else_=False).label("late"),
         )
         .join(Member, Member.id == s.member_id)
         .outerjoin(BillingCategoryPricing, BillingCategoryPricing.category_id == Member.category)
-        .outerjoin(BillingTariffMachine, BillingTariffMachine.machine_id == s.machine_id)
+        .outerjoin(tm, tm.c.machine_id == s.machine_id)
         .where(_unbilled_condition(period))
         .subquery("candidate")
     )
@@ -200,16 +209,31 @@ def _rated(period: BillingPeriod) -> Any:
 
 
 def _priced(period: BillingPeriod, session_order: Any) -> Any:
+    """The rated sessions with their member's draft (`statement_id`) and their price."""
     r = _rated(period)
-    # SUM of integers is NUMERIC in PostgreSQL: back to integers for the divisions.
-    # The order is total (the session id breaks ties), so a ROWS frame sums the same as
-    # the default RANGE one, without looking for peer rows.
+    draft = and_(
+        BillingStatement.period_id == period.id,
+        BillingStatement.member_id == r.c.member_id,
+        BillingStatement.status == "draft",
+        BillingStatement.kind == "statement",
+    )
+    # The allowance is per member and tariff: per draft (one a member) and tariff number,
+    # integer keys, cheaper to sort by than the text ids. SUM of integers is NUMERIC in
+    # PostgreSQL: back to integers for the divisions. The order is total (the session id
+    # breaks ties), so a ROWS frame sums the same as the default RANGE one, without
+    # looking for peer rows.
     running = func.sum(r.c.billed).over(
-        partition_by=(r.c.member_id, r.c.tariff_id),
+        partition_by=(BillingStatement.id, r.c.tariff_no),
         order_by=(r.c.started_at, session_order(r.c.session_id)),
         rows=(None, 0),
     )
-    with_running = select(r, cast(running, BigInteger).label("running")).subquery("with_running")
+    with_running = (
+        select(
+            r, BillingStatement.id.label("statement_id"), cast(running, BigInteger).label("running")
+        )
+        .join(BillingStatement, draft)
+        .subquery("with_running")
+    )
     w = with_running
     left = w.c.free - (w.c.running - w.c.billed)
     free = case((left <= 0, 0), (left >= w.c.billed, w.c.billed), else_=left)
@@ -241,6 +265,13 @@ LINE_COLUMNS = [
 ]
 
 
+# The priced columns that become the lines' session_id … multiplier_bp.
+_PRICED_COLUMNS = (
+    "session_id", "machine_id", "started_at", "ended_at", "secs", "busy_secs", "billed",
+    "busy_billed", "free_used", "rate_id", "rate_multiplier",
+)  # fmt: skip
+
+
 def insert_draft_lines(
     session: Session, period: BillingPeriod, *, currency: str, at: datetime
 ) -> None:
@@ -265,23 +296,38 @@ def insert_draft_lines(
             ).order_by(members.c.member_id),
         )
     )
-    session.execute(draft_lines_insert(period, dialect))
+    if dialect == "postgresql":
+        # The pricing joins every session to these drafts: planned from statistics that
+        # predate them, PostgreSQL may scan the drafts once per session.
+        session.execute(text("ANALYZE billing_statement"))
+    adjusted = exists().where(BillingAdjustment.period_id == period.id)
+    session.execute(
+        draft_lines_insert(period, dialect, adjusted=bool(session.scalar(select(adjusted))))
+    )
 
 
-def draft_lines_insert(period: BillingPeriod, dialect: str) -> Any:
+def draft_lines_insert(period: BillingPeriod, dialect: str, *, adjusted: bool = True) -> Any:
     """The one INSERT ... SELECT that prices the period's sessions into the lines of its
-    drafts (which must exist); `bench/close_period.py --explain` shows its plan."""
+    drafts (which must exist); `bench/close_period.py --explain` shows its plan.
+    `adjusted`: whether the period has adjustments to apply (else the join to them is
+    left out)."""
 
     def session_order(col: Any) -> Any:
         # Ties on the start instant are ordered bytewise, as Python orders strings.
         return col.collate("C") if dialect == "postgresql" else col
 
-    rows = _line_rows(period, _priced(period, session_order))
+    rows = _line_rows(period, _priced(period, session_order), adjusted=adjusted)
     return insert(BillingLine).from_select(LINE_COLUMNS, rows)
 
 
-def _line_rows(period: BillingPeriod, p: Any) -> Any:
-    """The priced sessions joined to their member's draft, the latest adjustment applied."""
+def _line_rows(period: BillingPeriod, p: Any, *, adjusted: bool) -> Any:
+    """The priced sessions as lines of their member's draft, the latest adjustment
+    applied."""
+    if not adjusted:
+        return select(
+            p.c.statement_id, *(p.c[c] for c in _PRICED_COLUMNS), p.c.computed,
+            p.c.computed, null(), p.c.late,
+        )  # fmt: skip
     latest = (
         select(func.max(BillingAdjustment.id))
         .where(BillingAdjustment.period_id == period.id)
@@ -294,34 +340,14 @@ def _line_rows(period: BillingPeriod, p: Any) -> Any:
         .where(BillingAdjustment.id.in_(latest))
         .subquery("adjustment")
     )
-    draft = and_(
-        BillingStatement.period_id == period.id,
-        BillingStatement.member_id == p.c.member_id,
-        BillingStatement.status == "draft",
-        BillingStatement.kind == "statement",
-    )
-    return (
-        select(
-            BillingStatement.id,
-            p.c.session_id,
-            p.c.machine_id,
-            p.c.started_at,
-            p.c.ended_at,
-            p.c.secs,
-            p.c.busy_secs,
-            p.c.billed,
-            p.c.busy_billed,
-            p.c.free_used,
-            p.c.rate_id,
-            p.c.rate_multiplier,
-            func.coalesce(adjustment.c.amount_cents, p.c.computed),
-            p.c.computed,
-            adjustment.c.reason,
-            p.c.late,
-        )
-        .join(BillingStatement, draft)
-        .outerjoin(adjustment, adjustment.c.session_id == p.c.session_id)
-    )
+    return select(
+        p.c.statement_id,
+        *(p.c[c] for c in _PRICED_COLUMNS),
+        func.coalesce(adjustment.c.amount_cents, p.c.computed),
+        p.c.computed,
+        adjustment.c.reason,
+        p.c.late,
+    ).outerjoin(adjustment, adjustment.c.session_id == p.c.session_id)
 
 
 def _tune_for_one_big_statement(session: Session) -> None:

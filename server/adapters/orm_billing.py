@@ -1,8 +1,9 @@
 """SQLAlchemy tables of usage billing and contribution credits (money in integer cents).
 
 Approved statements, their lines, ledger entries and adjustments are protected by
-database triggers (migration 0007_billing): the ledger and the adjustments are
-append-only, an approved statement and its lines can be neither changed nor deleted.
+database triggers (migrations 0007_billing and 0013_billing_lines_keyed): the ledger and
+the adjustments are append-only, an approved statement and its lines can be neither
+changed nor deleted, and a line's statement exists.
 """
 
 from __future__ import annotations

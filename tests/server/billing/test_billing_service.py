@@ -133,6 +133,30 @@ def test_billing_approved_statement_is_refused_by_the_database(
             uow.session.execute(text(sql), {"id": statement_id} if ":id" in sql else {})
 
 
+def test_billing_lines_need_their_statement_in_the_database(
+    lab: ServerRuntime, add_session: AddSession
+) -> None:
+    _laser_rate(lab)
+    add_session("s1", "ada", "laser", MARCH, 3600)
+    period_id = _march(lab)
+    lab.bus.handle(bc.ComputePeriod(period_id, POLICY, actor=TESS))
+    statement_id = _statement(lab, "ada", period_id)
+    copy = (
+        "INSERT INTO billing_line (statement_id, session_id, machine_id, started_at, ended_at, "
+        "metered_seconds, busy_seconds, billed_minutes, busy_billed_minutes, free_minutes, "
+        "multiplier_bp, amount_cents, computed_cents, late) "
+        "SELECT :other, session_id, machine_id, started_at, ended_at, 0, 0, 0, 0, 0, 1, 0, 0, "
+        "late FROM billing_line WHERE statement_id = :id"
+    )
+    for sql, params in (
+        (copy, {"id": statement_id, "other": statement_id + 1000}),
+        ("DELETE FROM billing_statement WHERE id = :id", {"id": statement_id}),
+    ):
+        with lab.new_uow() as uow, pytest.raises(DBAPIError):
+            uow.session.execute(text(sql), params)
+            uow.session.flush()
+
+
 def test_billing_approved_statement_refuses_adjustment_and_recompute(
     lab: ServerRuntime, add_session: AddSession
 ) -> None:
