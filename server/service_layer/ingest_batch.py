@@ -44,6 +44,7 @@ from server.service_layer.ingest import (
     apply_event,
     as_text,
     check_event,
+    preload_session_starts,
 )
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
@@ -282,6 +283,9 @@ def _preload(batch: _Batch, trusted: list[_Message]) -> None:
         batch.by_event_id[event_id] = _Held.of(row)
     session_ids = {e.data["session_id"] for e in decoded if e.data.get("session_id")}
     uow.sessions.preload(session_ids)
+    preload_session_starts(
+        uow, [(m.event, m.controller.machine_id) for m in trusted if m.event and m.controller]
+    )
 
 
 def _take(batch: _Batch, message: _Message, stream: OutboxStream) -> IngestOutcome:
