@@ -188,10 +188,13 @@ _STOP = object()
 class IngestWorker:
     """Applies incoming messages on its own thread, in batches; never dies on bad input.
 
-    Each turn takes every message waiting, up to `max_batch`: runs of event messages
-    are ingested as one batch (one transaction, one ack per stream), status messages and
-    republish requests in between are handled in their turn, in arrival order. An idle
-    worker takes a message as soon as it arrives: batches grow only under load.
+    Each turn takes every message waiting, up to `max_batch`: its event messages are
+    ingested as one batch (one transaction, one ack per stream), then republish requests
+    in arrival order. Status messages (liveness, re-announced by every controller each
+    heartbeat interval) are recorded together, in their order, in one transaction at
+    most every `status_interval_s` while events keep coming, at once when a turn has
+    none, and before the worker stops. An idle worker takes a message as soon as it
+    arrives: batches grow only under load.
 
     The queue is bounded: when it is full, `submit` blocks the caller (the MQTT client's
     network thread), which then stops reading from the broker; the broker keeps the
@@ -206,11 +209,18 @@ class IngestWorker:
         max_queue: int = 1000,
         max_batch: int = 1000,
         limits: Plausibility | None = None,
+        status_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus
         self.name = name
         self.limits = limits or Plausibility()
         self.max_batch = max_batch
+        self.status_interval_s = status_interval_s
+        self._clock = clock
+        # Status messages waiting to be recorded, and since when the oldest waits.
+        self._statuses: list[tuple[str, bytes, float]] = []
+        self._statuses_since = 0.0
         self.stats: Counter[str] = Counter()
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
@@ -250,14 +260,16 @@ class IngestWorker:
                 return
 
     def _handle_turn(self, turn: list[object]) -> bool:
-        """The events of a turn as one batch (in arrival order), its status messages as
-        another (in their order), then the rest (republish requests); True at the stop.
+        """The events of a turn as one batch (in arrival order), the status messages
+        waiting when due (in their order), then the rest (republish requests); True at
+        the stop.
 
         Controllers re-announce their status every heartbeat interval: handled one by
         one between the events, a fleet's statuses would cut the batches down to an
-        event or two and each take a transaction of their own."""
+        event or two; recorded at every turn, they took a transaction per turn (1,000
+        controllers: 100 statuses a second, a turn every few tens of milliseconds)."""
         events: list[tuple[str, bytes, float]] = []
-        statuses: list[tuple[str, bytes, float]] = []
+        statuses = self._statuses
         others: list[object] = []
         stop = False
         for item in turn:
@@ -267,11 +279,16 @@ class IngestWorker:
             if isinstance(item, tuple) and _is_event(item[0]):
                 events.append(cast(tuple[str, bytes, float], item))
             elif isinstance(item, tuple) and _is_status(item[0]):
+                if not statuses:
+                    self._statuses_since = self._clock()
                 statuses.append(cast(tuple[str, bytes, float], item))
             else:
                 others.append(item)
         self._guarded(self._ingest, events)
-        self._guarded(self._record_statuses, statuses)
+        due = self._clock() - self._statuses_since >= self.status_interval_s
+        if statuses and (stop or not events or due or len(statuses) >= self.max_batch):
+            self._statuses = []
+            self._guarded(self._record_statuses, statuses)
         for item in others:
             self._guarded(self._process, item)
         return stop
@@ -287,8 +304,16 @@ class IngestWorker:
             self.stats["status_ok" if ok else "status_invalid"] += 1
 
     def _take(self) -> list[object]:
-        """The next message, and every one waiting behind it up to `max_batch`."""
-        turn = [self._queue.get()]
+        """The next message, and every one waiting behind it up to `max_batch`; nothing
+        once statuses have waited `status_interval_s` with no message coming."""
+        try:
+            if self._statuses:
+                due = self._statuses_since + self.status_interval_s - self._clock()
+                turn = [self._queue.get(timeout=max(due, 0.0))]
+            else:
+                turn = [self._queue.get()]
+        except queue.Empty:
+            return []
         while len(turn) < self.max_batch and turn[-1] is not _STOP:
             try:
                 turn.append(self._queue.get_nowait())

@@ -73,6 +73,13 @@ class MemberRepository(_Repository):
     def get(self, member_id: str) -> Member | None:
         return self.session.get(Member, member_id)
 
+    def many(self, member_ids: set[str]) -> dict[str, Member]:
+        """The members among these ids, in one query (their roles in one more)."""
+        if not member_ids:
+            return {}
+        query = select(Member).where(Member.id.in_(sorted(member_ids)))
+        return {member.id: member for member in self.session.scalars(query)}
+
     def add(self, member: Member) -> None:
         self.session.add(member)
 
@@ -433,27 +440,34 @@ class TrainingTypeRepository(_Repository):
 
     def machines_sharing_lapse(self, member_id: str, machine_id: str) -> set[str]:
         """The machines of every lapsing training type covering `machine_id` of which
-        the member holds an unrevoked training, in one query (as ids: a type may cover
-        every machine of a network)."""
+        the member holds an unrevoked training (as ids: a type may cover every machine
+        of a network)."""
+        return self.machines_sharing_lapse_of({(member_id, machine_id)})[(member_id, machine_id)]
+
+    def machines_sharing_lapse_of(
+        self, pairs: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], set[str]]:
+        """`machines_sharing_lapse` for several (member id, machine id) pairs, in one query."""
+        found: dict[tuple[str, str], set[str]] = {pair: set() for pair in pairs}
+        if not pairs:
+            return found
         covering, sharing = aliased(TrainingTypeMachine), aliased(TrainingTypeMachine)
-        held = (
-            select(Training.id)
+        query = (
+            select(Training.member_id, covering.machine_id, sharing.machine_id)
+            .distinct()
+            .select_from(Training)
+            .join(TrainingType, TrainingType.id == Training.training_type_id)
+            .join(covering, covering.training_type_id == Training.training_type_id)
+            .join(sharing, sharing.training_type_id == Training.training_type_id)
             .where(
-                Training.member_id == member_id,
-                Training.training_type_id == covering.training_type_id,
+                tuple_(Training.member_id, covering.machine_id).in_(sorted(pairs)),
+                TrainingType.lapse_months.is_not(None),
                 Training.revoked_at.is_(None),
             )
-            .exists()
         )
-        query = (
-            select(sharing.machine_id)
-            .distinct()
-            .select_from(covering)
-            .join(TrainingType, TrainingType.id == covering.training_type_id)
-            .join(sharing, sharing.training_type_id == covering.training_type_id)
-            .where(covering.machine_id == machine_id, TrainingType.lapse_months.is_not(None), held)
-        )
-        return set(self.session.scalars(query))
+        for member_id, machine_id, shared in self.session.execute(query):
+            found[(member_id, machine_id)].add(shared)
+        return found
 
     def covering(self, machine_id: str) -> Sequence[TrainingType]:
         query = (

@@ -252,6 +252,29 @@ def _owned_session(
     return usage
 
 
+def preload_session_starts(uow: SqlAlchemyUnitOfWork, starts: list[tuple[Event, str]]) -> None:
+    """Read what the session starts of a batch ((event, machine id) each) ask, in two
+    queries for all of them: their members and the machines whose lapse dates they move
+    (`memo_read` then answers). A fleet's controllers start sessions together after a
+    restart: a few round trips each held the ingest thread ~10 ms per start."""
+    wanted = {e.data["member_id"] for e, _ in starts if e.kind is EventKind.SESSION_STARTED}
+    wanted -= {key[1] for key in uow.memo if isinstance(key, tuple) and key[0] == "member"}
+    if not wanted:
+        return
+    members = uow.members.many(wanted)
+    for member_id in wanted:
+        uow.memo[("member", member_id)] = members.get(member_id)
+    pairs = {
+        (event.data["member_id"], machine_id)
+        for event, machine_id in starts
+        if event.kind is EventKind.SESSION_STARTED and event.data["member_id"] in members
+    }
+    for (member_id, machine_id), shared in uow.training_types.machines_sharing_lapse_of(
+        pairs
+    ).items():
+        uow.memo.setdefault(("lapse shared", member_id, machine_id), shared)
+
+
 def _session_started(uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event) -> None:
     data = event.data
     usage = _get_or_open(uow, controller, event)

@@ -204,3 +204,43 @@ def test_ingest_batch_queries_do_not_grow_with_its_streams(
     # thousand controllers' ingest cost milliseconds per event.
     (few, _), (many, _) = two_labs
     assert _statements_for_batch(many, 12) == _statements_for_batch(few, 2)
+
+
+def _statements_for_starts(runtime: ServerRuntime, members: list[str]) -> int:
+    """SQL statements the ingest of one batch runs: a session start by each of these
+    (new, trained) members, each from an outbox of the laser's controller."""
+    for i, member in enumerate(members):
+        runtime.bus.handle(cmds.AddMember(member.title(), member_id=member))
+        runtime.bus.handle(cmds.RegisterBadge(member, f"04{len(members):02X}{i:02X}00"))
+        runtime.bus.handle(cmds.GrantTraining(member, "laser", Level.AUTONOMOUS))
+    topic = events_topic(SITE, "laser")
+    starts = [
+        EventFactory()(EventKind.SESSION_STARTED, session_id=uuid.uuid4().hex,
+                       badge_uid=f"04{len(members):02X}{i:02X}00", member_id=member,
+                       level="autonomous", snapshot_version=1)
+        for i, member in enumerate(members)
+    ]  # fmt: skip
+    counted: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        counted.append(statement)
+
+    sa_event.listen(runtime.engine, "before_cursor_execute", count)
+    try:
+        batch = tuple(cmds.IngestEvent(topic, e.encode(), RECEIVED_AT) for e in starts)
+        outcomes = runtime.bus.handle(cmds.IngestBatch(batch))
+    finally:
+        sa_event.remove(runtime.engine, "before_cursor_execute", count)
+    assert {o.outcome for o in outcomes} == {Outcome.ACCEPTED}
+    return len(counted)
+
+
+def test_ingest_batch_session_starts_of_many_members_take_as_many_queries_as_two(
+    two_labs: list[tuple[ServerRuntime, list[OutgoingMessage]]],
+) -> None:
+    # A fleet's controllers start sessions together after a restart: the member and the
+    # machines sharing a lapse date read per start held the ingest thread ~10 ms each.
+    (few, _), (many, _) = two_labs
+    assert _statements_for_starts(many, [f"p{i}" for i in range(8)]) == _statements_for_starts(
+        few, ["q0", "q1"]
+    )

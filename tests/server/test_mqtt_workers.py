@@ -22,7 +22,7 @@ from protocol import (
     status_topic,
 )
 from server.adapters.migrations import upgrade
-from server.adapters.mqtt import FairAuthQueue
+from server.adapters.mqtt import FairAuthQueue, IngestWorker
 from server.bootstrap import ServerRuntime
 from server.config import Settings
 from server.service_layer.commands import (
@@ -31,6 +31,7 @@ from server.service_layer.commands import (
     RecordControllerStatus,
     RecordControllerStatuses,
 )
+from server.service_layer.ingest import IngestOutcome, Outcome
 from tests.fixtures import MosquittoServer
 from tests.server.conftest import SITE, EventFactory
 
@@ -232,3 +233,46 @@ def test_server_sends_a_config_while_ingest_holds_back_the_broker(
             client.disconnect()
             client.loop_stop()
         runtime.stop()
+
+
+class _Recorder:
+    """A bus that notes the commands it is given (no database)."""
+
+    def __init__(self) -> None:
+        self.handled: list[object] = []
+
+    def handle(self, cmd: object) -> object:
+        self.handled.append(cmd)
+        if isinstance(cmd, RecordControllerStatuses):
+            return [True] * len(cmd.statuses)
+        return [IngestOutcome(Outcome.ACCEPTED, acked_seq=1) for _ in cmd.events]  # type: ignore[attr-defined]
+
+
+def test_ingest_worker_records_statuses_once_a_second_while_events_keep_coming() -> None:
+    # 1,000 controllers re-announce every 10 s: recorded at every turn, their statuses
+    # took a transaction per turn of the ingest thread.
+    now = [0.0]
+    bus = _Recorder()
+    worker = IngestWorker(bus, status_interval_s=1.0, clock=lambda: now[0])  # type: ignore[arg-type]
+    laser = EventFactory()
+
+    def turn(*kinds: str) -> list[str]:
+        items: list[object] = []
+        for kind in kinds:
+            if kind == "event":
+                denied = laser(EventKind.BADGE_DENIED, badge_uid="04FFEE01", reason="not_trained")
+                items.append((events_topic(SITE, "laser"), denied.encode(), now[0]))
+            else:
+                status = ControllerStatus("laser", ControllerState.ONLINE, "0.1.0", "b", now[0])
+                items.append((status_topic(SITE, "laser"), status.encode(), now[0]))
+        bus.handled.clear()
+        worker._handle_turn(items)
+        return [type(cmd).__name__ for cmd in bus.handled]
+
+    assert turn("event", "status") == ["IngestBatch"]
+    now[0] = 0.5
+    assert turn("status", "event") == ["IngestBatch"]
+    now[0] = 1.0
+    assert turn("event") == ["IngestBatch", "RecordControllerStatuses"]
+    assert len(bus.handled[-1].statuses) == 2  # type: ignore[attr-defined]  # both, in order
+    assert turn("status") == ["RecordControllerStatuses"]  # no events: recorded at once
