@@ -613,24 +613,11 @@ class EventRepository(_Repository):
         else:  # a positional paramstyle (SQLite's qmark)
             connection.exec_driver_sql(sql, [tuple(row[k] for k in order) for row in params])
 
-    def held_at(
-        self, controller_id: str, outbox_id: str, seqs: Sequence[int]
-    ) -> dict[int, RawEvent]:
-        """The events this stream holds at these seqs, by seq, in one query."""
-        if not seqs:
-            return {}
-        query = select(RawEvent).where(
-            RawEvent.controller_id == controller_id,
-            RawEvent.outbox_id == outbox_id,
-            RawEvent.seq.in_(sorted(set(seqs))),
-        )
-        return {row.seq: row for row in self.session.scalars(query) if row.seq is not None}
-
     def held_at_many(
         self, wanted: Mapping[tuple[str, str], Sequence[int]]
     ) -> dict[tuple[str, str, int], RawEvent]:
-        """`held_at` for several streams at once (stream → seqs), in one query; the rows
-        by (controller id, outbox id, seq)."""
+        """The events the streams hold at the given seqs (stream → seqs), in one query;
+        the rows by (controller id, outbox id, seq)."""
         keys = sorted({(c, o, seq) for (c, o), seqs in wanted.items() for seq in seqs})
         if not keys:
             return {}
@@ -674,7 +661,8 @@ class EventRepository(_Repository):
     def conflict_seqs_many(
         self, keys: Sequence[tuple[str, str]], limit: int = 100
     ) -> dict[tuple[str, str], list[int]]:
-        """`conflict_seqs` for several streams, in one query (streams without any left out)."""
+        """Per stream, its lowest seqs that another event claimed (conflicts), in one
+        query for every stream (streams without any left out)."""
         if not keys:
             return {}
         query = (
@@ -711,22 +699,6 @@ class EventRepository(_Repository):
             RawEvent.seq == seq,
         )
         return self.session.scalar(query)
-
-    def conflict_seqs(self, controller_id: str, outbox_id: str, limit: int = 100) -> list[int]:
-        """The lowest seqs of this stream that another event claimed (conflicts)."""
-        query = (
-            select(RawEvent.conflict_seq)
-            .where(
-                RawEvent.controller_id == controller_id,
-                RawEvent.outbox_id == outbox_id,
-                RawEvent.status == "conflict",
-                RawEvent.conflict_seq.is_not(None),
-            )
-            .distinct()
-            .order_by(RawEvent.conflict_seq)
-            .limit(limit)
-        )
-        return [s for s in self.session.scalars(query).all() if s is not None]
 
     def conflict_recorded(
         self, controller_id: str, outbox_id: str, seq: int, event_id: str | None, payload: str
@@ -1105,23 +1077,11 @@ class ControllerCommandRepository(_Repository):
     def get(self, command_id: str) -> ControllerCommand | None:
         return self.session.get(ControllerCommand, command_id)
 
-    def pending(self, controller_id: str, now: datetime) -> Sequence[ControllerCommand]:
-        """Unapplied, unexpired commands of the controller, oldest first."""
-        query = (
-            select(ControllerCommand)
-            .where(
-                ControllerCommand.controller_id == controller_id,
-                ControllerCommand.applied_at.is_(None),
-                ControllerCommand.expires_at > now,
-            )
-            .order_by(ControllerCommand.issued_at)
-        )
-        return self.session.scalars(query).all()
-
     def pending_of(
         self, controller_ids: set[str], now: datetime
     ) -> dict[str, list[ControllerCommand]]:
-        """`pending` for several controllers, in one query (those without any left out)."""
+        """Per controller, its unapplied, unexpired commands, oldest first, in one query
+        (controllers without any left out)."""
         query = (
             select(ControllerCommand)
             .where(

@@ -28,8 +28,8 @@ def send_command(
     transaction (sent once it commits); returns its id (None: no controller).
 
     Commands are not retained: a controller away now gets it when it comes back online
-    (`resend_pending`), until it confirms it or it expires. What they set (out of
-    service…) is also in the machine's signed, retained config.
+    (ingest's status handling resends it), until it confirms it or it expires. What
+    they set (out of service…) is also in the machine's signed, retained config.
     """
     controller = machine.controller
     if controller is None:
@@ -64,22 +64,15 @@ def send_command(
     return command.command_id
 
 
-def resend_pending(uow: SqlAlchemyUnitOfWork, machine: Machine, now: datetime) -> int:
-    """Queue again the commands the controller has not confirmed (same bytes, same id).
+def resend(
+    uow: SqlAlchemyUnitOfWork, machine: Machine, pending: Sequence[ControllerCommand]
+) -> int:
+    """Queue again these unconfirmed commands of the machine's controller (same bytes,
+    same id).
 
     Called when the controller says it is online: a command published while it was
     away is delivered now; one it already applied is ignored by it as a replay.
     """
-    controller = machine.controller
-    if controller is None:
-        return 0
-    return resend(uow, machine, uow.commands.pending(controller.id, now))
-
-
-def resend(
-    uow: SqlAlchemyUnitOfWork, machine: Machine, pending: Sequence[ControllerCommand]
-) -> int:
-    """Queue again these unconfirmed commands of the machine's controller (same bytes)."""
     topic = command_topic(machine.site, machine.id)
     for command in pending:
         command.sent_count += 1
