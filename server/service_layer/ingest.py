@@ -133,6 +133,7 @@ def prefetch(uow: SqlAlchemyUnitOfWork, events: list[tuple[Controller, Event, da
     The same keys, the same answers: they are reads the batch's writes cannot change
     (or whose key the writer drops), and each is made at the receipt time of the
     first event that asks it."""
+    _preload_session_starts(uow, [(event, c.machine_id) for c, event, _ in events])
     for controller, event, received_at in events:
         machine_id, data = controller.machine_id, event.data
         if event.kind in (EventKind.BADGE_DENIED, EventKind.BADGE_ENROLLED):
@@ -141,12 +142,6 @@ def prefetch(uow: SqlAlchemyUnitOfWork, events: list[tuple[Controller, Event, da
                 uow.memo[key] = uow.enrollments.pending(machine_id, received_at) is not None
         if event.kind is EventKind.BADGE_DENIED:
             uow.memo_read(("badge holder", data["badge_uid"]), partial(_holder, uow, data))
-        elif event.kind is EventKind.SESSION_STARTED:
-            member_id = data["member_id"]
-            member = uow.memo_read(("member", member_id), partial(uow.members.get, member_id))
-            if member is not None:
-                lapse = partial(machines_sharing_lapse, uow, member.id, machine_id)
-                uow.memo_read(("lapse shared", member.id, machine_id), lapse)
         if event.kind in (EventKind.SESSION_STARTED, EventKind.SESSION_ENDED):
             prepaid.prefetch(uow)
 
@@ -252,27 +247,28 @@ def _owned_session(
     return usage
 
 
-def preload_session_starts(uow: SqlAlchemyUnitOfWork, starts: list[tuple[Event, str]]) -> None:
-    """Read what the session starts of a batch ((event, machine id) each) ask, in two
-    queries for all of them: their members and the machines whose lapse dates they move
+def _preload_session_starts(uow: SqlAlchemyUnitOfWork, events: list[tuple[Event, str]]) -> None:
+    """Read what the session starts among these (event, machine id) ask, in two queries
+    for all of them: their members and the machines whose lapse dates they move
     (`memo_read` then answers). A fleet's controllers start sessions together after a
     restart: a few round trips each held the ingest thread ~10 ms per start."""
-    wanted = {e.data["member_id"] for e, _ in starts if e.kind is EventKind.SESSION_STARTED}
-    wanted -= {key[1] for key in uow.memo if isinstance(key, tuple) and key[0] == "member"}
-    if not wanted:
-        return
-    members = uow.members.many(wanted)
-    for member_id in wanted:
-        uow.memo[("member", member_id)] = members.get(member_id)
+    starts = {(e.data["member_id"], machine_id) for e, machine_id in events
+              if e.kind is EventKind.SESSION_STARTED}  # fmt: skip
+    wanted = {member_id for member_id, _ in starts if ("member", member_id) not in uow.memo}
+    if wanted:
+        members = uow.members.many(wanted)
+        for member_id in wanted:
+            uow.memo[("member", member_id)] = members.get(member_id)
     pairs = {
-        (event.data["member_id"], machine_id)
-        for event, machine_id in starts
-        if event.kind is EventKind.SESSION_STARTED and event.data["member_id"] in members
+        (member_id, machine_id)
+        for member_id, machine_id in starts
+        if uow.memo[("member", member_id)] is not None
+        and ("lapse shared", member_id, machine_id) not in uow.memo
     }
-    for (member_id, machine_id), shared in uow.training_types.machines_sharing_lapse_of(
-        pairs
-    ).items():
-        uow.memo.setdefault(("lapse shared", member_id, machine_id), shared)
+    if pairs:
+        shared = uow.training_types.machines_sharing_lapse_of(pairs)
+        for (member_id, machine_id), machines in shared.items():
+            uow.memo[("lapse shared", member_id, machine_id)] = machines
 
 
 def _session_started(uow: SqlAlchemyUnitOfWork, controller: Controller, event: Event) -> None:

@@ -45,7 +45,6 @@ from server.service_layer.ingest import (
     as_text,
     check_event,
     prefetch,
-    preload_session_starts,
 )
 from server.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
@@ -284,10 +283,6 @@ def _preload(batch: _Batch, trusted: list[_Message]) -> None:
         batch.by_event_id[event_id] = _Held.of(row)
     session_ids = {e.data["session_id"] for e in decoded if e.data.get("session_id")}
     uow.sessions.preload(session_ids)
-    # Set-based reads for the session starts first; `prefetch` then finds them memoised.
-    preload_session_starts(
-        uow, [(m.event, m.controller.machine_id) for m in trusted if m.event and m.controller]
-    )
     prefetch(uow, [(m.controller, m.event, m.cmd.received_at) for m in trusted
                    if m.controller is not None and m.event is not None])  # fmt: skip
 
