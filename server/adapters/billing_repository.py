@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import ARRAY, bindparam, cast, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import FromClause, TableValuedAlias
 
 from server.adapters.billing_sql import on_approved_statement
 from server.adapters.orm import Member, Training, TrainingTypeMachine, UsageSession
@@ -291,19 +292,9 @@ class BillingRepository:
         if self.session.get_bind().dialect.name != "postgresql":
             self.session.execute(insert(BillingLedgerEntry), rows)
             return
-        # One INSERT over arrays, one per column (as update_statements does).
-        columns = list(rows[0])
-        table = BillingLedgerEntry.__table__
-        arrays = [
-            cast(
-                bindparam(c, [row[c] for row in rows], type_=ARRAY(table.c[c].type)),
-                ARRAY(table.c[c].type),
-            )
-            for c in columns
-        ]
-        values = func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
+        values = _unnest(BillingLedgerEntry.__table__, rows)
         self.session.execute(
-            insert(BillingLedgerEntry).from_select(columns, select(*values.c))
+            insert(BillingLedgerEntry).from_select(list(rows[0]), select(*values.c))
         )
 
     def balances(self) -> dict[str, int]:
@@ -441,17 +432,8 @@ class BillingRepository:
         if self.session.get_bind().dialect.name != "postgresql":
             self.session.execute(update(BillingStatement), [{**row, **same} for row in rows])
             return
-        table = BillingStatement.__table__
-        columns = list(rows[0])
-        arrays = [
-            cast(
-                bindparam(c, [row[c] for row in rows], type_=ARRAY(table.c[c].type)),
-                ARRAY(table.c[c].type),
-            )
-            for c in columns
-        ]
-        v = func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
-        values = {c: v.c[c] for c in columns if c != "id"} | same
+        v = _unnest(BillingStatement.__table__, rows)
+        values = {c: v.c[c] for c in rows[0] if c != "id"} | same
         self.session.execute(
             update(BillingStatement).where(BillingStatement.id == v.c.id).values(values)
         )
@@ -578,6 +560,21 @@ class BillingRepository:
             entry[0] += 1
             entry[1] += int(cents)
         return [(k, n, c) for k, (n, c) in sorted(sums.items())]
+
+
+def _unnest(table: FromClause, rows: list[dict[str, Any]]) -> TableValuedAlias:
+    """The rows (the same keys in each) as PostgreSQL's `unnest` of one array per
+    column, aliased `v`: a statement over them sends one parameter a column, not a
+    row's worth of parameters per row."""
+    columns = list(rows[0])
+    arrays = [
+        cast(
+            bindparam(c, [row[c] for row in rows], type_=ARRAY(table.c[c].type)),
+            ARRAY(table.c[c].type),
+        )
+        for c in columns
+    ]
+    return func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
 
 
 # The ledger's source type of an automatic credit -> the AutomaticSource it comes from.
